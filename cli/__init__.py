@@ -1,0 +1,1 @@
+"""The ``attest`` command: thin Typer wiring over the layers below."""

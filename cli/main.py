@@ -1,0 +1,66 @@
+"""The ``attest`` command line. Each subcommand is a thin call into the layers below.
+
+Errors that an operator can cause or fix (a stack that is down, a bad key file, an
+unreachable broker) print one sentence and exit 1; tracebacks are for bugs only.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from cli import audit, db, dev, keys
+from cli.demo import demo
+from cli.output import err_console
+from cli.produce import produce
+from cli.worker import worker
+
+app = typer.Typer(
+    name="attest",
+    help=(
+        "Attest: verify signed events from Kafka, store them encrypted, audit every decision.\n\n"
+        "Start here: `attest demo` runs everything on an embedded broker and Postgres. "
+        "Settings are ATTEST_* environment variables (see README)."
+    ),
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+app.add_typer(dev.app, name="dev")
+app.add_typer(db.app, name="db")
+app.add_typer(keys.app, name="keys")
+app.add_typer(audit.app, name="audit")
+app.command()(produce)
+app.command()(worker)
+app.command()(demo)
+
+
+def main() -> None:
+    from devstack.errors import DevStackError
+    from security.errors import SecurityError
+    from storage.errors import StorageError
+    from streams.errors import StreamsError
+
+    try:
+        app()
+    except (DevStackError, SecurityError, StorageError, StreamsError) as exc:
+        err_console.print(f"[bold red]error:[/] {exc}")
+        sys.exit(1)
+    except KeyboardInterrupt:
+        err_console.print("interrupted")
+        sys.exit(130)
+    except Exception as exc:  # noqa: BLE001 - a bug still gets one sentence, not a traceback
+        from config.settings import get_settings
+
+        if get_settings().log_level == "debug":
+            raise
+        err_console.print(
+            f"[bold red]unexpected error:[/] {type(exc).__name__}: {exc} "
+            "(set ATTEST_LOG_LEVEL=debug for the traceback)"
+        )
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

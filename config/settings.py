@@ -1,0 +1,120 @@
+"""The one typed settings object. Every knob is an ``ATTEST_*`` environment variable.
+
+No other module reads the environment: callers receive a ``Settings`` and pass it on.
+When the broker or database address is not set explicitly, the addresses recorded by
+``attest dev up`` in the state folder are used, so a newcomer never has to export them.
+"""
+
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+STACK_FILE = "stack.json"
+
+
+class Settings(BaseSettings):
+    """Attest configuration. Field names map to ``ATTEST_<NAME>`` variables."""
+
+    model_config = SettingsConfigDict(env_prefix="ATTEST_", extra="ignore")
+
+    # --- where things are -------------------------------------------------------------
+    kafka_bootstrap: str = Field(
+        "127.0.0.1:9092", description="Kafka bootstrap servers, host:port[,host:port]."
+    )
+    database_url: str = Field(
+        "postgresql://postgres@127.0.0.1:5432/attest",
+        description="SQLAlchemy/libpq URL of the Postgres database.",
+    )
+    state_dir: Path = Field(
+        Path(".attest"), description="Folder for the embedded stack, keys and local state."
+    )
+
+    # --- topics ---------------------------------------------------------------------
+    app_id: str = Field("attest", description="Faust application id (the consumer group).")
+    topic_prefix: str = Field("attest.", description="Prefix of every Kafka topic name.")
+    partitions: int = Field(4, ge=1, description="Partitions of the event topics.")
+    replication_factor: int = Field(1, ge=1, description="Replication factor of new topics.")
+
+    # --- consumer behaviour -----------------------------------------------------------
+    session_timeout_s: float = Field(
+        6.0,
+        gt=0,
+        description="Consumer group session timeout. Tansu's join waits about half of it.",
+    )
+    heartbeat_interval_s: float = Field(1.0, gt=0, description="Consumer heartbeat interval.")
+    batch_size: int = Field(500, ge=1, description="Most events an agent handles in one batch.")
+    batch_within_s: float = Field(
+        0.2, gt=0, description="Longest wait to fill a batch before processing what arrived."
+    )
+    db_retry_max_s: float = Field(
+        30.0, gt=0, description="Cap of the backoff while the database is unreachable."
+    )
+
+    # --- verification ---------------------------------------------------------------
+    max_event_bytes: int = Field(
+        64 * 1024, ge=256, description="Larger messages are dead-lettered as too_large."
+    )
+    max_clock_skew_s: float = Field(
+        300.0, gt=0, description="issued_at further than this from now is rejected as stale."
+    )
+    registry_refresh_s: float = Field(
+        2.0, gt=0, description="How often workers reload the key registry from Postgres."
+    )
+    seen_cache_size: int = Field(
+        200_000, ge=0, description="event_ids kept in memory for the fast replay check."
+    )
+
+    # --- worker -----------------------------------------------------------------------
+    worker_web_port: int = Field(6066, ge=0, description="Faust web port (metrics, health).")
+    worker_web_enabled: bool = Field(False, description="Serve the Faust web endpoint.")
+    log_level: Literal["debug", "info", "warn", "error", "crit"] = Field(
+        "warn", description="Worker log level."
+    )
+
+    # --- embedded stack ---------------------------------------------------------------
+    dev_kafka_port: int = Field(
+        19092, ge=0, description="Preferred port of the embedded broker (0: any free port)."
+    )
+    dev_postgres_port: int = Field(
+        15432, ge=0, description="Preferred port of the embedded Postgres (0: any free port)."
+    )
+
+    @property
+    def keys_dir(self) -> Path:
+        """Private signing keys made by ``attest keys generate`` (files 0600)."""
+        return self.state_dir / "keys"
+
+    def topic(self, suffix: str) -> str:
+        """The full topic name for a logical topic (``transactions`` -> ``attest.transactions``)."""
+        return f"{self.topic_prefix}{suffix}"
+
+
+def _with_dev_stack(settings: Settings) -> Settings:
+    """Fill unset addresses from the state folder's stack file written by ``attest dev up``."""
+    stack_file = settings.state_dir / STACK_FILE
+    unset = {"kafka_bootstrap", "database_url"} - settings.model_fields_set
+    if not unset or not stack_file.is_file():
+        return settings
+    try:
+        stack = json.loads(stack_file.read_text())
+    except (OSError, ValueError):
+        return settings
+    update = {name: stack[name] for name in unset if isinstance(stack.get(name), str)}
+    return settings.model_copy(update=update) if update else settings
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings: environment first, then the dev stack, then defaults."""
+    return _with_dev_stack(Settings())
+
+
+def setting_env_names() -> set[str]:
+    """Every environment variable name that is a real setting (used to check docker-compose)."""
+    return {f"ATTEST_{name.upper()}" for name in Settings.model_fields}

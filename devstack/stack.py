@@ -1,0 +1,137 @@
+"""Start, stop and describe the embedded stack, recorded in ``<state_dir>/stack.json``.
+
+The stack file is how every other command finds the broker and the database (see
+``config.settings``), and how ``down`` finds the processes to stop even from another shell.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from config.settings import STACK_FILE, Settings
+from devstack.broker import start_broker, stop_broker
+from devstack.errors import DevStackError
+from devstack.postgres import postmaster_pid, start_postgres, stop_postgres
+from devstack.processes import choose_port, pid_alive
+
+
+@dataclass(frozen=True)
+class StackInfo:
+    """What ``attest dev up`` recorded."""
+
+    kafka_bootstrap: str
+    database_url: str
+    broker_pid: int
+    postgres_pid: int
+    pgdata: str
+    started_at: str
+
+    def env_lines(self) -> list[str]:
+        return [
+            f"ATTEST_KAFKA_BOOTSTRAP={self.kafka_bootstrap}",
+            f"ATTEST_DATABASE_URL={self.database_url}",
+        ]
+
+
+@dataclass(frozen=True)
+class StackStatus:
+    info: StackInfo | None
+    broker_running: bool
+    postgres_running: bool
+
+    @property
+    def running(self) -> bool:
+        return self.broker_running and self.postgres_running
+
+
+def _stack_file(settings: Settings) -> Path:
+    return settings.state_dir / STACK_FILE
+
+
+def read_stack(settings: Settings) -> StackInfo | None:
+    """The recorded stack, or None when nothing was recorded (or the file is unreadable)."""
+    try:
+        return StackInfo(**json.loads(_stack_file(settings).read_text()))
+    except (OSError, ValueError, TypeError):
+        return None
+
+
+def status(settings: Settings) -> StackStatus:
+    info = read_stack(settings)
+    pgdata = Path(info.pgdata) if info else settings.state_dir / "pg"
+    return StackStatus(
+        info=info,
+        broker_running=bool(info and pid_alive(info.broker_pid)),
+        postgres_running=postmaster_pid(pgdata) is not None,
+    )
+
+
+def up(settings: Settings, notice: Callable[[str], None] = print) -> StackInfo:
+    """Start broker and database (or reuse a running stack); stop both on any failure."""
+    current = status(settings)
+    if current.running and current.info:
+        return current.info
+    down(settings)  # a half-running stack is cleaned up before we start afresh
+
+    state = settings.state_dir
+    state.mkdir(parents=True, exist_ok=True)
+    kafka_port = choose_port(settings.dev_kafka_port)
+    pg_port = choose_port(settings.dev_postgres_port)
+    for wanted, got, what in (
+        (settings.dev_kafka_port, kafka_port, "broker"),
+        (settings.dev_postgres_port, pg_port, "Postgres"),
+    ):
+        if wanted and wanted != got:
+            notice(f"Port {wanted} is in use; the embedded {what} takes port {got} instead.")
+
+    broker = None
+    pgdata = state / "pg"
+    try:
+        broker = start_broker(kafka_port, state / "broker.log")
+        database = start_postgres(pgdata, pg_port)
+    except BaseException:
+        # Includes Ctrl-C: never leave a broker or a server behind after a failed start.
+        if broker:
+            stop_broker(broker.pid)
+        stop_postgres(pgdata)
+        raise
+    info = StackInfo(
+        kafka_bootstrap=broker.bootstrap,
+        database_url=database.url,
+        broker_pid=broker.pid,
+        postgres_pid=database.pid,
+        pgdata=str(pgdata.resolve()),
+        started_at=datetime.now(UTC).isoformat(timespec="seconds"),
+    )
+    tmp = _stack_file(settings).with_suffix(".tmp")
+    tmp.write_text(json.dumps(asdict(info), indent=2))
+    os.replace(tmp, _stack_file(settings))
+    return info
+
+
+def down(settings: Settings) -> list[str]:
+    """Stop whatever the stack file or the state folder says runs; return what was stopped."""
+    info = read_stack(settings)
+    stopped: list[str] = []
+    if info and stop_broker(info.broker_pid):
+        stopped.append("broker")
+    pgdata = Path(info.pgdata) if info else settings.state_dir / "pg"
+    if stop_postgres(pgdata):
+        stopped.append("postgres")
+    with contextlib.suppress(FileNotFoundError):
+        _stack_file(settings).unlink()
+    return stopped
+
+
+def require_running(settings: Settings) -> StackInfo:
+    """The running stack, or a clear error telling the operator how to start it."""
+    current = status(settings)
+    if not (current.running and current.info):
+        raise DevStackError("The embedded stack is not running; start it with 'attest dev up'.")
+    return current.info

@@ -1,0 +1,1 @@
+"""Generators of signed scenario events with known ground truth (finance, government)."""

@@ -1,0 +1,1 @@
+"""Event schemas: JSON Schema files under ``schemas/json`` and their compiled validators."""

@@ -1,0 +1,46 @@
+"""``attest.audit.v1``: the unit of accountability, one record per decision.
+
+An audit id is derived from what the decision is about (action, correlation id and the
+source position), so the same decision taken again after a redelivery has the same id and
+is stored once.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+_NAMESPACE = uuid.UUID("5b0c2f52-3c55-4f0b-9a55-7d0f3c1c2a11")
+
+
+def audit_id_for(action: str, *parts: object) -> str:
+    """A deterministic id for one decision about one thing."""
+    return str(uuid.uuid5(_NAMESPACE, json.dumps([action, *map(str, parts)])))
+
+
+class AuditRecord(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    audit_id: str
+    time: datetime = Field(default_factory=lambda: datetime.now(UTC))
+    actor: str
+    action: str
+    outcome: Literal["ok", "rejected", "error"] = "ok"
+    reason: str | None = None
+    correlation_id: str | None = None
+    subject_ids: list[str] = Field(default_factory=list)
+    source_topic: str | None = None
+    source_partition: int | None = None
+    source_offset: int | None = None
+    detail: dict[str, Any] = Field(default_factory=dict)
+
+    def to_bytes(self) -> bytes:
+        return self.model_dump_json().encode("utf-8")
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> AuditRecord:
+        return cls.model_validate_json(data)

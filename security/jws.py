@@ -1,0 +1,97 @@
+"""Strict decoding of JWS compact tokens (RFC 7515) into their parts, with reason codes.
+
+Decoding is hand-written on purpose: a JOSE library would tell us "invalid token", while the
+dead-letter contract needs to say exactly which rule a message broke. Signing, which has no
+such need, uses ``joserfc`` (see ``security.keyfiles``).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from security.errors import Rejection
+from security.reasons import RejectReason
+from security.signatures import b64url_decode
+
+MAX_HEADER_BYTES = 1024
+_HEADER_MEMBERS = frozenset({"alg", "kid", "typ"})
+
+
+@dataclass(frozen=True, slots=True)
+class CompactToken:
+    """The parts of a compact JWS, decoded but not yet verified."""
+
+    alg: str
+    kid: str
+    typ: str
+    payload: bytes
+    signing_input: bytes
+    signature: bytes
+
+
+def _reject_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in obj:
+            raise ValueError(f"duplicate member {key!r}")
+        obj[key] = value
+    return obj
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def parse_json_object(data: bytes, what: str) -> dict[str, Any]:
+    """Strict JSON: UTF-8, one object, no duplicate members, no NaN/Infinity."""
+    try:
+        value = json.loads(
+            data.decode("utf-8"),
+            object_pairs_hook=_reject_duplicates,
+            parse_constant=_reject_constant,
+        )
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise Rejection(RejectReason.MALFORMED, f"{what} is not valid JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise Rejection(RejectReason.MALFORMED, f"{what} is not a JSON object")
+    return value
+
+
+def decode_compact(raw: bytes, max_bytes: int) -> CompactToken:
+    """Split and decode a token; raise ``Rejection`` (too_large or malformed) when it is not one."""
+    if len(raw) > max_bytes:
+        raise Rejection(RejectReason.TOO_LARGE, f"{len(raw)} bytes exceeds the {max_bytes} limit")
+    parts = raw.split(b".")
+    if len(parts) != 3:
+        raise Rejection(
+            RejectReason.MALFORMED, f"a compact JWS has 3 dot-separated parts, not {len(parts)}"
+        )
+    header_b64, payload_b64, signature_b64 = parts
+    if len(header_b64) > MAX_HEADER_BYTES * 4 // 3 + 4:
+        raise Rejection(RejectReason.MALFORMED, "protected header is too large")
+    try:
+        header_bytes = b64url_decode(header_b64)
+        payload = b64url_decode(payload_b64)
+        signature = b64url_decode(signature_b64)
+    except ValueError as exc:
+        raise Rejection(RejectReason.MALFORMED, f"token part is not base64url: {exc}") from None
+    header = parse_json_object(header_bytes, "protected header")
+    unknown = set(header) - _HEADER_MEMBERS
+    if unknown:
+        # crit, jku, jwk, x5u, b64... each one changes how a token must be checked; refuse them.
+        raise Rejection(
+            RejectReason.MALFORMED, f"unsupported header members: {', '.join(sorted(unknown))}"
+        )
+    for name in ("alg", "kid", "typ"):
+        if not isinstance(header.get(name), str) or not header[name]:
+            raise Rejection(RejectReason.MALFORMED, f"header member {name!r} must be a string")
+    return CompactToken(
+        alg=header["alg"],
+        kid=header["kid"],
+        typ=header["typ"],
+        payload=payload,
+        signing_input=header_b64 + b"." + payload_b64,
+        signature=signature,
+    )

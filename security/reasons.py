@@ -1,0 +1,22 @@
+"""The stable reason codes of rejected events, as written to the dead-letter topic.
+
+These strings are a public contract (docs/events.md): dashboards and producers key on them.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class RejectReason(StrEnum):
+    BAD_SIGNATURE = "bad_signature"
+    UNKNOWN_KEY = "unknown_key"
+    REVOKED_KEY = "revoked_key"
+    EXPIRED_KEY = "expired_key"
+    ALG_MISMATCH = "alg_mismatch"
+    SOURCE_MISMATCH = "source_mismatch"
+    MALFORMED = "malformed"
+    SCHEMA_INVALID = "schema_invalid"
+    REPLAYED = "replayed"
+    STALE = "stale"
+    TOO_LARGE = "too_large"

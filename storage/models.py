@@ -1,0 +1,95 @@
+"""The tables, as SQLAlchemy 2.0 declarative models. Alembic migrations create them.
+
+The layout is documented for auditors in docs/storage.md; change both together.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    DateTime,
+    Index,
+    Integer,
+    String,
+    Text,
+    func,
+)
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class SigningKeyRow(Base):
+    """A registered public key. Revocation sets ``revoked_at``; rows are never deleted."""
+
+    __tablename__ = "signing_keys"
+    __table_args__ = (CheckConstraint("alg IN ('Ed25519', 'ES256')", name="signing_keys_alg"),)
+
+    kid: Mapped[str] = mapped_column(String(200), primary_key=True)
+    source: Mapped[str] = mapped_column(String(64), index=True)
+    alg: Mapped[str] = mapped_column(String(16))
+    public_jwk: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    not_before: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    not_after: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    revoked_reason: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now()
+    )
+
+
+class EventRow(Base):
+    """One accepted event, stored once (event_id is the idempotency key)."""
+
+    __tablename__ = "events"
+
+    event_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
+    typ: Mapped[str] = mapped_column(String(64))
+    source: Mapped[str] = mapped_column(String(64), index=True)
+    kid: Mapped[str] = mapped_column(String(200))
+    topic: Mapped[str] = mapped_column(String(255))
+    partition: Mapped[int] = mapped_column(Integer)
+    offset: Mapped[int] = mapped_column(BigInteger)
+    issued_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    verified_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    stored_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    payload: Mapped[dict[str, Any]] = mapped_column(JSONB)
+
+
+class AuditLogRow(Base):
+    """One audit record as consumed from the audit topic; ``audit_id`` makes appends idempotent."""
+
+    __tablename__ = "audit_log"
+    __table_args__ = (
+        Index("audit_log_correlation_idx", "correlation_id"),
+        Index("audit_log_action_time_idx", "action", "time"),
+        Index("audit_log_actor_time_idx", "actor", "time"),
+        Index("audit_log_time_idx", "time"),
+        Index("audit_log_subjects_idx", "subject_ids", postgresql_using="gin"),
+    )
+
+    seq: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    audit_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), unique=True)
+    time: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    actor: Mapped[str] = mapped_column(String(200))
+    action: Mapped[str] = mapped_column(String(64))
+    outcome: Mapped[str] = mapped_column(String(16))
+    reason: Mapped[str | None] = mapped_column(String(64))
+    correlation_id: Mapped[str | None] = mapped_column(String(200))
+    subject_ids: Mapped[list[str]] = mapped_column(ARRAY(Text), server_default="{}")
+    source_topic: Mapped[str | None] = mapped_column(String(255))
+    source_partition: Mapped[int | None] = mapped_column(Integer)
+    source_offset: Mapped[int | None] = mapped_column(BigInteger)
+    detail: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default="{}")
+    recorded_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now()
+    )

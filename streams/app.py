@@ -1,0 +1,121 @@
+"""The Faust application: all wiring of topics to agents lives here and only here.
+
+Agents consume in batches (``take_events``): Faust acknowledges a batch only after the
+loop body returns, and the body returns only after the batch's Postgres writes committed
+and its dead letters and audit records were delivered, so offsets never run ahead of
+durable effects (at-least-once with idempotent effects; see docs/architecture.md).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+
+import faust
+from faust.types import EventT
+
+from agents.audit_sink import AuditSink
+from agents.intake import IntakeProcessor
+from agents.messages import BatchOutput, IncomingMessage
+from agents.retry import until_stored
+from config.settings import Settings
+from storage.keys import key_snapshot
+from streams.topics import ALL_TOPICS, AUDIT, DEAD_LETTER, INTAKE_TOPICS, TopicSpec
+
+log = logging.getLogger("attest.worker")
+
+BatchHandler = Callable[[list[IncomingMessage]], Awaitable[BatchOutput]]
+
+
+def worker_actor() -> str:
+    return f"worker:{socket.gethostname()}:{os.getpid()}"
+
+
+def _incoming(event: EventT) -> IncomingMessage:
+    message = event.message
+    return IncomingMessage(
+        topic=message.topic,
+        partition=message.partition,
+        offset=message.offset,
+        key=message.key,
+        value=message.value if isinstance(message.value, bytes) else bytes(message.value or b""),
+        received_at=datetime.now(UTC),
+    )
+
+
+def build_app(settings: Settings) -> faust.App:
+    """The worker's app: intake agents per signed topic, the audit sink, the key refresher."""
+    app = faust.App(
+        settings.app_id,
+        broker=[f"kafka://{host}" for host in settings.kafka_bootstrap.split(",")],
+        store="memory://",
+        topic_partitions=settings.partitions,
+        topic_replication_factor=settings.replication_factor,
+        broker_session_timeout=settings.session_timeout_s,
+        broker_heartbeat_interval=settings.heartbeat_interval_s,
+        consumer_auto_offset_reset="earliest",
+        producer_acks=-1,
+        web_enabled=settings.worker_web_enabled,
+        web_port=settings.worker_web_port,
+        datadir=str(settings.state_dir / "worker"),
+    )
+    topics = {
+        spec.suffix: app.topic(
+            spec.name(settings),
+            partitions=spec.partition_count(settings),
+            key_serializer="raw",
+            value_serializer="raw",
+        )
+        for spec in ALL_TOPICS
+    }
+    dead_letter, audit = topics[DEAD_LETTER.suffix], topics[AUDIT.suffix]
+
+    async def publish(output: BatchOutput) -> None:
+        pending = []
+        for letter in output.dead_letters:
+            pending.append(await dead_letter.send(
+                key=letter.message.key, value=letter.message.value, headers=letter.headers()
+            ))
+        for record in output.audit:
+            pending.append(await audit.send(
+                key=(record.correlation_id or record.audit_id).encode(), value=record.to_bytes()
+            ))
+        if pending:
+            await asyncio.gather(*pending)
+
+    def attach(spec: TopicSpec, handler: BatchHandler) -> None:
+        async def agent(stream: faust.StreamT) -> None:
+            async for events in stream.take_events(settings.batch_size, settings.batch_within_s):
+                output = await handler([_incoming(e) for e in events])
+                await publish(output)
+
+        app.agent(topics[spec.suffix], name=f"attest.{spec.suffix}")(agent)
+
+    intake = IntakeProcessor(
+        settings,
+        actor=worker_actor(),
+        accepted_types={spec.name(settings): spec.accepted_types for spec in INTAKE_TOPICS},
+    )
+
+    async def refresh_keys() -> None:
+        url = settings.database_url
+        snapshot = await until_stored(
+            lambda: key_snapshot(url), settings.db_retry_max_s, "loading keys"
+        )
+        intake.replace_keys(snapshot)
+
+    async def verified_intake(batch: list[IncomingMessage]) -> BatchOutput:
+        if not intake.keys:
+            await refresh_keys()
+        return await intake.process(batch)
+
+    for spec in INTAKE_TOPICS:
+        attach(spec, verified_intake)
+    attach(AUDIT, AuditSink(settings).process)
+
+    app.timer(settings.registry_refresh_s, name="attest.refresh_keys")(refresh_keys)
+    return app

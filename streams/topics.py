@@ -1,0 +1,45 @@
+"""Every topic, declared once: its name suffix, partitions and which event schemas it carries."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from config.settings import Settings
+from schemas.catalog import APPROVAL_V1, DOCUMENT_V1, TRANSACTION_V1
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    """A logical topic. ``partitions=None`` means the configured ``ATTEST_PARTITIONS``."""
+
+    suffix: str
+    description: str
+    accepted_types: frozenset[str] = frozenset()
+    partitions: int | None = None
+
+    def name(self, settings: Settings) -> str:
+        return settings.topic(self.suffix)
+
+    def partition_count(self, settings: Settings) -> int:
+        return self.partitions or settings.partitions
+
+
+TRANSACTIONS = TopicSpec(
+    "transactions", "Signed payments from ledgers, switches and statements",
+    frozenset({TRANSACTION_V1}),
+)
+DOCUMENTS = TopicSpec(
+    "documents", "Signed documents from agencies", frozenset({DOCUMENT_V1})
+)
+APPROVALS = TopicSpec(
+    "approvals", "Signed approvals of data-sharing requests", frozenset({APPROVAL_V1})
+)
+AUDIT = TopicSpec("audit", "One attest.audit.v1 record per decision")
+DEAD_LETTER = TopicSpec(
+    "dead-letter", "Rejected messages: original bytes, reason code in the headers"
+)
+RECONCILIATION = TopicSpec("reconciliation", "Matches and breaks across sources")
+
+#: Topics whose messages are signed events and go through the one verification path.
+INTAKE_TOPICS = (TRANSACTIONS, DOCUMENTS, APPROVALS)
+ALL_TOPICS = (TRANSACTIONS, DOCUMENTS, APPROVALS, AUDIT, DEAD_LETTER, RECONCILIATION)
