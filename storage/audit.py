@@ -66,3 +66,35 @@ def decision_counts(url: str, since: datetime | None = None) -> DecisionCounts:
         return DecisionCounts(accepted, rejected, sum(n for _, _, n in rows))
 
     return run_db(read)
+
+
+def find_records(
+    url: str,
+    *,
+    correlation_ids: list[str] | None = None,
+    action: str | None = None,
+    since: datetime | None = None,
+    limit: int = 1000,
+) -> list[AuditRecord]:
+    """Audit records in append order, filtered; the read side for the CLI and tests."""
+
+    def read() -> list[AuditRecord]:
+        stmt = select(AuditLogRow).order_by(AuditLogRow.seq).limit(limit)
+        if correlation_ids is not None:
+            stmt = stmt.where(AuditLogRow.correlation_id.in_(correlation_ids))
+        if action is not None:
+            stmt = stmt.where(AuditLogRow.action == action)
+        if since is not None:
+            stmt = stmt.where(AuditLogRow.time >= since)
+        with engine_for(url).connect() as conn:
+            rows = conn.execute(stmt).all()
+        fields = AuditRecord.model_fields
+        return [
+            AuditRecord.model_validate({
+                k: (str(v) if k == "audit_id" else v)
+                for k, v in row._mapping.items() if k in fields
+            })
+            for row in rows
+        ]
+
+    return run_db(read)
