@@ -77,6 +77,37 @@ class Settings(BaseSettings):
         "warn", description="Worker log level."
     )
 
+    # --- inference (the shared model pool) -------------------------------------------
+    model_dir: Path | None = Field(
+        None, description="Local Hugging Face model folder; unset: the bundled all-MiniLM-L6-v2."
+    )
+    inference_device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto", description="auto picks CUDA when present."
+    )
+    inference_precision: Literal["fp32", "int8", "fp16"] = Field(
+        "fp32", description="int8: dynamic quantization (CPU only); fp16: half precision (GPU only)."
+    )
+    inference_max_batch: int = Field(64, ge=1, description="Most texts per model call.")
+    inference_max_wait_ms: float = Field(
+        5.0, ge=0, description="Longest a request waits for others to fill a batch."
+    )
+    inference_queue_size: int = Field(
+        4096, ge=1, description="Pending texts before callers are made to wait (backpressure)."
+    )
+    inference_timeout_s: float = Field(30.0, gt=0, description="Per-request inference timeout.")
+    inference_cache_size: int = Field(
+        20_000, ge=0, description="Embeddings kept by content hash (0 disables the cache)."
+    )
+    inference_threads: int = Field(0, ge=0, description="torch CPU threads (0: torch's default).")
+
+    # --- audit trail --------------------------------------------------------------------
+    audit_checkpoint_every: int = Field(
+        1000, ge=1, description="Sign a checkpoint of the audit chain after this many records."
+    )
+    audit_checkpoint_interval_s: float = Field(
+        60.0, gt=0, description="...or after this many seconds with new records."
+    )
+
     # --- embedded stack ---------------------------------------------------------------
     dev_kafka_port: int = Field(
         19092, ge=0, description="Preferred port of the embedded broker (0: any free port)."
@@ -84,6 +115,11 @@ class Settings(BaseSettings):
     dev_postgres_port: int = Field(
         15432, ge=0, description="Preferred port of the embedded Postgres (0: any free port)."
     )
+
+    @property
+    def service_key_path(self) -> Path:
+        """Attest's own Ed25519 key (signs audit checkpoints), created 0600 on first use."""
+        return self.state_dir / "service-key.jwk"
 
     @property
     def keys_dir(self) -> Path:

@@ -178,7 +178,8 @@ def test_header_with_duplicate_members_is_malformed(header):
     [
         {"crit": ["exp"]},
         {"crit": []},
-        {"jwk": {"kty": "OKP", "crv": "Ed25519", "x": "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"}},
+        {"jwk": {"kty": "OKP", "crv": "Ed25519",
+                 "x": "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"}},
         {"jku": "https://attacker.example/keys.json"},
         {"x5u": "https://attacker.example/cert.pem"},
         {"x5c": ["MIIB"]},

@@ -201,7 +201,8 @@ RFC7515_A3_JWK = {
 }
 RFC7515_A3_TOKEN = (
     "eyJhbGciOiJFUzI1NiJ9."
-    "eyJpc3MiOiJqb2UiLA0KICJleHAiOjEzMDA4MTkzODAsDQogImh0dHA6Ly9leGFtcGxlLmNvbS9pc19yb290Ijp0cnVlfQ."
+    "eyJpc3MiOiJqb2UiLA0KICJleHAiOjEzMDA4MTkzODAsDQogImh0dHA6Ly9leGFtcGxlLmNvbS9pc19yb290Ijp0"
+    "cnVlfQ."
     "DtEhU3ljbEg8L38VWAfUAqOyKAM6-Xx-F4GawxaepmXFCgfTjDxw5djxLa8ISlSApmWQxfKTUJqPP3-Kg6NU1Q"
 )
 
@@ -469,7 +470,8 @@ INTEROP_POLICY = VerificationPolicy(
 
 def jwcrypto_token(key: jwcrypto_jwk.JWK, alg: str, kid: str, payload: bytes) -> bytes:
     token = jwcrypto_jws.JWS(payload)
-    token.add_signature(key, None, protected={"alg": alg, "kid": kid, "typ": "attest.transaction.v1"})
+    protected = {"alg": alg, "kid": kid, "typ": "attest.transaction.v1"}
+    token.add_signature(key, None, protected=protected)
     return token.serialize(compact=True).encode("ascii")
 
 

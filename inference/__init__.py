@@ -1,0 +1,1 @@
+"""The shared model pool: one per worker process, batched, prioritized, cached."""
