@@ -10,7 +10,7 @@ import sys
 
 import typer
 
-from cli import audit, db, dev, keys
+from cli import audit, bench, db, dev, keys
 from cli.demo import demo
 from cli.output import err_console
 from cli.produce import produce
@@ -31,6 +31,7 @@ app.add_typer(dev.app, name="dev")
 app.add_typer(db.app, name="db")
 app.add_typer(keys.app, name="keys")
 app.add_typer(audit.app, name="audit")
+app.add_typer(bench.app, name="bench")
 app.command()(produce)
 app.command()(worker)
 app.command()(demo)

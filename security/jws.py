@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 from security.errors import Rejection
@@ -32,11 +33,11 @@ class CompactToken:
 
 
 def _reject_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    obj: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in obj:
-            raise ValueError(f"duplicate member {key!r}")
-        obj[key] = value
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        seen: set[str] = set()
+        duplicate = next(k for k, _ in pairs if k in seen or seen.add(k))  # type: ignore[func-returns-value]
+        raise ValueError(f"duplicate member {duplicate!r}")
     return obj
 
 
@@ -44,19 +45,42 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
+# One decoder for the process: ``json.loads`` with hooks would build a new one per call.
+_STRICT_JSON = json.JSONDecoder(object_pairs_hook=_reject_duplicates, parse_constant=_reject_constant)
+
+
 def parse_json_object(data: bytes, what: str) -> dict[str, Any]:
     """Strict JSON: UTF-8, one object, no duplicate members, no NaN/Infinity."""
     try:
-        value = json.loads(
-            data.decode("utf-8"),
-            object_pairs_hook=_reject_duplicates,
-            parse_constant=_reject_constant,
-        )
+        value = _STRICT_JSON.decode(data.decode("utf-8"))
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise Rejection(RejectReason.MALFORMED, f"{what} is not valid JSON: {exc}") from None
     if not isinstance(value, dict):
         raise Rejection(RejectReason.MALFORMED, f"{what} is not a JSON object")
     return value
+
+
+@lru_cache(maxsize=1024)
+def _header(header_b64: bytes) -> tuple[str, str, str]:
+    """(alg, kid, typ) of an encoded protected header.
+
+    Cached because a producer sends the same header bytes with every event; only valid
+    headers are cached (a rejection is an exception, which ``lru_cache`` does not keep).
+    """
+    try:
+        header = parse_json_object(b64url_decode(header_b64), "protected header")
+    except ValueError as exc:
+        raise Rejection(RejectReason.MALFORMED, f"header is not base64url: {exc}") from None
+    unknown = set(header) - _HEADER_MEMBERS
+    if unknown:
+        # crit, jku, jwk, x5u, b64... each one changes how a token must be checked; refuse them.
+        raise Rejection(
+            RejectReason.MALFORMED, f"unsupported header members: {', '.join(sorted(unknown))}"
+        )
+    for name in ("alg", "kid", "typ"):
+        if not isinstance(header.get(name), str) or not header[name]:
+            raise Rejection(RejectReason.MALFORMED, f"header member {name!r} must be a string")
+    return header["alg"], header["kid"], header["typ"]
 
 
 def decode_compact(raw: bytes, max_bytes: int) -> CompactToken:
@@ -71,26 +95,16 @@ def decode_compact(raw: bytes, max_bytes: int) -> CompactToken:
     header_b64, payload_b64, signature_b64 = parts
     if len(header_b64) > MAX_HEADER_BYTES * 4 // 3 + 4:
         raise Rejection(RejectReason.MALFORMED, "protected header is too large")
+    alg, kid, typ = _header(header_b64)
     try:
-        header_bytes = b64url_decode(header_b64)
         payload = b64url_decode(payload_b64)
         signature = b64url_decode(signature_b64)
     except ValueError as exc:
         raise Rejection(RejectReason.MALFORMED, f"token part is not base64url: {exc}") from None
-    header = parse_json_object(header_bytes, "protected header")
-    unknown = set(header) - _HEADER_MEMBERS
-    if unknown:
-        # crit, jku, jwk, x5u, b64... each one changes how a token must be checked; refuse them.
-        raise Rejection(
-            RejectReason.MALFORMED, f"unsupported header members: {', '.join(sorted(unknown))}"
-        )
-    for name in ("alg", "kid", "typ"):
-        if not isinstance(header.get(name), str) or not header[name]:
-            raise Rejection(RejectReason.MALFORMED, f"header member {name!r} must be a string")
     return CompactToken(
-        alg=header["alg"],
-        kid=header["kid"],
-        typ=header["typ"],
+        alg=alg,
+        kid=kid,
+        typ=typ,
         payload=payload,
         signing_input=header_b64 + b"." + payload_b64,
         signature=signature,

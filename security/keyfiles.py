@@ -42,9 +42,11 @@ class SigningKey:
     def sign(self, payload: bytes, typ: str, alg_name: str | None = None) -> bytes:
         """A compact JWS over ``payload`` with header {alg, kid, typ}."""
         alg = alg_name or self.alg
-        key = OKPKey.import_key(self._private_jwk) if self.alg == "Ed25519" else ECKey.import_key(
-            self._private_jwk
-        )
+        if canonical_alg(alg) != self.alg:
+            raise UnsupportedAlgorithm(f"a {self.alg} key cannot sign as {alg}")
+        # joserfc binds a JWK's "alg" to one name; drop it so the EdDSA alias can be used too.
+        material = {k: v for k, v in self._private_jwk.items() if k != "alg"}
+        key = OKPKey.import_key(material) if self.alg == "Ed25519" else ECKey.import_key(material)
         header = {"alg": alg, "kid": self.kid, "typ": typ}
         return jws.serialize_compact(header, payload, key, algorithms=[alg]).encode("ascii")
 

@@ -17,7 +17,7 @@ from security.errors import Rejection, UnsupportedAlgorithm, UnusableKey
 from security.jws import decode_compact, parse_json_object
 from security.reasons import RejectReason
 from security.registry import KeySnapshot
-from security.signatures import canonical_alg, verify
+from security.signatures import canonical_alg, verify_canonical
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,7 +74,7 @@ def verify_event(
     if unusable:
         raise Rejection(*unusable)
     try:
-        valid = verify(alg, key.public_jwk, token.signing_input, token.signature)
+        valid = verify_canonical(alg, key.public_jwk, token.signing_input, token.signature)
     except UnusableKey as exc:
         raise Rejection(RejectReason.UNKNOWN_KEY, f"registered key is unusable: {exc}") from None
     if not valid:

@@ -1,0 +1,13 @@
+"""``attest bench``: benchmarks that print numbers against a baseline measured in the same run."""
+
+from __future__ import annotations
+
+import typer
+
+from bench import verify
+
+app = typer.Typer(
+    help="Measure throughput and latency; each prints its target and whether it was met.",
+    no_args_is_help=True,
+)
+app.command("verify")(verify.command)

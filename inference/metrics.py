@@ -1,0 +1,61 @@
+"""Prometheus metrics of the model pool, on one module-level registry.
+
+The metrics are created once per process (at import), not per pool: a process has one pool,
+and tests that build many pools must not hit "Duplicated timeseries". They live on their own
+``REGISTRY`` so they never collide with metrics of other packages; ``metrics_text()`` gives
+the exposition text for the worker's web endpoint.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+
+BATCH_SIZE = Histogram(
+    "attest_inference_batch_size",
+    "Texts per model call.",
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512),
+    registry=REGISTRY,
+)
+QUEUE_WAIT = Histogram(
+    "attest_inference_queue_wait_seconds",
+    "Time from a request's admission to the start of its first model call, by lane.",
+    ["lane"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+    registry=REGISTRY,
+)
+INFERENCE_TIME = Histogram(
+    "attest_inference_batch_seconds",
+    "Wall time of one model call (tokenize + forward + pool), in the worker thread.",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+    registry=REGISTRY,
+)
+REQUESTS = Counter(
+    "attest_inference_requests_total", "embed() calls, by lane.", ["lane"], registry=REGISTRY
+)
+CACHE_HITS = Counter(
+    "attest_inference_cache_hits_total", "Texts answered from the cache.", registry=REGISTRY
+)
+CACHE_MISSES = Counter(
+    "attest_inference_cache_misses_total", "Texts sent to the model.", registry=REGISTRY
+)
+TIMEOUTS = Counter(
+    "attest_inference_timeouts_total", "Requests that raised InferenceTimeout.", registry=REGISTRY
+)
+ERRORS = Counter(
+    "attest_inference_errors_total", "Model calls that raised.", registry=REGISTRY
+)
+QUEUE_DEPTH = Gauge(
+    "attest_inference_queue_texts", "Texts admitted and waiting for a model call.", registry=REGISTRY
+)
+WAITING_CALLERS = Gauge(
+    "attest_inference_waiting_callers",
+    "Requests held back by backpressure (queue full).",
+    registry=REGISTRY,
+)
+
+
+def metrics_text() -> bytes:
+    """Prometheus exposition text of every model-pool metric (``generate_latest``)."""
+    return generate_latest(REGISTRY)
