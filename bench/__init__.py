@@ -1,1 +1,4 @@
-"""Benchmarks behind `attest bench`: each prints numbers and a ratio against a baseline measured in the same run."""
+"""Benchmarks behind `attest bench`.
+
+Each prints numbers and a ratio against a baseline measured in the same run.
+"""

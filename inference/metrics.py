@@ -8,7 +8,14 @@ the exposition text for the worker's web endpoint.
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 
@@ -56,6 +63,12 @@ WAITING_CALLERS = Gauge(
 )
 
 
-def metrics_text() -> bytes:
-    """Prometheus exposition text of every model-pool metric (``generate_latest``)."""
-    return generate_latest(REGISTRY)
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+
+
+def metrics_text() -> str:
+    """Prometheus exposition text of every model-pool metric (``generate_latest``).
+
+    Serve it with ``CONTENT_TYPE`` as the response's content type.
+    """
+    return generate_latest(REGISTRY).decode("utf-8")
