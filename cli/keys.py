@@ -7,6 +7,7 @@ import json
 import socket
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.table import Table
@@ -14,6 +15,7 @@ from rich.table import Table
 from cli.output import console, err_console, fail
 from config.settings import Settings, get_settings
 from schemas.audit import AuditRecord, audit_id_for
+from security.errors import SecurityError
 from security.keyfiles import generate_key, public_part, write_private_key
 from security.signatures import canonical_alg, public_key_for
 from storage import keys as registry
@@ -53,7 +55,7 @@ def generate(
     settings = get_settings()
     try:
         key = generate_key(source, alg, kid)
-    except Exception as exc:  # noqa: BLE001 - unsupported alg -> one sentence
+    except SecurityError as exc:
         fail(str(exc))
     registry.add_key(settings.database_url, key.kid, source, key.alg, key.public_jwk)
     path = write_private_key(key, settings.keys_dir)
@@ -62,32 +64,91 @@ def generate(
     console.print(f"private key: {path} (mode 0600)")
 
 
+def _validated_public_jwk(jwk: object, where: str) -> tuple[str, str, dict[str, Any]]:
+    """(kid, canonical alg, public members) of a JWK, or a one-sentence failure."""
+    if not isinstance(jwk, dict) or "d" in jwk:
+        fail(f"{where}: must be one public JWK (a private key must never be registered)")
+    kid, alg = jwk.get("kid"), jwk.get("alg")
+    if not isinstance(kid, str) or not kid or not isinstance(alg, str):
+        fail(f"{where}: the JWK needs string members 'kid' and 'alg'")
+    try:
+        name = canonical_alg(alg)
+        public_key_for(name, jwk)
+    except SecurityError as exc:
+        fail(f"{where}: the JWK cannot be used: {exc}")
+    return kid, name, public_part(jwk)
+
+
+def _validity(jwk: dict[str, Any]) -> tuple[datetime | None, datetime | None]:
+    """Optional ``nbf``/``exp`` members (seconds since the epoch) as the validity window."""
+    def at(name: str) -> datetime | None:
+        value = jwk.get(name)
+        return datetime.fromtimestamp(value, UTC) if isinstance(value, int | float) else None
+
+    return at("nbf"), at("exp")
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        fail(f"{path} is not readable JSON: {exc}")
+
+
+def _register(settings: Settings, jwk: dict[str, Any], source: str, where: str) -> bool:
+    kid, alg, public = _validated_public_jwk(jwk, where)
+    not_before, not_after = _validity(jwk)
+    try:
+        added = registry.add_key(settings.database_url, kid, source, alg, public,
+                                 not_before=not_before, not_after=not_after)
+    except registry.KeyConflict as exc:
+        fail(str(exc))
+    if added:
+        _audit(settings, "key.added", kid, {"source": source, "alg": alg})
+    console.print(f"{'registered' if added else 'already registered'} {kid} ({alg}) for {source}")
+    return added
+
+
 @app.command()
 def add(
     jwk_file: Path = typer.Option(..., "--jwk", exists=True, dir_okay=False,
                                   help="A public JWK (JSON) with kid and alg."),
     source: str = typer.Option(..., "--source", "-s", help="The source this key may sign for."),
 ) -> None:
-    """Register a producer's public key from a JWK file. Private members are refused."""
+    """Register a producer's public key from a JWK file. Private members are refused.
+
+    Optional JWK members nbf/exp (seconds since the epoch) set the validity window.
+    """
+    _register(get_settings(), _read_json(jwk_file), source, str(jwk_file))
+
+
+@app.command("import")
+def import_jwks(
+    jwks_file: Path = typer.Option(..., "--jwks", exists=True, dir_okay=False,
+                                   help='A JWK Set: {"keys": [...]}, public keys only.'),
+    source: str | None = typer.Option(
+        None, "--source", "-s",
+        help="Source for every key; without it each JWK must carry a 'source' member.",
+    ),
+) -> None:
+    """Register every key of a JWK Set. All keys are checked before any is registered."""
     settings = get_settings()
-    try:
-        jwk = json.loads(jwk_file.read_text())
-    except ValueError:
-        fail(f"{jwk_file} is not JSON")
-    if not isinstance(jwk, dict) or "d" in jwk:
-        fail("the file must hold one public JWK (a private key must never be registered)")
-    kid, alg = jwk.get("kid"), jwk.get("alg")
-    if not isinstance(kid, str) or not isinstance(alg, str):
-        fail("the JWK needs string members 'kid' and 'alg'")
-    try:
-        name = canonical_alg(alg)
-        public_key_for(name, jwk)
-    except Exception as exc:  # noqa: BLE001
-        fail(f"the JWK cannot be used: {exc}")
-    added = registry.add_key(settings.database_url, kid, source, name, public_part(jwk))
-    if added:
-        _audit(settings, "key.added", kid, {"source": source, "alg": name})
-    console.print(f"{'registered' if added else 'already registered'} {kid} ({name}) for {source}")
+    document = _read_json(jwks_file)
+    keys = document.get("keys") if isinstance(document, dict) else None
+    if not isinstance(keys, list) or not keys:
+        fail(f"{jwks_file} has no 'keys' list")
+    plan = []
+    for i, jwk in enumerate(keys):
+        where = f"{jwks_file} key #{i + 1}"
+        _validated_public_jwk(jwk, where)
+        claimed = jwk.get("source")
+        if source and claimed not in (None, source):
+            fail(f"{where} says source {claimed!r}, not {source!r}")
+        if not (source or isinstance(claimed, str)):
+            fail(f"{where} has no 'source' member; pass --source")
+        plan.append((jwk, source or claimed))
+    added = sum(_register(settings, jwk, src, f"{jwks_file}") for jwk, src in plan)
+    console.print(f"{added} of {len(plan)} keys newly registered")
 
 
 @app.command("list")

@@ -10,7 +10,7 @@ import sys
 
 import typer
 
-from cli import audit, bench, db, dev, keys
+from cli import audit, bench, db, dev, dlq, keys
 from cli.demo import demo
 from cli.output import err_console
 from cli.produce import produce
@@ -32,6 +32,7 @@ app.add_typer(db.app, name="db")
 app.add_typer(keys.app, name="keys")
 app.add_typer(audit.app, name="audit")
 app.add_typer(bench.app, name="bench")
+app.add_typer(dlq.app, name="dlq")
 app.command()(produce)
 app.command()(worker)
 app.command()(demo)

@@ -1,0 +1,403 @@
+"""The model pool's scheduler: micro-batching, priority lanes, backpressure, timeouts, cache.
+
+One pool per worker process; every agent awaits ``pool.embed``. Requests from concurrent
+callers are merged into batches of at most ``max_batch`` texts; a batch leaves as soon as it
+is full or its oldest text has waited ``max_wait_ms``. Lanes are strict: a batch is filled
+from LIVE first, then REPLAY, then BACKFILL. Admission is bounded by ``queue_size`` queued
+texts: beyond it callers wait (in lane order), nothing is dropped. The model runs in one
+dedicated thread, so the event loop keeps serving Kafka and Postgres while torch computes.
+All bookkeeping happens on the event loop thread, so it needs no locks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from enum import IntEnum
+from functools import partial
+from typing import TYPE_CHECKING, Protocol
+
+import numpy as np
+
+from inference import metrics
+from inference.cache import EmbeddingCache, content_key
+from inference.errors import InferenceError, InferenceTimeout, ModelLoadError, PoolClosed
+
+if TYPE_CHECKING:
+    from config.settings import Settings
+
+WARMUP_TEXT = "Warm-up: invoice 10042 from Northwind Traders, salary March 2024."
+
+
+class Priority(IntEnum):
+    """Lanes, most urgent first: live traffic, then replays, then backfills."""
+
+    LIVE = 0
+    REPLAY = 1
+    BACKFILL = 2
+
+
+class EncoderLike(Protocol):
+    """What the scheduler needs from a model: a version, a width, and a blocking encode."""
+
+    version: str
+    dim: int
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray: ...
+
+
+@dataclass
+class PoolStats:
+    """Counters of one pool (the Prometheus metrics are process-wide; these are per pool)."""
+
+    requests: int = 0
+    batches: int = 0
+    texts_encoded: int = 0
+    cache_hits: int = 0
+    cache_misses: int = 0
+    timeouts: int = 0
+    errors: int = 0
+    recent_batch_sizes: deque[int] = field(default_factory=lambda: deque(maxlen=1024))
+
+    @property
+    def hit_rate(self) -> float:
+        looked_up = self.cache_hits + self.cache_misses
+        return self.cache_hits / looked_up if looked_up else 0.0
+
+
+@dataclass(eq=False)
+class _Request:
+    """The texts of one embed call that the cache did not answer, and their progress."""
+
+    texts: list[str]
+    keys: list[bytes]
+    priority: Priority
+    future: asyncio.Future[np.ndarray]
+    admitted_at: float = 0.0
+    admitted: bool = False
+    started: bool = False
+    withdrawn: bool = False
+    next: int = 0  # first text not yet handed to a batch
+    filled: int = 0
+    vectors: np.ndarray | None = None
+
+
+class ModelPool:
+    """Shared, batched, prioritized access to one model. Start it once, close it once."""
+
+    def __init__(
+        self,
+        encoder: EncoderLike | Callable[[], EncoderLike],
+        *,
+        max_batch: int = 64,
+        max_wait_ms: float = 5.0,
+        queue_size: int = 4096,
+        timeout_s: float = 30.0,
+        cache_size: int = 20_000,
+        warmup: bool = True,
+    ) -> None:
+        """``encoder`` is a loaded encoder, or a callable that loads one (run in the worker thread)."""
+        if max_batch < 1 or queue_size < 1 or max_wait_ms < 0 or timeout_s <= 0:
+            raise ValueError("need max_batch >= 1, queue_size >= 1, max_wait_ms >= 0, timeout_s > 0")
+        self._source = encoder
+        self._encoder: EncoderLike | None = None
+        self.max_batch = max_batch
+        self.max_wait_s = max_wait_ms / 1000
+        self.queue_size = queue_size
+        self.timeout_s = timeout_s
+        self.warmup = warmup
+        self.cache = EmbeddingCache(cache_size)
+        self.stats = PoolStats()
+        self._lanes: dict[Priority, deque[_Request]] = {p: deque() for p in Priority}
+        self._waiters: list[tuple[int, int, _Request]] = []
+        self._seq = itertools.count()
+        self._queued = 0
+        self._state = "new"  # new -> running -> closing -> closed
+        self._arrived = asyncio.Event()
+        self._executor: ThreadPoolExecutor | None = None
+        self._scheduler: asyncio.Task[None] | None = None
+
+    @classmethod
+    def from_settings(cls, settings: Settings, *, warmup: bool = True) -> ModelPool:
+        """The pool the settings describe; the model itself loads in ``start()``."""
+        from inference.encoder import Encoder
+
+        return cls(
+            partial(Encoder.from_settings, settings),
+            max_batch=settings.inference_max_batch,
+            max_wait_ms=settings.inference_max_wait_ms,
+            queue_size=settings.inference_queue_size,
+            timeout_s=settings.inference_timeout_s,
+            cache_size=settings.inference_cache_size,
+            warmup=warmup,
+        )
+
+    # --- state ---------------------------------------------------------------------------
+    @property
+    def encoder(self) -> EncoderLike:
+        if self._encoder is None:
+            raise PoolClosed("the model pool has not been started")
+        return self._encoder
+
+    @property
+    def model_version(self) -> str:
+        """Model name and weights hash, e.g. ``all-MiniLM-L6-v2@53aa51172d14``."""
+        return self.encoder.version
+
+    @property
+    def dim(self) -> int:
+        return self.encoder.dim
+
+    @property
+    def running(self) -> bool:
+        return self._state == "running"
+
+    @property
+    def queued(self) -> int:
+        """Texts admitted and waiting for a batch (bounded by ``queue_size``)."""
+        return self._queued
+
+    @property
+    def waiting(self) -> int:
+        """Requests held back by backpressure."""
+        return sum(1 for *_, request in self._waiters if not request.withdrawn)
+
+    async def __aenter__(self) -> ModelPool:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    async def start(self) -> None:
+        """Load the model in the worker thread (the loop stays free), warm it up, start batching."""
+        if self._state != "new":
+            raise InferenceError(f"the model pool cannot start: it is {self._state}")
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="attest-inference")
+        try:
+            self._encoder = await asyncio.get_running_loop().run_in_executor(self._executor, self._load)
+        except BaseException:
+            self._executor.shutdown(wait=False)
+            raise
+        self._state = "running"
+        self._scheduler = asyncio.create_task(self._run(), name="attest-inference-scheduler")
+
+    def _load(self) -> EncoderLike:
+        source = self._source
+        encoder: EncoderLike = source if hasattr(source, "encode") else source()  # type: ignore[operator]
+        if self.warmup:  # first calls allocate and pick kernels; pay that before live traffic
+            try:
+                encoder.encode([WARMUP_TEXT])
+                encoder.encode([WARMUP_TEXT] * self.max_batch)
+            except Exception as exc:  # noqa: BLE001
+                raise ModelLoadError(f"the model failed its warm-up call: {exc}") from exc
+        return encoder
+
+    async def close(self) -> None:
+        """Refuse new work, finish everything already queued, then stop the worker thread."""
+        if self._state in ("new", "closed"):
+            self._state = "closed"
+            return
+        self._state = "closing"
+        self._arrived.set()
+        assert self._scheduler is not None and self._executor is not None
+        try:
+            await asyncio.shield(self._scheduler)
+        finally:
+            if self._scheduler.done():
+                self._state = "closed"
+                self._fail_all(PoolClosed("the model pool closed before this request ran"))
+                self._executor.shutdown(wait=False, cancel_futures=True)
+
+    # --- requests ------------------------------------------------------------------------
+    async def embed(
+        self, texts: Sequence[str], priority: Priority = Priority.LIVE, timeout_s: float | None = None
+    ) -> np.ndarray:
+        """Unit vectors for ``texts``, shape (len(texts), dim), float32, in input order.
+
+        Waits (never drops) while the queue is full. Raises InferenceTimeout after
+        ``timeout_s`` (default: the pool's), PoolClosed once ``close()`` has begun.
+        """
+        if isinstance(texts, str):
+            raise TypeError("embed() takes a list of texts, not a single string")
+        if self._state != "running":
+            raise PoolClosed(f"the model pool is {self._state} and takes no new work")
+        priority = Priority(priority)
+        texts = list(texts)
+        self.stats.requests += 1
+        metrics.REQUESTS.labels(priority.name.lower()).inc()
+        out = np.empty((len(texts), self.dim), dtype=np.float32)
+        positions: dict[bytes, list[int]] = {}
+        for i, text in enumerate(texts):
+            if not isinstance(text, str):
+                raise TypeError(f"text {i} is {type(text).__name__}, not str")
+            key = content_key(text)
+            cached = self.cache.get(key)
+            if cached is not None:
+                out[i] = cached
+            else:
+                positions.setdefault(key, []).append(i)
+        misses = sum(len(p) for p in positions.values())
+        self._count_lookups(len(texts) - misses, misses)
+        if not positions:
+            return out
+        keys = list(positions)
+        request = _Request(
+            [texts[positions[k][0]] for k in keys], keys, priority,
+            asyncio.get_running_loop().create_future(),
+        )
+        timeout = self.timeout_s if timeout_s is None else timeout_s
+        heapq.heappush(self._waiters, (priority, next(self._seq), request))
+        self._admit()
+        try:
+            async with asyncio.timeout(timeout):
+                vectors = await request.future
+        except TimeoutError:
+            self.stats.timeouts += 1
+            metrics.TIMEOUTS.inc()
+            raise InferenceTimeout(
+                f"inference took longer than {timeout:g}s for {len(texts)} text(s) in the "
+                f"{priority.name.lower()} lane ({self._queued} text(s) queued); the request was "
+                "withdrawn and the event was not processed, so keep it and retry"
+            ) from None
+        finally:
+            self._withdraw(request)
+        for key, row in zip(keys, vectors, strict=True):
+            out[positions[key]] = row
+        return out
+
+    def _count_lookups(self, hits: int, misses: int) -> None:
+        self.stats.cache_hits += hits
+        self.stats.cache_misses += misses
+        metrics.CACHE_HITS.inc(hits)
+        metrics.CACHE_MISSES.inc(misses)
+
+    def _admit(self) -> None:
+        """Move waiting requests into their lanes, most urgent first, while the queue has room.
+
+        Head-of-line: when the most urgent waiter does not fit, nobody behind it jumps ahead,
+        so a large request is never starved by a stream of small ones. An empty queue admits
+        any request, however large, so an oversize request cannot wait forever.
+        """
+        while self._waiters:
+            request = self._waiters[0][2]
+            if not request.withdrawn:
+                if self._queued and self._queued + len(request.texts) > self.queue_size:
+                    break
+                request.admitted, request.admitted_at = True, time.monotonic()
+                self._lanes[request.priority].append(request)
+                self._queued += len(request.texts)
+                self._arrived.set()
+            heapq.heappop(self._waiters)
+        metrics.QUEUE_DEPTH.set(self._queued)
+        metrics.WAITING_CALLERS.set(len(self._waiters))
+
+    def _withdraw(self, request: _Request) -> None:
+        """Take a finished, timed-out or cancelled request's unscheduled texts off the queue."""
+        if request.withdrawn:
+            return
+        request.withdrawn = True
+        remaining = len(request.texts) - request.next
+        if request.admitted and remaining:
+            self._queued -= remaining
+            request.next = len(request.texts)
+            self._lanes[request.priority].remove(request)
+        self._admit()
+
+    def _fail_all(self, error: InferenceError) -> None:
+        pending = [r for lane in self._lanes.values() for r in lane] + [w[2] for w in self._waiters]
+        for request in pending:
+            if not request.future.done():
+                request.future.set_exception(error)
+            self._withdraw(request)
+
+    # --- the scheduler -------------------------------------------------------------------
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while (batch := await self._next_batch()) is not None:
+            await self._run_batch(loop, batch)
+            # Callers just answered usually send their next request at once; let them queue
+            # it before the next batch is cut, or batches shrink under steady load.
+            await asyncio.sleep(0)
+
+    async def _next_batch(self) -> list[tuple[_Request, int, int]] | None:
+        """Wait for a full batch or for the oldest queued text to reach max wait; None: drained."""
+        while True:
+            if self._queued == 0:
+                if self._state != "running":
+                    return None
+                self._arrived.clear()
+                await self._arrived.wait()
+                continue
+            if self._queued >= self.max_batch or self._state != "running":
+                return self._take()
+            oldest = min(lane[0].admitted_at for lane in self._lanes.values() if lane)
+            delay = oldest + self.max_wait_s - time.monotonic()
+            if delay <= 0:
+                return self._take()
+            self._arrived.clear()
+            try:
+                async with asyncio.timeout(delay):
+                    await self._arrived.wait()
+            except TimeoutError:
+                return self._take()
+
+    def _take(self) -> list[tuple[_Request, int, int]]:
+        """Cut up to max_batch texts from the lanes in priority order (requests may split)."""
+        batch, budget, now = [], self.max_batch, time.monotonic()
+        for lane in self._lanes.values():
+            while lane and budget:
+                request = lane[0]
+                start = request.next
+                end = min(len(request.texts), start + budget)
+                if not request.started:
+                    request.started = True
+                    metrics.QUEUE_WAIT.labels(request.priority.name.lower()).observe(now - request.admitted_at)
+                batch.append((request, start, end))
+                request.next, budget, self._queued = end, budget - (end - start), self._queued - (end - start)
+                if end == len(request.texts):
+                    lane.popleft()
+        self._admit()
+        return batch
+
+    async def _run_batch(self, loop: asyncio.AbstractEventLoop, batch: list[tuple[_Request, int, int]]) -> None:
+        texts = [text for request, start, end in batch for text in request.texts[start:end]]
+        began = time.perf_counter()
+        try:
+            vectors = await loop.run_in_executor(self._executor, self.encoder.encode, texts)
+            if vectors.shape != (len(texts), self.dim):
+                raise InferenceError(f"encoder returned shape {vectors.shape} for {len(texts)} texts")
+        except Exception as exc:  # noqa: BLE001 - one failed batch fails its requests, not the pool
+            self.stats.errors += 1
+            metrics.ERRORS.inc()
+            message = f"the model failed on a batch of {len(texts)} text(s): {type(exc).__name__}: {exc}"
+            for request, _, _ in batch:
+                if not request.future.done():
+                    request.future.set_exception(InferenceError(message))
+                self._withdraw(request)
+            return
+        metrics.INFERENCE_TIME.observe(time.perf_counter() - began)
+        metrics.BATCH_SIZE.observe(len(texts))
+        self.stats.batches += 1
+        self.stats.texts_encoded += len(texts)
+        self.stats.recent_batch_sizes.append(len(texts))
+        offset = 0
+        for request, start, end in batch:
+            rows = vectors[offset:offset + end - start]
+            offset += end - start
+            for key, row in zip(request.keys[start:end], rows, strict=True):
+                self.cache.put(key, row)
+            if request.future.done():  # timed out or cancelled meanwhile; the cache keeps the work
+                continue
+            if request.vectors is None:
+                request.vectors = np.empty((len(request.texts), self.dim), dtype=np.float32)
+            request.vectors[start:end] = rows
+            request.filled += end - start
+            if request.filled == len(request.texts):
+                request.future.set_result(request.vectors)
