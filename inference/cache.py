@@ -38,6 +38,23 @@ class EmbeddingCache:
             self._items.move_to_end(key)
         return vector
 
+    def lookup(self, texts: list[str], out: np.ndarray) -> dict[bytes, list[int]]:
+        """Copy cached vectors into ``out`` rows; return the misses as key -> row positions.
+
+        A text repeated within one call appears once in the result, so it is computed once.
+        """
+        misses: dict[bytes, list[int]] = {}
+        for i, text in enumerate(texts):
+            if not isinstance(text, str):
+                raise TypeError(f"text {i} is {type(text).__name__}, not str")
+            key = content_key(text)
+            cached = self.get(key)
+            if cached is not None:
+                out[i] = cached
+            else:
+                misses.setdefault(key, []).append(i)
+        return misses
+
     def put(self, key: bytes, vector: np.ndarray) -> None:
         """Store a read-only copy; evict the least recently used beyond ``max_size``."""
         if self.max_size == 0:

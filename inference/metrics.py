@@ -8,6 +8,9 @@ the exposition text for the worker's web endpoint.
 
 from __future__ import annotations
 
+from collections import deque
+from dataclasses import dataclass, field
+
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -61,6 +64,25 @@ WAITING_CALLERS = Gauge(
     "Requests held back by backpressure (queue full).",
     registry=REGISTRY,
 )
+
+
+@dataclass
+class PoolStats:
+    """Counters of one pool (the Prometheus metrics are process-wide; these are per pool)."""
+
+    requests: int = 0
+    batches: int = 0
+    texts_encoded: int = 0
+    cache_hits: int = 0
+    cache_misses: int = 0
+    timeouts: int = 0
+    errors: int = 0
+    recent_batch_sizes: deque[int] = field(default_factory=lambda: deque(maxlen=1024))
+
+    @property
+    def hit_rate(self) -> float:
+        looked_up = self.cache_hits + self.cache_misses
+        return self.cache_hits / looked_up if looked_up else 0.0
 
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST

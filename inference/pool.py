@@ -12,35 +12,24 @@ All bookkeeping happens on the event loop thread, so it needs no locks.
 from __future__ import annotations
 
 import asyncio
-import heapq
-import itertools
 import time
-from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
-from enum import IntEnum
 from functools import partial
 from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
 from inference import metrics
-from inference.cache import EmbeddingCache, content_key
+from inference.cache import EmbeddingCache
 from inference.errors import InferenceError, InferenceTimeout, ModelLoadError, PoolClosed
+from inference.lanes import LaneQueue, Priority, Request, Segment
+from inference.metrics import PoolStats
 
 if TYPE_CHECKING:
     from config.settings import Settings
 
 WARMUP_TEXT = "Warm-up: invoice 10042 from Northwind Traders, salary March 2024."
-
-
-class Priority(IntEnum):
-    """Lanes, most urgent first: live traffic, then replays, then backfills."""
-
-    LIVE = 0
-    REPLAY = 1
-    BACKFILL = 2
 
 
 class EncoderLike(Protocol):
@@ -50,42 +39,6 @@ class EncoderLike(Protocol):
     dim: int
 
     def encode(self, texts: Sequence[str]) -> np.ndarray: ...
-
-
-@dataclass
-class PoolStats:
-    """Counters of one pool (the Prometheus metrics are process-wide; these are per pool)."""
-
-    requests: int = 0
-    batches: int = 0
-    texts_encoded: int = 0
-    cache_hits: int = 0
-    cache_misses: int = 0
-    timeouts: int = 0
-    errors: int = 0
-    recent_batch_sizes: deque[int] = field(default_factory=lambda: deque(maxlen=1024))
-
-    @property
-    def hit_rate(self) -> float:
-        looked_up = self.cache_hits + self.cache_misses
-        return self.cache_hits / looked_up if looked_up else 0.0
-
-
-@dataclass(eq=False)
-class _Request:
-    """The texts of one embed call that the cache did not answer, and their progress."""
-
-    texts: list[str]
-    keys: list[bytes]
-    priority: Priority
-    future: asyncio.Future[np.ndarray]
-    admitted_at: float = 0.0
-    admitted: bool = False
-    started: bool = False
-    withdrawn: bool = False
-    next: int = 0  # first text not yet handed to a batch
-    filled: int = 0
-    vectors: np.ndarray | None = None
 
 
 class ModelPool:
@@ -114,10 +67,7 @@ class ModelPool:
         self.warmup = warmup
         self.cache = EmbeddingCache(cache_size)
         self.stats = PoolStats()
-        self._lanes: dict[Priority, deque[_Request]] = {p: deque() for p in Priority}
-        self._waiters: list[tuple[int, int, _Request]] = []
-        self._seq = itertools.count()
-        self._queued = 0
+        self._queue = LaneQueue(queue_size)
         self._state = "new"  # new -> running -> closing -> closed
         self._arrived = asyncio.Event()
         self._executor: ThreadPoolExecutor | None = None
@@ -161,12 +111,12 @@ class ModelPool:
     @property
     def queued(self) -> int:
         """Texts admitted and waiting for a batch (bounded by ``queue_size``)."""
-        return self._queued
+        return self._queue.queued
 
     @property
     def waiting(self) -> int:
         """Requests held back by backpressure."""
-        return sum(1 for *_, request in self._waiters if not request.withdrawn)
+        return self._queue.waiting
 
     async def __aenter__(self) -> ModelPool:
         await self.start()
@@ -233,28 +183,19 @@ class ModelPool:
         self.stats.requests += 1
         metrics.REQUESTS.labels(priority.name.lower()).inc()
         out = np.empty((len(texts), self.dim), dtype=np.float32)
-        positions: dict[bytes, list[int]] = {}
-        for i, text in enumerate(texts):
-            if not isinstance(text, str):
-                raise TypeError(f"text {i} is {type(text).__name__}, not str")
-            key = content_key(text)
-            cached = self.cache.get(key)
-            if cached is not None:
-                out[i] = cached
-            else:
-                positions.setdefault(key, []).append(i)
+        positions = self.cache.lookup(texts, out)
         misses = sum(len(p) for p in positions.values())
         self._count_lookups(len(texts) - misses, misses)
         if not positions:
             return out
         keys = list(positions)
-        request = _Request(
+        request = Request(
             [texts[positions[k][0]] for k in keys], keys, priority,
             asyncio.get_running_loop().create_future(),
         )
         timeout = self.timeout_s if timeout_s is None else timeout_s
-        heapq.heappush(self._waiters, (priority, next(self._seq), request))
-        self._admit()
+        if self._queue.submit(request):
+            self._arrived.set()
         try:
             async with asyncio.timeout(timeout):
                 vectors = await request.future
@@ -263,7 +204,7 @@ class ModelPool:
             metrics.TIMEOUTS.inc()
             raise InferenceTimeout(
                 f"inference took longer than {timeout:g}s for {len(texts)} text(s) in the "
-                f"{priority.name.lower()} lane ({self._queued} text(s) queued); the request was "
+                f"{priority.name.lower()} lane ({self._queue.queued} text(s) queued); the request was "
                 "withdrawn and the event was not processed, so keep it and retry"
             ) from None
         finally:
@@ -278,41 +219,13 @@ class ModelPool:
         metrics.CACHE_HITS.inc(hits)
         metrics.CACHE_MISSES.inc(misses)
 
-    def _admit(self) -> None:
-        """Move waiting requests into their lanes, most urgent first, while the queue has room.
-
-        Head-of-line: when the most urgent waiter does not fit, nobody behind it jumps ahead,
-        so a large request is never starved by a stream of small ones. An empty queue admits
-        any request, however large, so an oversize request cannot wait forever.
-        """
-        while self._waiters:
-            request = self._waiters[0][2]
-            if not request.withdrawn:
-                if self._queued and self._queued + len(request.texts) > self.queue_size:
-                    break
-                request.admitted, request.admitted_at = True, time.monotonic()
-                self._lanes[request.priority].append(request)
-                self._queued += len(request.texts)
-                self._arrived.set()
-            heapq.heappop(self._waiters)
-        metrics.QUEUE_DEPTH.set(self._queued)
-        metrics.WAITING_CALLERS.set(len(self._waiters))
-
-    def _withdraw(self, request: _Request) -> None:
-        """Take a finished, timed-out or cancelled request's unscheduled texts off the queue."""
-        if request.withdrawn:
-            return
-        request.withdrawn = True
-        remaining = len(request.texts) - request.next
-        if request.admitted and remaining:
-            self._queued -= remaining
-            request.next = len(request.texts)
-            self._lanes[request.priority].remove(request)
-        self._admit()
+    def _withdraw(self, request: Request) -> None:
+        """Take a request's remaining texts off the queue; wake the scheduler if room let others in."""
+        if self._queue.withdraw(request):
+            self._arrived.set()
 
     def _fail_all(self, error: InferenceError) -> None:
-        pending = [r for lane in self._lanes.values() for r in lane] + [w[2] for w in self._waiters]
-        for request in pending:
+        for request in self._queue.unfinished():
             if not request.future.done():
                 request.future.set_exception(error)
             self._withdraw(request)
@@ -326,47 +239,28 @@ class ModelPool:
             # it before the next batch is cut, or batches shrink under steady load.
             await asyncio.sleep(0)
 
-    async def _next_batch(self) -> list[tuple[_Request, int, int]] | None:
+    async def _next_batch(self) -> list[Segment] | None:
         """Wait for a full batch or for the oldest queued text to reach max wait; None: drained."""
         while True:
-            if self._queued == 0:
+            oldest = self._queue.oldest()
+            if oldest is None:
                 if self._state != "running":
                     return None
                 self._arrived.clear()
                 await self._arrived.wait()
                 continue
-            if self._queued >= self.max_batch or self._state != "running":
-                return self._take()
-            oldest = min(lane[0].admitted_at for lane in self._lanes.values() if lane)
             delay = oldest + self.max_wait_s - time.monotonic()
-            if delay <= 0:
-                return self._take()
+            if self._queue.queued >= self.max_batch or self._state != "running" or delay <= 0:
+                return self._queue.take(self.max_batch)
             self._arrived.clear()
             try:
                 async with asyncio.timeout(delay):
                     await self._arrived.wait()
             except TimeoutError:
-                return self._take()
+                return self._queue.take(self.max_batch)
 
-    def _take(self) -> list[tuple[_Request, int, int]]:
-        """Cut up to max_batch texts from the lanes in priority order (requests may split)."""
-        batch, budget, now = [], self.max_batch, time.monotonic()
-        for lane in self._lanes.values():
-            while lane and budget:
-                request = lane[0]
-                start = request.next
-                end = min(len(request.texts), start + budget)
-                if not request.started:
-                    request.started = True
-                    metrics.QUEUE_WAIT.labels(request.priority.name.lower()).observe(now - request.admitted_at)
-                batch.append((request, start, end))
-                request.next, budget, self._queued = end, budget - (end - start), self._queued - (end - start)
-                if end == len(request.texts):
-                    lane.popleft()
-        self._admit()
-        return batch
-
-    async def _run_batch(self, loop: asyncio.AbstractEventLoop, batch: list[tuple[_Request, int, int]]) -> None:
+    async def _run_batch(self, loop: asyncio.AbstractEventLoop, batch: list[Segment]) -> None:
+        """One model call in the worker thread; results go to their requests and the cache."""
         texts = [text for request, start, end in batch for text in request.texts[start:end]]
         began = time.perf_counter()
         try:

@@ -1,0 +1,258 @@
+"""The audit hash chain and its signed checkpoints: pure functions, no database.
+
+Each ``audit_log`` row carries ``prev_hash`` (the previous row's ``row_hash``; 64 zeros for
+seq 1) and ``row_hash`` = SHA-256 of the RFC 8785 (JCS) encoding of the record's fields plus
+``prev_hash`` and ``seq``. JCS and not ``json.dumps``: the hash must be reproducible by an
+auditor in any language, and ``json.dumps`` is not a canonical form (see DESIGN.md).
+
+A checkpoint is a C2SP signed note (tlog-checkpoint layout: origin, count, base64 head
+hash) signed with the service's Ed25519 key, so the head at a position can be checked
+without trusting the database. ``verify_chain`` walks rows in seq order, streaming, and
+names the first problem (changed, missing, inserted, reordered rows; bad checkpoints).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import math
+import os
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import rfc8785
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric import ed25519
+
+from security.errors import UnusableKey
+from security.keyfiles import SigningKey, generate_key, load_private_key
+from security.signatures import b64url_decode
+
+GENESIS = "0" * 64
+ORIGIN = "attest audit log"
+CHECKPOINT_ACTION = "audit.checkpoint"
+SERVICE_KEY_SOURCE = "attest-audit"
+#: The fields of an ``attest.audit.v1`` record that the chain covers (all of them).
+HASHED_FIELDS = (
+    "audit_id", "time", "actor", "action", "outcome", "reason", "correlation_id",
+    "subject_ids", "source_topic", "source_partition", "source_offset", "detail",
+)
+_SAFE_INT = 2**53 - 1
+_ED25519_NOTE_ALG = b"\x01"  # signed-note signature type byte for Ed25519
+
+
+# --- canonical encoding and the row hash ---------------------------------------------
+
+
+def format_time(value: datetime) -> str:
+    """RFC 3339 UTC with exactly six fractional digits; a naive time is taken as UTC."""
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def json_safe(value: Any) -> Any:
+    """Map a JSON value to one RFC 8785 can encode *and* that survives a JSONB round trip.
+
+    JSONB stores numbers as exact decimals, so ``1e20`` comes back as the integer
+    100000000000000000000, which JCS refuses (outside the IEEE-754 safe range). Applying
+    this on both sides (before storing, and to what is read back) makes both hash the same.
+    """
+    if value is None or isinstance(value, bool | str):
+        return value
+    if isinstance(value, int):
+        if -_SAFE_INT <= value <= _SAFE_INT:
+            return value
+        try:
+            as_float = float(value)
+        except OverflowError:
+            return str(value)
+        return as_float if Decimal(repr(as_float)) == value else str(value)
+    if isinstance(value, float):
+        return value if math.isfinite(value) else str(value)
+    if isinstance(value, Mapping):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    return str(value)
+
+
+def hashed_view(values: Mapping[str, Any]) -> dict[str, Any]:
+    """The chain's view of a record (an ``AuditRecord`` dump or a database row mapping)."""
+    get = values.get
+    return {
+        "audit_id": str(uuid.UUID(str(get("audit_id")))),
+        "time": format_time(get("time")),
+        "actor": get("actor"),
+        "action": get("action"),
+        "outcome": get("outcome"),
+        "reason": get("reason"),
+        "correlation_id": get("correlation_id"),
+        "subject_ids": list(get("subject_ids") or []),
+        "source_topic": get("source_topic"),
+        "source_partition": get("source_partition"),
+        "source_offset": get("source_offset"),
+        "detail": json_safe(get("detail") or {}),
+    }
+
+
+def canonical_bytes(view: Mapping[str, Any], prev_hash: str, seq: int) -> bytes:
+    """The exact bytes hashed for one row: JCS of the view plus ``prev_hash`` and ``seq``."""
+    return rfc8785.dumps({**view, "prev_hash": prev_hash, "seq": seq})
+
+
+def row_hash(view: Mapping[str, Any], prev_hash: str, seq: int) -> str:
+    return hashlib.sha256(canonical_bytes(view, prev_hash, seq)).hexdigest()
+
+
+# --- when to checkpoint ----------------------------------------------------------------
+
+
+def checkpoint_due(pending: int, age_s: float | None, every: int, interval_s: float) -> bool:
+    """Whether the sink should sign a checkpoint now.
+
+    ``pending`` counts records after the last checkpoint that are *not* checkpoint records:
+    the sink reads its own checkpoint records back from the audit topic, and if they counted,
+    each checkpoint would eventually cause the next one, forever, on an idle log.
+    ``age_s``: seconds since the last checkpoint (or the first uncovered record).
+    """
+    if pending <= 0:
+        return False
+    return pending >= every or (age_s is not None and age_s >= interval_s)
+
+
+# --- signed checkpoints (C2SP signed note) -----------------------------------------------
+
+
+def checkpoint_body(count: int, head_hash: str) -> str:
+    """The note text: origin, record count, base64 of the 32-byte head hash."""
+    head = base64.b64encode(bytes.fromhex(head_hash)).decode("ascii")
+    return f"{ORIGIN}\n{count}\n{head}\n"
+
+
+def _key_hash(name: str, public: bytes) -> bytes:
+    """Signed-note key id: SHA-256(name || LF || 0x01 || public key)[:4]."""
+    return hashlib.sha256(name.encode() + b"\n" + _ED25519_NOTE_ALG + public).digest()[:4]
+
+
+@dataclass(frozen=True)
+class NoteVerifier:
+    """A trusted public key for checkpoint signatures; ``name`` is the key's kid."""
+
+    name: str
+    public: bytes
+
+    @classmethod
+    def from_jwk(cls, jwk: Mapping[str, Any]) -> NoteVerifier:
+        if jwk.get("kty") != "OKP" or jwk.get("crv") != "Ed25519" or "kid" not in jwk:
+            raise UnusableKey("a checkpoint key must be an Ed25519 OKP JWK with a kid")
+        try:
+            public = b64url_decode(str(jwk["x"]))
+        except (KeyError, ValueError) as exc:
+            raise UnusableKey("the JWK member 'x' is missing or not base64url") from exc
+        if len(public) != 32:
+            raise UnusableKey("an Ed25519 public key has 32 bytes")
+        return cls(str(jwk["kid"]), public)
+
+    def verifies(self, body: str, signature_line: str) -> bool | None:
+        """True/False for a line by this key; None when the line names another key."""
+        try:
+            _dash, name, blob = signature_line.split(" ")
+            raw = base64.b64decode(blob, validate=True)
+        except ValueError:
+            return None
+        if name != self.name or raw[:4] != _key_hash(self.name, self.public):
+            return None
+        try:
+            ed25519.Ed25519PublicKey.from_public_bytes(self.public).verify(raw[4:], body.encode())
+        except InvalidSignature:
+            return False
+        return True
+
+
+class CheckpointSigner:
+    """Signs checkpoint bodies with the service's Ed25519 key. Holds no state but the key."""
+
+    def __init__(self, key: SigningKey) -> None:
+        jwk = key._private_jwk
+        self.name = key.kid
+        self._private = ed25519.Ed25519PrivateKey.from_private_bytes(b64url_decode(jwk["d"]))
+        self.public_jwk = key.public_jwk
+
+    def sign(self, body: str) -> str:
+        verifier = self.verifier()
+        signature = self._private.sign(body.encode())
+        blob = base64.b64encode(_key_hash(self.name, verifier.public) + signature).decode()
+        return f"{body}\n\u2014 {self.name} {blob}\n"
+
+    def verifier(self) -> NoteVerifier:
+        return NoteVerifier.from_jwk(self.public_jwk)
+
+
+@dataclass(frozen=True)
+class ParsedCheckpoint:
+    count: int
+    head_hash: str
+    body: str
+    signatures: tuple[str, ...]
+
+
+def parse_checkpoint(text: str) -> ParsedCheckpoint:
+    """Split a signed checkpoint; raises ``ValueError`` when it is not one of ours."""
+    body, sep, sigs = text.partition("\n\n")
+    if not sep:
+        raise ValueError("no signature block")
+    body += "\n"
+    lines = body.split("\n")
+    if len(lines) != 4 or lines[0] != ORIGIN or not lines[1].isdigit():
+        raise ValueError("not an attest audit checkpoint")
+    head = base64.b64decode(lines[2], validate=True)
+    if len(head) != 32:
+        raise ValueError("the head hash is not 32 bytes")
+    signatures = tuple(line for line in sigs.split("\n") if line)
+    if not signatures or not all(line.startswith("\u2014 ") for line in signatures):
+        raise ValueError("malformed signature lines")
+    return ParsedCheckpoint(int(lines[1]), head.hex(), body, signatures)
+
+
+def checkpoint_signed_by(parsed: ParsedCheckpoint, verifiers: list[NoteVerifier]) -> bool | None:
+    """True: a trusted key signed it. False: a trusted key's signature is invalid.
+
+    None: no line is by a trusted key (signed by someone else, or by nobody we know).
+    """
+    verdicts = [v.verifies(parsed.body, line) for line in parsed.signatures for v in verifiers]
+    if False in verdicts:
+        return False
+    return True if True in verdicts else None
+
+
+# --- the service key file ------------------------------------------------------------------
+
+
+def load_or_create_service_key(path: Path) -> SigningKey:
+    """Attest's own Ed25519 key; the first caller creates it, mode 0600.
+
+    Written to a private temporary file and then hard-linked into place, so a concurrent
+    worker either sees no file or a complete one, and exactly one key ever wins.
+    """
+    if path.exists():
+        return load_private_key(path)
+    key = generate_key(SERVICE_KEY_SOURCE, "Ed25519")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "w") as out:
+            json.dump({"source": key.source, "jwk": key._private_jwk}, out)
+        os.link(tmp, path)
+    except FileExistsError:  # another process won the race: use its key
+        return load_private_key(path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return key
