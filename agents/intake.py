@@ -20,6 +20,7 @@ from agents.retry import until_stored
 from config.settings import Settings
 from schemas.audit import AuditRecord, audit_id_for
 from security.errors import Rejection
+from security.field_protection import FieldProtector
 from security.reasons import RejectReason
 from security.registry import KeySnapshot
 from security.verification import VerificationPolicy, VerifiedEvent, verify_event
@@ -79,10 +80,16 @@ class IntakeProcessor:
         actor: str,
         accepted_types: dict[str, frozenset[str]],
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        *,
+        protector: FieldProtector | None = None,
     ) -> None:
+        """``protector`` seals protected fields before they are stored (see docs/security.md);
+        the worker always passes one. Without it, payloads are stored in clear (tests only).
+        """
         self._settings = settings
         self._actor = actor
         self._clock = clock
+        self._protector = protector
         self._policies = {
             topic: VerificationPolicy(
                 max_event_bytes=settings.max_event_bytes,
@@ -142,9 +149,10 @@ class IntakeProcessor:
             )
             for message, event in accepted
         ]
-        url = self._settings.database_url
+        url, protector = self._settings.database_url, self._protector
         outcome = await until_stored(
-            lambda: store_events(url, rows), self._settings.db_retry_max_s, "storing events"
+            lambda: store_events(url, rows, protector=protector),
+            self._settings.db_retry_max_s, "storing events",
         )
         output = BatchOutput(stored=len(outcome.inserted))
         for message, event in accepted:
@@ -155,6 +163,7 @@ class IntakeProcessor:
                 )
                 continue
             self.seen.add(event.event_id, message.position)
+            output.accepted.append((message, event))
             output.audit.extend(self._accepted_records(message, event))
         for message, rejection in rejected:
             output.dead_letters.append(
@@ -188,7 +197,7 @@ class IntakeProcessor:
             AuditRecord(
                 audit_id=audit_id_for("event.stored", event.event_id, message.position),
                 action="event.stored",
-                detail={"table": "events"},
+                detail={"table": "events", "fields_encrypted": self._protector is not None},
                 **common,
             ),
         ]

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from schemas.audit import AuditRecord
+from security.verification import VerifiedEvent
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,3 +52,5 @@ class BatchOutput:
     dead_letters: list[DeadLetter] = field(default_factory=list)
     audit: list[AuditRecord] = field(default_factory=list)
     stored: int = 0
+    #: Events accepted and stored in this batch, for the stages after intake (inference).
+    accepted: list[tuple[IncomingMessage, VerifiedEvent]] = field(default_factory=list)

@@ -26,6 +26,10 @@ def worker() -> None:
 
         fail(f"the database is at revision {current or '(empty)'}, not {head}; "
              "run 'attest db upgrade' first")
+    if settings.model_dir is not None and not settings.model_dir.is_dir():
+        from cli.output import fail
+
+        fail(f"ATTEST_MODEL_DIR {settings.model_dir} is not a folder with a local model")
     ensure_topics(settings)
     console.print(f"worker starting: broker {settings.kafka_bootstrap}, "
                   f"batches of up to {settings.batch_size}")

@@ -72,7 +72,7 @@ class Settings(BaseSettings):
 
     # --- worker -----------------------------------------------------------------------
     worker_web_port: int = Field(6066, ge=0, description="Faust web port (metrics, health).")
-    worker_web_enabled: bool = Field(False, description="Serve the Faust web endpoint.")
+    worker_web_enabled: bool = Field(True, description="Serve the worker's web endpoint (/metrics).")
     log_level: Literal["debug", "info", "warn", "error", "crit"] = Field(
         "warn", description="Worker log level."
     )

@@ -19,7 +19,7 @@ from datetime import UTC, datetime, timedelta
 from config.settings import Settings
 from devstack import stack
 from devstack.errors import DevStackError
-from devstack.processes import terminate_tree
+from devstack.processes import choose_port, terminate_tree
 from scenarios.finance import transaction_payloads
 from schemas.catalog import TRANSACTION_V1
 from security.keyfiles import generate_key, keys_for_source, write_private_key
@@ -50,6 +50,7 @@ def worker_environment(settings: Settings) -> dict[str, str]:
         "ATTEST_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
         "ATTEST_DATABASE_URL": settings.database_url,
         "ATTEST_STATE_DIR": str(settings.state_dir),
+        "ATTEST_WORKER_WEB_PORT": str(choose_port(settings.worker_web_port)),
     })
     return env
 

@@ -14,15 +14,21 @@ import os
 import socket
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
+from typing import Any
 
 import faust
 from faust.types import EventT
+from mode import Service
 
 from agents.audit_sink import AuditSink
+from agents.enrichment import Enrichment
 from agents.intake import IntakeProcessor
 from agents.messages import BatchOutput, IncomingMessage
 from agents.retry import until_stored
 from config.settings import Settings
+from inference.metrics import CONTENT_TYPE, metrics_text
+from inference.pool import ModelPool
+from inference.tasks import Tasks
 from storage.keys import key_snapshot
 from streams.topics import ALL_TOPICS, AUDIT, DEAD_LETTER, INTAKE_TOPICS, TopicSpec
 
@@ -45,6 +51,31 @@ def _incoming(event: EventT) -> IncomingMessage:
         value=message.value if isinstance(message.value, bytes) else bytes(message.value or b""),
         received_at=datetime.now(UTC),
     )
+
+
+class ModelService(Service):
+    """The worker's one model pool: loaded and warmed at start, drained at shutdown."""
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__()
+        self.pool = ModelPool.from_settings(settings)
+        self.tasks = Tasks(self.pool)
+        self.ready = asyncio.Event()
+
+    async def on_start(self) -> None:
+        try:
+            await self.pool.start()
+            await self.tasks.prepare()
+        except Exception as exc:  # noqa: BLE001
+            # Without its model the worker would hold every partition forever; exit loudly
+            # instead so a supervisor restarts it and the group rebalances.
+            log.critical("the model pool could not start: %s", exc)
+            os._exit(70)
+        self.ready.set()
+        log.info("model pool ready: %s", self.pool.model_version)
+
+    async def on_stop(self) -> None:
+        await self.pool.close()
 
 
 def build_app(settings: Settings) -> faust.App:
@@ -95,9 +126,10 @@ def build_app(settings: Settings) -> faust.App:
 
         app.agent(topics[spec.suffix], name=f"attest.{spec.suffix}")(agent)
 
+    actor = worker_actor()
     intake = IntakeProcessor(
         settings,
-        actor=worker_actor(),
+        actor=actor,
         accepted_types={spec.name(settings): spec.accepted_types for spec in INTAKE_TOPICS},
     )
 
@@ -113,9 +145,26 @@ def build_app(settings: Settings) -> faust.App:
             await refresh_keys()
         return await intake.process(batch)
 
+    models = ModelService(settings)
+    app.service(models)
+    enrichment = Enrichment(settings, models.tasks, actor=actor)
+
+    async def verified_intake_and_inference(batch: list[IncomingMessage]) -> BatchOutput:
+        output = await verified_intake(batch)
+        if output.accepted:
+            await models.ready.wait()
+            output.audit.extend(await enrichment.process(output.accepted))
+        return output
+
     for spec in INTAKE_TOPICS:
-        attach(spec, verified_intake)
+        attach(spec, verified_intake_and_inference)
     attach(AUDIT, AuditSink(settings).process)
+
+    @app.page("/metrics")
+    async def metrics(web: Any, request: Any) -> Any:
+        """Prometheus exposition: model pool batches, queue wait, inference time, cache."""
+        # aiohttp refuses a charset inside content_type=, so the full header goes in as is.
+        return web.bytes(metrics_text().encode(), headers={"Content-Type": CONTENT_TYPE})
 
     app.timer(settings.registry_refresh_s, name="attest.refresh_keys")(refresh_keys)
     return app

@@ -19,7 +19,7 @@ import pytest
 
 from config.settings import Settings
 from devstack import stack
-from devstack.processes import terminate_tree
+from devstack.processes import choose_port, terminate_tree
 from storage import migrate
 
 
@@ -61,6 +61,9 @@ def settings_env(settings: Settings) -> dict[str, str]:
     env = dict(os.environ)
     for name in Settings.model_fields:
         value = getattr(settings, name)
+        if value is None:
+            env.pop(f"ATTEST_{name.upper()}", None)
+            continue
         env[f"ATTEST_{name.upper()}"] = str(value).lower() if isinstance(value, bool) else str(value)
     return env
 
@@ -69,10 +72,12 @@ def settings_env(settings: Settings) -> dict[str, str]:
 def worker(stack_settings: Settings) -> Iterator[subprocess.Popen[bytes]]:
     """A real ``attest worker`` process for the module's tests."""
     log_path = Path(stack_settings.state_dir) / f"worker-{uuid.uuid4().hex[:6]}.log"
+    env = settings_env(stack_settings)
+    env["ATTEST_WORKER_WEB_PORT"] = str(choose_port(0))
     with log_path.open("wb") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "cli.main", "worker"],
-            env=settings_env(stack_settings),
+            env=env,
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
@@ -80,6 +85,7 @@ def worker(stack_settings: Settings) -> Iterator[subprocess.Popen[bytes]]:
     time.sleep(0.5)
     if proc.poll() is not None:
         pytest.fail(f"worker exited at start: {log_path.read_text()[-2000:]}")
+    proc.web_port = int(env["ATTEST_WORKER_WEB_PORT"])  # type: ignore[attr-defined]
     try:
         yield proc
     finally:

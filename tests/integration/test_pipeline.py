@@ -101,3 +101,28 @@ def test_revoked_key_is_refused_without_restart(
     second = wait_until(lambda: _decisions(url, [after["event_id"]]), bool, timeout_s=60)
     assert second[after["event_id"]] == ["revoked_key"]
     assert count_events(url, [after["event_id"]]) == 0
+
+
+def test_accepted_transactions_are_categorized_and_metrics_served(
+    stack_settings: Settings, worker: subprocess.Popen[bytes], source_key: SigningKey
+) -> None:
+    import urllib.request
+
+    from storage.inferences import inferences_for
+
+    url = stack_settings.database_url
+    payload = {**transaction_payloads(1, source_key.source)[0],
+               "counterparty": "City Utilities", "memo": "electricity and water bill October"}
+    send_all(stack_settings, TRANSACTIONS.name(stack_settings),
+             [OutgoingMessage(None, sign_payload(source_key, payload, TRANSACTION_V1))])
+    results = wait_until(lambda: inferences_for(url, payload["event_id"]), bool, timeout_s=90)
+    assert [(r.task, r.label) for r in results] == [("transaction_category", "utilities")]
+    inferred = wait_until(
+        lambda: find_records(url, correlation_ids=[payload["event_id"]], action="event.inferred"),
+        bool, timeout_s=30)
+    assert inferred and inferred[0].detail["model_version"] == results[0].model_version
+
+    port = worker.web_port  # type: ignore[attr-defined]
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+        body = response.read().decode()
+    assert "attest_inference_batch_size" in body
