@@ -1,7 +1,17 @@
-"""The audit sink: audit topic -> append-only ``audit_log`` table, idempotent on audit_id."""
+"""The audit sink: audit topic -> hash-chained, append-only ``audit_log`` (docs/audit.md).
+
+Idempotent on audit_id: a redelivered record is stored once and does not disturb the chain.
+After each batch the appender may sign a checkpoint (every ``audit_checkpoint_every``
+records or ``audit_checkpoint_interval_s`` seconds); the sink then publishes it as an
+``audit.checkpoint`` record, so witnesses outside the database get a copy. The sink reads
+that record back from the audit topic and stores it like any other; checkpoint records do
+not count towards the next checkpoint, so this cannot loop.
+"""
 
 from __future__ import annotations
 
+import os
+import socket
 from datetime import UTC, datetime
 
 from pydantic import ValidationError
@@ -9,31 +19,79 @@ from pydantic import ValidationError
 from agents.messages import BatchOutput, DeadLetter, IncomingMessage
 from agents.retry import until_stored
 from config.settings import Settings
-from schemas.audit import AuditRecord
+from schemas.audit import AuditRecord, audit_id_for
+from security.audit_chain import CHECKPOINT_ACTION, CheckpointSigner, load_or_create_service_key
 from security.reasons import RejectReason
-from storage.audit import append_records
+from storage.audit import Checkpoint, CheckpointPolicy, append_chained, record_problem
+
+
+def checkpoint_record(checkpoint: Checkpoint, actor: str) -> AuditRecord:
+    """The audit record announcing a checkpoint; its id is derived from what it signs."""
+    return AuditRecord(
+        audit_id=audit_id_for(CHECKPOINT_ACTION, checkpoint.last_seq, checkpoint.head_hash),
+        time=checkpoint.created_at,
+        actor=actor,
+        action=CHECKPOINT_ACTION,
+        correlation_id=f"audit-checkpoint:{checkpoint.last_seq}",
+        detail={
+            "count": checkpoint.last_seq,
+            "head_hash": checkpoint.head_hash,
+            "key_id": checkpoint.key_id,
+            "checkpoint": checkpoint.text,
+        },
+    )
 
 
 class AuditSink:
-    def __init__(self, settings: Settings) -> None:
+    """Stores audit records from the audit topic; one instance per worker process."""
+
+    def __init__(
+        self, settings: Settings, actor: str | None = None,
+        signer: CheckpointSigner | None = None,
+    ) -> None:
         self._settings = settings
+        self._actor = actor or f"worker:{socket.gethostname()}:{os.getpid()}"
+        self._signer = signer
+
+    def policy(self) -> CheckpointPolicy:
+        """Checkpoint settings and the service key (created 0600 on first use)."""
+        if self._signer is None:
+            key = load_or_create_service_key(self._settings.service_key_path)
+            self._signer = CheckpointSigner(key)
+        return CheckpointPolicy(
+            self._settings.audit_checkpoint_every,
+            self._settings.audit_checkpoint_interval_s,
+            self._signer,
+        )
 
     async def process(self, batch: list[IncomingMessage]) -> BatchOutput:
-        """Store every parseable record; an unparseable one is dead-lettered, not dropped."""
+        """Store every storable record; anything else is dead-lettered, never dropped."""
         records: list[AuditRecord] = []
         output = BatchOutput()
         for message in batch:
             try:
-                records.append(AuditRecord.from_bytes(message.value))
+                record = AuditRecord.from_bytes(message.value)
             except ValidationError as exc:
-                output.dead_letters.append(
-                    DeadLetter(message, RejectReason.MALFORMED.value,
-                               f"not an attest.audit.v1 record: {exc.error_count()} errors",
-                               datetime.now(UTC))
-                )
-        url = self._settings.database_url
-        output.stored = await until_stored(
-            lambda: append_records(url, records), self._settings.db_retry_max_s,
+                self._reject(output, message, RejectReason.MALFORMED,
+                             f"not an attest.audit.v1 record: {exc.error_count()} errors")
+                continue
+            problem = record_problem(record)
+            if problem is not None:
+                self._reject(output, message, RejectReason.SCHEMA_INVALID,
+                             f"audit record cannot be stored: {problem}")
+                continue
+            records.append(record)
+        url, policy = self._settings.database_url, self.policy()
+        result = await until_stored(
+            lambda: append_chained(url, records, policy), self._settings.db_retry_max_s,
             "appending audit records",
         )
+        output.stored = result.stored
+        if result.checkpoint is not None:
+            output.audit.append(checkpoint_record(result.checkpoint, self._actor))
         return output
+
+    @staticmethod
+    def _reject(output: BatchOutput, message: IncomingMessage, reason: RejectReason,
+                detail: str) -> None:
+        output.dead_letters.append(DeadLetter(message, reason.value, detail, datetime.now(UTC)))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import logging
 import re
 from collections import OrderedDict
@@ -207,7 +208,10 @@ class IntakeProcessor:
     ) -> AuditRecord:
         hint = _event_id_hint(message)
         return AuditRecord(
-            audit_id=audit_id_for("event.rejected", message.position),
+            # The bytes' hash as well as the position: a redelivery gets the same id, but a
+            # recreated topic (or a restarted in-memory broker) reuses offsets for new messages.
+            audit_id=audit_id_for("event.rejected", message.position,
+                                  hashlib.sha256(message.value).hexdigest()),
             time=at,
             actor=self._actor,
             action="event.rejected",

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import typer
 
-from bench import verify
+from bench import audit, inference, verify
 
 app = typer.Typer(
     help="Measure throughput and latency; each prints its target and whether it was met.",
     no_args_is_help=True,
 )
 app.command("verify")(verify.command)
+app.command("audit")(audit.command)
+app.command("inference")(inference.command)

@@ -1,14 +1,9 @@
-"""The audit hash chain and its signed checkpoints: pure functions, no database.
+"""The audit hash chain and its signed checkpoints: pure functions, no database (docs/audit.md).
 
-Each ``audit_log`` row carries ``prev_hash`` (the previous row's ``row_hash``; 64 zeros for
-seq 1) and ``row_hash`` = SHA-256 of the RFC 8785 (JCS) encoding of the record's fields plus
-``prev_hash`` and ``seq``. JCS and not ``json.dumps``: the hash must be reproducible by an
-auditor in any language, and ``json.dumps`` is not a canonical form (see DESIGN.md).
-
-A checkpoint is a C2SP signed note (tlog-checkpoint layout: origin, count, base64 head
-hash) signed with the service's Ed25519 key, so the head at a position can be checked
-without trusting the database. ``verify_chain`` walks rows in seq order, streaming, and
-names the first problem (changed, missing, inserted, reordered rows; bad checkpoints).
+``row_hash`` = SHA-256 of the RFC 8785 (JCS) encoding of the record's fields plus ``prev_hash``
+(the previous row's hash; 64 zeros for seq 1) and ``seq``: JCS, not ``json.dumps``, so an
+auditor can recompute it in any language. A checkpoint is a C2SP signed note (origin, count,
+base64 head hash) signed with the service's Ed25519 key: a head the database cannot forge.
 """
 
 from __future__ import annotations
@@ -33,13 +28,12 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from security.errors import UnusableKey
 from security.keyfiles import SigningKey, generate_key, load_private_key
-from security.signatures import b64url_decode
+from security.signatures import b64url_decode, public_key_for
 
 GENESIS = "0" * 64
 ORIGIN = "attest audit log"
 CHECKPOINT_ACTION = "audit.checkpoint"
 SERVICE_KEY_SOURCE = "attest-audit"
-#: The fields of an ``attest.audit.v1`` record that the chain covers (all of them).
 HASHED_FIELDS = (
     "audit_id", "time", "actor", "action", "outcome", "reason", "correlation_id",
     "subject_ids", "source_topic", "source_partition", "source_offset", "detail",
@@ -53,9 +47,9 @@ _ED25519_NOTE_ALG = b"\x01"  # signed-note signature type byte for Ed25519
 
 def format_time(value: datetime) -> str:
     """RFC 3339 UTC with exactly six fractional digits; a naive time is taken as UTC."""
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=UTC)
-    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    if value.tzinfo is not None:
+        value = value.astimezone(UTC).replace(tzinfo=None)
+    return value.isoformat(timespec="microseconds") + "Z"
 
 
 def json_safe(value: Any) -> Any:
@@ -86,21 +80,12 @@ def json_safe(value: Any) -> Any:
 
 def hashed_view(values: Mapping[str, Any]) -> dict[str, Any]:
     """The chain's view of a record (an ``AuditRecord`` dump or a database row mapping)."""
-    get = values.get
-    return {
-        "audit_id": str(uuid.UUID(str(get("audit_id")))),
-        "time": format_time(get("time")),
-        "actor": get("actor"),
-        "action": get("action"),
-        "outcome": get("outcome"),
-        "reason": get("reason"),
-        "correlation_id": get("correlation_id"),
-        "subject_ids": list(get("subject_ids") or []),
-        "source_topic": get("source_topic"),
-        "source_partition": get("source_partition"),
-        "source_offset": get("source_offset"),
-        "detail": json_safe(get("detail") or {}),
-    }
+    view = {name: values.get(name) for name in HASHED_FIELDS}
+    view["audit_id"] = str(uuid.UUID(str(view["audit_id"])))
+    view["time"] = format_time(view["time"])
+    view["subject_ids"] = list(view["subject_ids"] or [])
+    view["detail"] = json_safe(view["detail"] or {})
+    return view
 
 
 def canonical_bytes(view: Mapping[str, Any], prev_hash: str, seq: int) -> bytes:
@@ -110,9 +95,6 @@ def canonical_bytes(view: Mapping[str, Any], prev_hash: str, seq: int) -> bytes:
 
 def row_hash(view: Mapping[str, Any], prev_hash: str, seq: int) -> str:
     return hashlib.sha256(canonical_bytes(view, prev_hash, seq)).hexdigest()
-
-
-# --- when to checkpoint ----------------------------------------------------------------
 
 
 def checkpoint_due(pending: int, age_s: float | None, every: int, interval_s: float) -> bool:
@@ -150,16 +132,11 @@ class NoteVerifier:
     public: bytes
 
     @classmethod
-    def from_jwk(cls, jwk: Mapping[str, Any]) -> NoteVerifier:
-        if jwk.get("kty") != "OKP" or jwk.get("crv") != "Ed25519" or "kid" not in jwk:
-            raise UnusableKey("a checkpoint key must be an Ed25519 OKP JWK with a kid")
-        try:
-            public = b64url_decode(str(jwk["x"]))
-        except (KeyError, ValueError) as exc:
-            raise UnusableKey("the JWK member 'x' is missing or not base64url") from exc
-        if len(public) != 32:
-            raise UnusableKey("an Ed25519 public key has 32 bytes")
-        return cls(str(jwk["kid"]), public)
+    def from_jwk(cls, jwk: dict[str, Any]) -> NoteVerifier:
+        """From a public Ed25519 JWK (``attest audit pubkey``); raises ``UnusableKey``."""
+        if not isinstance(jwk.get("kid"), str):
+            raise UnusableKey("a checkpoint key needs a string 'kid'")
+        return cls(jwk["kid"], public_key_for("Ed25519", jwk).public_bytes_raw())
 
     def verifies(self, body: str, signature_line: str) -> bool | None:
         """True/False for a line by this key; None when the line names another key."""
@@ -187,9 +164,8 @@ class CheckpointSigner:
         self.public_jwk = key.public_jwk
 
     def sign(self, body: str) -> str:
-        verifier = self.verifier()
-        signature = self._private.sign(body.encode())
-        blob = base64.b64encode(_key_hash(self.name, verifier.public) + signature).decode()
+        key_id = _key_hash(self.name, self.verifier().public)
+        blob = base64.b64encode(key_id + self._private.sign(body.encode())).decode()
         return f"{body}\n\u2014 {self.name} {blob}\n"
 
     def verifier(self) -> NoteVerifier:
@@ -198,6 +174,8 @@ class CheckpointSigner:
 
 @dataclass(frozen=True)
 class ParsedCheckpoint:
+    """A checkpoint split into its signed body and its signature lines."""
+
     count: int
     head_hash: str
     body: str
@@ -207,11 +185,10 @@ class ParsedCheckpoint:
 def parse_checkpoint(text: str) -> ParsedCheckpoint:
     """Split a signed checkpoint; raises ``ValueError`` when it is not one of ours."""
     body, sep, sigs = text.partition("\n\n")
+    body, lines = body + "\n", body.split("\n")
     if not sep:
         raise ValueError("no signature block")
-    body += "\n"
-    lines = body.split("\n")
-    if len(lines) != 4 or lines[0] != ORIGIN or not lines[1].isdigit():
+    if len(lines) != 3 or lines[0] != ORIGIN or not lines[1].isdigit():
         raise ValueError("not an attest audit checkpoint")
     head = base64.b64decode(lines[2], validate=True)
     if len(head) != 32:
@@ -223,17 +200,11 @@ def parse_checkpoint(text: str) -> ParsedCheckpoint:
 
 
 def checkpoint_signed_by(parsed: ParsedCheckpoint, verifiers: list[NoteVerifier]) -> bool | None:
-    """True: a trusted key signed it. False: a trusted key's signature is invalid.
-
-    None: no line is by a trusted key (signed by someone else, or by nobody we know).
-    """
+    """True: a trusted key signed it; False: a trusted key's line is invalid; None: no such line."""
     verdicts = [v.verifies(parsed.body, line) for line in parsed.signatures for v in verifiers]
     if False in verdicts:
         return False
     return True if True in verdicts else None
-
-
-# --- the service key file ------------------------------------------------------------------
 
 
 def load_or_create_service_key(path: Path) -> SigningKey:
@@ -292,7 +263,7 @@ class StoredCheckpoint:
 @dataclass(frozen=True)
 class Problem:
     kind: str  # changed | missing | inserted | reordered | rewritten | checkpoint
-    seq: int
+    seq: int  # the first row concerned
     message: str
 
 
@@ -303,25 +274,20 @@ class Verdict:
     last_checkpoint_seq: int = 0
     problem: Problem | None = None
 
-    @property
-    def uncovered(self) -> int:
-        """Records after the last verified checkpoint: chained, but not yet signed for."""
-        return self.records - self.last_checkpoint_seq
 
-
-def _span(first: int, last: int) -> str:
-    return f"row seq={first}" if first == last else f"rows seq={first}..{last}"
+def _span(first: int, last: int, verb: str) -> str:
+    """``row seq=5 was`` / ``rows seq=5..7 were`` (``verb`` is 'was' or 'is')."""
+    plural = {"was": "were", "is": "are"}[verb]
+    return f"row seq={first} {verb}" if first == last else f"rows seq={first}..{last} {plural}"
 
 
 def _missing(first: int, last: int, why: str = "") -> Problem:
-    verb = "is" if first == last else "are"
-    return Problem("missing", first, f"{_span(first, last)} {verb} missing (deleted){why}")
+    return Problem("missing", first, f"{_span(first, last, 'is')} missing (deleted){why}")
 
 
 def _inserted(first: int, last: int, window: list[ChainRow]) -> Problem:
-    named = {r.seq: r.label for r in window}
-    what = f"row {named[first]}" if first == last and first in named else _span(first, last)
-    return Problem("inserted", first, f"{what} {'was' if first == last else 'were'} inserted")
+    named = {r.seq: f"row {r.label} was" for r in window if first == last}
+    return Problem("inserted", first, f"{named.get(first) or _span(first, last, 'was')} inserted")
 
 
 def _changed(row: ChainRow, why: str = "") -> Problem:
@@ -392,9 +358,8 @@ def _check_checkpoint(
         return _missing(seq + 1, parsed.count,
                         f": the signed checkpoint at seq={parsed.count} covers them")
     if parsed.count < seq or parsed.head_hash != head:
-        return Problem("rewritten", covered + 1,
-                       f"{_span(covered + 1, seq)} {'was' if covered + 1 == seq else 'were'} "
-                       f"rewritten: the chain no longer matches the signed {where}")
+        return Problem("rewritten", covered + 1, f"{_span(covered + 1, seq, 'was')} rewritten: "
+                       f"the chain no longer matches the signed {where}")
     return None
 
 

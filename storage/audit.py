@@ -1,35 +1,327 @@
-"""The audit log table: idempotent appends from the audit sink, and the read side."""
+"""The audit log: chained, idempotent appends and signed checkpoints; the read side.
+
+The hash chain itself (encoding, hashes, checkpoint notes, verification) is pure code in
+``security.audit_chain``; this module only moves rows in and out of Postgres.
+"""
 
 from __future__ import annotations
 
+import uuid
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
+from typing import Any
 
-from sqlalchemy import func, select
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy import Connection, func, insert, select, text
+from sqlalchemy.exc import IntegrityError
 
 from schemas.audit import AuditRecord
+from security.audit_chain import (
+    CHECKPOINT_ACTION,
+    GENESIS,
+    ChainRow,
+    CheckpointSigner,
+    NoteVerifier,
+    StoredCheckpoint,
+    Verdict,
+    checkpoint_body,
+    checkpoint_due,
+    hashed_view,
+    json_safe,
+    row_hash,
+    verify_chain,
+)
 from storage.db import engine_for, run_db
-from storage.models import AuditLogRow
+from storage.models import AuditCheckpointRow, AuditLogRow
+
+#: pg_advisory_xact_lock key serializing appends to the chain (ASCII "attestau").
+APPEND_LOCK = 0x6174746573746175
+_STRING_LIMITS = {c.name: c.type.length for c in AuditLogRow.__table__.columns
+                  if getattr(c.type, "length", None) and c.name in AuditRecord.model_fields}
+_RECORD_COLUMNS = [AuditLogRow.__table__.c[name] for name in AuditRecord.model_fields]
+_STORED_IDS = text("SELECT audit_id FROM audit_log WHERE audit_id = ANY(CAST(:ids AS uuid[]))")
+
+
+@dataclass(frozen=True)
+class CheckpointPolicy:
+    """When and with which key the appender signs checkpoints (settings + service key)."""
+
+    every: int
+    interval_s: float
+    signer: CheckpointSigner
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    last_seq: int
+    head_hash: str
+    text: str
+    key_id: str
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class AppendResult:
+    stored: int
+    head_seq: int
+    head_hash: str
+    checkpoint: Checkpoint | None = None
+
+
+def record_problem(record: AuditRecord) -> str | None:
+    """Why Postgres would refuse this record (so the sink dead-letters it), or None."""
+    try:
+        uuid.UUID(record.audit_id)
+    except ValueError:
+        return "audit_id is not a UUID"
+    for name, limit in _STRING_LIMITS.items():
+        value = getattr(record, name)
+        if isinstance(value, str) and len(value) > limit:
+            return f"{name} is longer than {limit} characters"
+    if record.source_partition is not None and not -2**31 <= record.source_partition < 2**31:
+        return "source_partition is out of range"
+    if record.source_offset is not None and not -2**63 <= record.source_offset < 2**63:
+        return "source_offset is out of range"
+    stack: list[Any] = [record.model_dump()]
+    while stack:
+        value = stack.pop()
+        if isinstance(value, dict):
+            stack.extend(value.keys())
+            stack.extend(value.values())
+        elif isinstance(value, list):
+            stack.extend(value)
+        elif isinstance(value, str):
+            if "\x00" in value:
+                return "a text field contains a NUL character"
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                return "a text field is not valid Unicode"
+    return None
+
+
+def _stored_form(record: AuditRecord) -> dict[str, Any]:
+    """The row as it will be stored and read back: normalised id, UTC time, JSON-safe detail."""
+    row = record.model_dump()
+    row["audit_id"] = uuid.UUID(record.audit_id)
+    time = record.time if record.time.tzinfo else record.time.replace(tzinfo=UTC)
+    row["time"] = time.astimezone(UTC)
+    row["detail"] = json_safe(record.detail)
+    return row
+
+
+def _head(conn: Connection) -> tuple[int, str]:
+    last = conn.execute(
+        select(AuditLogRow.seq, AuditLogRow.row_hash).order_by(AuditLogRow.seq.desc()).limit(1)
+    ).first()
+    return (last.seq, last.row_hash) if last else (0, GENESIS)
+
+
+def _append(conn: Connection, records: list[AuditRecord]) -> tuple[int, int, str]:
+    """Chain and insert ``records`` that are not stored yet; the caller holds the lock.
+
+    Approach: under a transaction-level advisory lock, (1) drop the audit_ids already stored
+    (a redelivery) or repeated in the batch, (2) read the head, (3) give each new row the
+    next seq explicitly and hash it after its predecessor, (4) insert plainly. Explicit seqs
+    keep the chain gapless (a sequence leaves gaps on rollback, and gaps mean deletion here),
+    and filtering *before* hashing means a skipped duplicate never leaves a hole in the
+    chain. A plain INSERT (no ON CONFLICT) turns a race with a writer that ignores the lock
+    into an error and a retry, never into a silent gap.
+    """
+    rows: dict[uuid.UUID, dict[str, Any]] = {}
+    for record in records:
+        row = _stored_form(record)
+        rows.setdefault(row["audit_id"], row)
+    if rows:
+        stored = conn.execute(_STORED_IDS, {"ids": [str(i) for i in rows]}).scalars()
+        for audit_id in stored:
+            rows.pop(uuid.UUID(str(audit_id)), None)
+    seq, prev = _head(conn)
+    fresh = list(rows.values())
+    for row in fresh:
+        seq += 1
+        row["seq"], row["prev_hash"] = seq, prev
+        row["row_hash"] = prev = row_hash(hashed_view(row), prev, seq)
+    if fresh:
+        conn.execute(insert(AuditLogRow), fresh)
+    return len(fresh), seq, prev
+
+
+def _maybe_checkpoint(
+    conn: Connection, policy: CheckpointPolicy, head_seq: int, head_hash: str
+) -> Checkpoint | None:
+    """Sign and store a checkpoint of the head when ``checkpoint_due`` says so."""
+    cp = AuditCheckpointRow
+    last = conn.execute(
+        select(cp.last_seq, func.extract("epoch", func.now() - cp.created_at))
+        .order_by(cp.last_seq.desc()).limit(1)
+    ).first()
+    covered, age = (int(last[0]), float(last[1])) if last else (0, None)
+    if head_seq <= covered:
+        return None
+    pending = conn.execute(
+        select(func.count()).select_from(AuditLogRow)
+        .where(AuditLogRow.seq > covered, AuditLogRow.action != CHECKPOINT_ACTION)
+    ).scalar_one()
+    if age is None:  # no checkpoint yet: age of the first record
+        first = conn.execute(select(func.extract("epoch", func.now() - AuditLogRow.recorded_at))
+                             .where(AuditLogRow.seq == covered + 1)).scalar()
+        age = None if first is None else float(first)
+    if not checkpoint_due(pending, age, policy.every, policy.interval_s):
+        return None
+    note = policy.signer.sign(checkpoint_body(head_seq, head_hash))
+    created = conn.execute(
+        insert(cp).values(last_seq=head_seq, count=head_seq, head_hash=head_hash,
+                          checkpoint=note, key_id=policy.signer.name)
+        .returning(cp.created_at)
+    ).scalar_one()
+    return Checkpoint(head_seq, head_hash, note, policy.signer.name, created)
+
+
+def append_chained(
+    url: str, records: list[AuditRecord], policy: CheckpointPolicy | None = None
+) -> AppendResult:
+    """Append to the chain in one transaction; already stored audit_ids are skipped.
+
+    With a ``policy``, a checkpoint is signed in the same transaction when it is due, so it
+    covers exactly the head this append produced.
+    """
+
+    def write() -> AppendResult:
+        for attempt in range(3):
+            try:
+                with engine_for(url).connect() as conn:
+                    conn.execution_options(isolation_level="READ COMMITTED")
+                    with conn.begin():
+                        # READ COMMITTED: each statement after the lock sees the rows
+                        # committed by the previous lock holder.
+                        conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": APPEND_LOCK})
+                        stored, seq, head = _append(conn, records)
+                        checkpoint = (_maybe_checkpoint(conn, policy, seq, head)
+                                      if policy is not None else None)
+                        return AppendResult(stored, seq, head, checkpoint)
+            except IntegrityError:
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
+
+    return run_db(write)
 
 
 def append_records(url: str, records: list[AuditRecord]) -> int:
-    """Append in one transaction; a record already stored (same audit_id) is skipped."""
-    if not records:
-        return 0
-    rows = [r.model_dump() for r in records]
+    """Append without checkpointing; returns how many records were newly stored."""
+    return append_chained(url, records).stored if records else 0
 
-    def write() -> int:
-        with engine_for(url).begin() as conn:
-            stmt = (
-                insert(AuditLogRow).values(rows)
-                .on_conflict_do_nothing(index_elements=["audit_id"])
-                .returning(AuditLogRow.seq)
-            )
-            return len(conn.execute(stmt).all())
 
-    return run_db(write)
+def chain_head(url: str) -> tuple[int, str]:
+    """(number of rows, hash of the last row): what a checkpoint would sign now."""
+
+    def read() -> tuple[int, str]:
+        with engine_for(url).connect() as conn:
+            return _head(conn)
+
+    return run_db(read)
+
+
+def verify_stored_chain(url: str, verifiers: list[NoteVerifier], batch: int = 5000) -> Verdict:
+    """Recompute the stored chain and check every checkpoint, in one consistent snapshot.
+
+    Two server-side cursors (rows, checkpoints) in one REPEATABLE READ transaction: memory
+    stays flat, and rows appended meanwhile are simply not part of this verification.
+    """
+    chain_columns = [AuditLogRow.seq, AuditLogRow.prev_hash, AuditLogRow.row_hash, *_RECORD_COLUMNS]
+
+    def read() -> Verdict:
+        with engine_for(url).connect() as conn:
+            conn.execution_options(isolation_level="REPEATABLE READ", postgresql_readonly=True)
+            with conn.begin():
+                rows = conn.execute(select(*chain_columns).order_by(AuditLogRow.seq)
+                                    .execution_options(yield_per=batch))
+                cps = conn.execute(
+                    select(AuditCheckpointRow.last_seq, AuditCheckpointRow.head_hash,
+                           AuditCheckpointRow.checkpoint)
+                    .order_by(AuditCheckpointRow.last_seq).execution_options(yield_per=batch)
+                )
+                return verify_chain(
+                    (ChainRow(r.seq, r.prev_hash, r.row_hash, hashed_view(r._mapping)) for r in rows),
+                    (StoredCheckpoint(c.last_seq, c.head_hash, c.checkpoint) for c in cps),
+                    verifiers,
+                )
+
+    return run_db(read)
+
+
+def count_checkpoints(url: str) -> int:
+    def read() -> int:
+        with engine_for(url).connect() as conn:
+            return conn.execute(select(func.count()).select_from(AuditCheckpointRow)).scalar_one()
+
+    return run_db(read)
+
+
+# --- the read side -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StoredAudit:
+    """A stored record with its place in the chain."""
+
+    seq: int
+    record: AuditRecord
+    row_hash: str
+
+
+@dataclass(frozen=True)
+class AuditQuery:
+    """Filters of ``attest audit query``; every given filter must hold (AND)."""
+
+    subject: str | None = None
+    event_id: str | None = None
+    actor: str | None = None
+    action: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+    after_seq: int = 0
+    limit: int = 100
+
+
+def _to_record(mapping: Any) -> AuditRecord:
+    return AuditRecord.model_validate({
+        k: (str(v) if k == "audit_id" else v) for k, v in mapping.items()
+        if k in AuditRecord.model_fields
+    })
+
+
+def query_records(url: str, query: AuditQuery) -> list[StoredAudit]:
+    """One page of matching records in seq order, after ``after_seq`` (keyset paging)."""
+    log = AuditLogRow
+    stmt = select(log.seq, log.row_hash, *_RECORD_COLUMNS).where(log.seq > query.after_seq)
+    if query.subject is not None:
+        stmt = stmt.where(log.subject_ids.contains([query.subject]))
+    if query.event_id is not None:
+        stmt = stmt.where(log.correlation_id == query.event_id)
+    if query.actor is not None:
+        stmt = stmt.where(log.actor == query.actor)
+    if query.action is not None:
+        stmt = stmt.where(log.action == query.action)
+    if query.since is not None:
+        stmt = stmt.where(log.time >= query.since)
+    if query.until is not None:
+        stmt = stmt.where(log.time < query.until)
+    # With a subject or a time bound, sort the (few) matches by seq instead of walking the
+    # primary key: Postgres underestimates how far a walk in seq order must go to find rare
+    # subjects or recent times (time follows seq), and the walk can read the whole table
+    # (measured at 1M rows: actor + since 1 day, 434 ms walking vs 14 ms sorting).
+    by_filter = query.subject is not None or query.since is not None or query.until is not None
+    stmt = stmt.order_by(log.seq + 0 if by_filter else log.seq).limit(query.limit)
+
+    def read() -> list[StoredAudit]:
+        with engine_for(url).connect() as conn:
+            rows = conn.execute(stmt).all()
+        return [StoredAudit(r.seq, _to_record(r._mapping), r.row_hash) for r in rows]
+
+    return run_db(read)
 
 
 @dataclass(frozen=True)
@@ -79,7 +371,7 @@ def find_records(
     """Audit records in append order, filtered; the read side for the CLI and tests."""
 
     def read() -> list[AuditRecord]:
-        stmt = select(AuditLogRow).order_by(AuditLogRow.seq).limit(limit)
+        stmt = select(*_RECORD_COLUMNS).order_by(AuditLogRow.seq).limit(limit)
         if correlation_ids is not None:
             stmt = stmt.where(AuditLogRow.correlation_id.in_(correlation_ids))
         if action is not None:
@@ -88,13 +380,13 @@ def find_records(
             stmt = stmt.where(AuditLogRow.time >= since)
         with engine_for(url).connect() as conn:
             rows = conn.execute(stmt).all()
-        fields = AuditRecord.model_fields
-        return [
-            AuditRecord.model_validate({
-                k: (str(v) if k == "audit_id" else v)
-                for k, v in row._mapping.items() if k in fields
-            })
-            for row in rows
-        ]
+        return [_to_record(row._mapping) for row in rows]
 
     return run_db(read)
+
+
+def iter_record_pages(url: str, query: AuditQuery) -> Iterator[list[StoredAudit]]:
+    """Every page of ``query`` in turn (keyset on seq), for exports larger than one page."""
+    while page := query_records(url, query):
+        yield page
+        query = AuditQuery(**{**query.__dict__, "after_seq": page[-1].seq})

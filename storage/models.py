@@ -66,7 +66,11 @@ class EventRow(Base):
 
 
 class AuditLogRow(Base):
-    """One audit record as consumed from the audit topic; ``audit_id`` makes appends idempotent."""
+    """One audit record, hash-chained (docs/audit.md); ``audit_id`` makes appends idempotent.
+
+    Append-only: triggers refuse UPDATE, DELETE and TRUNCATE (migration 0002). ``seq`` is
+    assigned by the appender (gapless, under an advisory lock), not by the sequence.
+    """
 
     __tablename__ = "audit_log"
     __table_args__ = (
@@ -91,5 +95,23 @@ class AuditLogRow(Base):
     source_offset: Mapped[int | None] = mapped_column(BigInteger)
     detail: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default="{}")
     recorded_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now()
+    )
+    prev_hash: Mapped[str] = mapped_column(String(64))
+    row_hash: Mapped[str] = mapped_column(String(64))
+
+
+class AuditCheckpointRow(Base):
+    """A signed checkpoint of the audit chain: the head hash after ``last_seq`` rows."""
+
+    __tablename__ = "audit_checkpoints"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    last_seq: Mapped[int] = mapped_column(BigInteger, unique=True)
+    count: Mapped[int] = mapped_column(BigInteger)
+    head_hash: Mapped[str] = mapped_column(String(64))
+    checkpoint: Mapped[str] = mapped_column(Text)
+    key_id: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), server_default=func.now()
     )

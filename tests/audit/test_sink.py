@@ -1,0 +1,89 @@
+"""The audit sink end to end on a real database: chained appends, checkpoints published as
+records, its own checkpoint records read back without looping, bad records dead-lettered."""
+
+from __future__ import annotations
+
+import stat
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from agents.audit_sink import AuditSink
+from agents.messages import IncomingMessage
+from config.settings import Settings
+from schemas.audit import AuditRecord
+from security.audit_chain import CHECKPOINT_ACTION, CheckpointSigner, load_or_create_service_key
+from storage.audit import chain_head, count_checkpoints, verify_stored_chain
+from tests.audit.conftest import make_records
+
+pytestmark = pytest.mark.integration
+
+
+def messages(records: list[AuditRecord], first_offset: int = 0) -> list[IncomingMessage]:
+    return [IncomingMessage("t.audit", 0, first_offset + i, None, r.to_bytes(), datetime.now(UTC))
+            for i, r in enumerate(records)]
+
+
+def sink_settings(url: str, state: Path, **kw: object) -> Settings:
+    values: dict[str, object] = {"audit_checkpoint_every": 5, "audit_checkpoint_interval_s": 3600.0}
+    return Settings(database_url=url, state_dir=state, **{**values, **kw})  # type: ignore[arg-type]
+
+
+async def test_sink_checkpoints_and_reads_its_own_checkpoints_back_without_looping(
+    chain_db: str, tmp_path: Path
+) -> None:
+    settings = sink_settings(chain_db, tmp_path)
+    sink = AuditSink(settings, actor="worker:test:1")
+    out = await sink.process(messages(make_records(7)))
+    assert out.stored == 7 and not out.dead_letters
+    assert [r.action for r in out.audit] == [CHECKPOINT_ACTION]
+    published = out.audit[0]
+    assert published.detail["count"] == 7 and published.detail["head_hash"] == chain_head(chain_db)[1]
+    assert stat.S_IMODE(settings.service_key_path.stat().st_mode) == 0o600
+
+    # The wiring sends that record to the audit topic; the sink consumes it like any other.
+    # Even with a tiny interval, a checkpoint record alone never causes another checkpoint.
+    eager = AuditSink(sink_settings(chain_db, tmp_path, audit_checkpoint_interval_s=0.001))
+    feedback = out.audit
+    for round_ in range(3):
+        again = await eager.process(messages(feedback, first_offset=100 + round_))
+        assert not again.audit, f"round {round_}: a checkpoint record triggered a checkpoint"
+        feedback = [published]  # a redelivery of the same record changes nothing either
+    assert chain_head(chain_db)[0] == 8 and count_checkpoints(chain_db) == 1
+
+    # New decisions after the interval do trigger one, which covers the checkpoint record.
+    later = await eager.process(messages(make_records(1, start=50)))
+    assert [r.detail["count"] for r in later.audit] == [9]
+    key = CheckpointSigner(load_or_create_service_key(settings.service_key_path))
+    verdict = verify_stored_chain(chain_db, [key.verifier()])
+    assert (verdict.problem, verdict.records, verdict.checkpoints) == (None, 9, 2)
+
+
+async def test_sink_redelivery_is_idempotent(chain_db: str, tmp_path: Path) -> None:
+    sink = AuditSink(sink_settings(chain_db, tmp_path))
+    batch = messages(make_records(4))
+    assert (await sink.process(batch)).stored == 4
+    head = chain_head(chain_db)
+    assert (await sink.process(batch)).stored == 0
+    assert chain_head(chain_db) == head
+
+
+async def test_unparseable_and_unstorable_records_are_dead_lettered(
+    chain_db: str, tmp_path: Path
+) -> None:
+    good = make_records(2)
+    too_long = good[0].model_copy(update={"actor": "x" * 500, "audit_id": good[1].audit_id[:-1] + "f"})
+    not_uuid = good[0].model_copy(update={"audit_id": "not-a-uuid"})
+    nul = good[0].model_copy(update={"audit_id": "0" * 8 + good[0].audit_id[8:], "reason": "a\x00b"})
+    batch = messages([good[0], too_long, not_uuid, nul, good[1]])
+    batch.insert(1, IncomingMessage("t.audit", 0, 99, None, b"{not json", datetime.now(UTC)))
+    out = await AuditSink(sink_settings(chain_db, tmp_path)).process(batch)
+    assert out.stored == 2
+    found = sorted((d.reason, d.detail) for d in out.dead_letters)
+    assert [reason for reason, _ in found] == ["malformed"] + ["schema_invalid"] * 3
+    assert {detail.removeprefix("audit record cannot be stored: ")
+            for reason, detail in found if reason == "schema_invalid"} == {
+        "actor is longer than 200 characters", "audit_id is not a UUID",
+        "a text field contains a NUL character"}
+    assert verify_stored_chain(chain_db, []).problem is None
