@@ -140,25 +140,23 @@ def build_app(settings: Settings) -> faust.App:
         )
         intake.replace_keys(snapshot)
 
-    async def verified_intake(batch: list[IncomingMessage]) -> BatchOutput:
-        if not intake.keys:
-            await refresh_keys()
-        return await intake.process(batch)
-
     models = ModelService(settings)
     app.service(models)
     enrichment = Enrichment(settings, models.tasks, actor=actor)
 
-    async def verified_intake_and_inference(batch: list[IncomingMessage]) -> BatchOutput:
-        output = await verified_intake(batch)
+    async def intake_stage(batch: list[IncomingMessage]) -> BatchOutput:
+        """Verify and store, then classify what was accepted (after it is durable)."""
+        if not intake.keys:
+            await refresh_keys()
+        output = await intake.process(batch)
         if output.accepted:
             await models.ready.wait()
             output.audit.extend(await enrichment.process(output.accepted))
         return output
 
     for spec in INTAKE_TOPICS:
-        attach(spec, verified_intake_and_inference)
-    attach(AUDIT, AuditSink(settings).process)
+        attach(spec, intake_stage)
+    attach(AUDIT, AuditSink(settings, actor=actor).process)
 
     @app.page("/metrics")
     async def metrics(web: Any, request: Any) -> Any:
