@@ -15,9 +15,11 @@ def demo(
     tampered: int = typer.Option(12, "--tampered", min=0, help="How many to alter after signing."),
     timeout: float = typer.Option(300, help="Seconds to wait for every decision."),
 ) -> None:
-    """Start the embedded stack, migrate, make a key, run a worker, send COUNT signed events
-    (TAMPERED altered, one replayed, one garbage), wait for every decision, print a summary,
-    and stop what it started. Safe to run again.
+    """Run the whole pipeline on the embedded stack and print a summary.
+
+    Starts the embedded broker and Postgres, migrates, makes a key, runs a worker, sends
+    COUNT signed events (TAMPERED altered, one replayed, one garbage), waits for every
+    decision, prints a summary, and stops what it started. Safe to run again.
     """
     summary = run_demo(get_settings(), count, min(tampered, count), say=console.print,
                        timeout_s=timeout)

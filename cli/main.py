@@ -11,9 +11,13 @@ import sys
 import typer
 
 from cli import audit, bench, db, dev, dlq, keys
+from cli.crypto_keys import init as keys_init
+from cli.crypto_keys import rotate_kek
 from cli.demo import demo
+from cli.forget import forget
 from cli.output import err_console
 from cli.produce import produce
+from cli.query import query
 from cli.worker import worker
 
 app = typer.Typer(
@@ -29,6 +33,8 @@ app = typer.Typer(
 )
 app.add_typer(dev.app, name="dev")
 app.add_typer(db.app, name="db")
+keys.app.command("init")(keys_init)
+keys.app.command("rotate-kek")(rotate_kek)
 app.add_typer(keys.app, name="keys")
 app.add_typer(audit.app, name="audit")
 app.add_typer(bench.app, name="bench")
@@ -36,6 +42,8 @@ app.add_typer(dlq.app, name="dlq")
 app.command()(produce)
 app.command()(worker)
 app.command()(demo)
+app.command()(query)
+app.command()(forget)
 
 
 def main() -> None:

@@ -9,8 +9,11 @@ from streams.admin import ensure_topics
 
 
 def worker() -> None:
-    """Run the Faust worker: intake agents for transactions, documents and approvals, and the
-    audit sink. Stop it with Ctrl-C (or SIGTERM); it finishes the batch in hand first.
+    """Run the Faust worker: verify, store, classify and audit every event.
+
+    One process runs the intake agents for transactions, documents and approvals, the shared
+    model pool, and the audit sink. Stop it with Ctrl-C (or SIGTERM); it finishes the batch
+    in hand first. Serves GET /metrics on ATTEST_WORKER_WEB_PORT.
 
     Reads ATTEST_KAFKA_BOOTSTRAP and ATTEST_DATABASE_URL (or the embedded stack).
     """

@@ -8,6 +8,7 @@ When the broker or database address is not set explicitly, the addresses recorde
 from __future__ import annotations
 
 import json
+import os
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -149,6 +150,16 @@ def _with_dev_stack(settings: Settings) -> Settings:
 def get_settings() -> Settings:
     """The process-wide settings: environment first, then the dev stack, then defaults."""
     return _with_dev_stack(Settings())
+
+
+#: Environment variables that carry key material for the environment keyring provider
+#: (docs/security.md). They are secrets, not settings: never logged, never in Settings' repr.
+SECRET_ENV_PREFIXES = ("ATTEST_KEK_", "ATTEST_BLIND_INDEX_")
+
+
+def secret_environ() -> dict[str, str]:
+    """The ``ATTEST_KEK_*`` / ``ATTEST_BLIND_INDEX_*`` variables, for the keyring provider."""
+    return {k: v for k, v in os.environ.items() if k.startswith(SECRET_ENV_PREFIXES)}
 
 
 def setting_env_names() -> set[str]:

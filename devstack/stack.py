@@ -19,6 +19,8 @@ from devstack.broker import start_broker, stop_broker
 from devstack.errors import DevStackError
 from devstack.postgres import postmaster_pid, start_postgres, stop_postgres
 from devstack.processes import choose_port, pid_alive
+from security.keyring import ensure_keyring_file, keyring_path
+from security.tiers import protection_catalog
 
 
 @dataclass(frozen=True)
@@ -74,6 +76,9 @@ def status(settings: Settings) -> StackStatus:
 
 def up(settings: Settings, notice: Callable[[str], None] = print) -> StackInfo:
     """Start broker and database (or reuse a running stack); stop both on any failure."""
+    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    # The local keyring (tier keys, blind-index keys), created 0600 once; see docs/security.md.
+    ensure_keyring_file(keyring_path(settings.state_dir), protection_catalog().domains)
     current = status(settings)
     if current.running and current.info:
         return current.info

@@ -55,6 +55,21 @@ class EmbeddingCache:
                 misses.setdefault(key, []).append(i)
         return misses
 
+    def partition(
+        self, keys: list[bytes], texts: list[str]
+    ) -> tuple[dict[bytes, np.ndarray], dict[bytes, str]]:
+        """For a batch: (key -> cached vector, key -> text still to compute), each key once."""
+        rows: dict[bytes, np.ndarray] = {}
+        todo: dict[bytes, str] = {}
+        for key, text in zip(keys, texts, strict=True):
+            if key not in rows and key not in todo:
+                cached = self.get(key)
+                if cached is None:
+                    todo[key] = text
+                else:
+                    rows[key] = cached
+        return rows, todo
+
     def put(self, key: bytes, vector: np.ndarray) -> None:
         """Store a read-only copy; evict the least recently used beyond ``max_size``."""
         if self.max_size == 0:

@@ -1,8 +1,9 @@
 """The only code that calls the model: load offline, pick device and precision, encode.
 
-The scheduler (``inference.pool``) never imports torch; it calls ``Encoder.encode`` in its
-one worker thread. Keeping the model here means the scheduler is tested with a fake encoder
-and this class with the real model, each on its own.
+Torch and transformers are imported inside ``Encoder`` only, so the scheduler
+(``inference.pool``), which imports this module for ``EncoderLike``, stays light. Keeping
+the model here means the scheduler is tested with a fake encoder and this class with the
+real model, each on its own; the pool calls ``Encoder.encode`` in its one worker thread.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import json
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
@@ -26,6 +27,19 @@ if TYPE_CHECKING:
 BUNDLED_NAME = "all-MiniLM-L6-v2"
 DEFAULT_MAX_LENGTH = 256  # MiniLM was trained on 256-token inputs (sentence_bert_config.json)
 HASH_CHARS = 12
+WARMUP_TEXT = "Warm-up: invoice 10042 from Northwind Traders, salary March 2024."
+
+
+class EncoderLike(Protocol):
+    """What the pool needs from a model: a version, a width, and a blocking encode.
+
+    ``Encoder`` is the real one; tests give the pool fakes with the same three members.
+    """
+
+    version: str
+    dim: int
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray: ...
 
 
 def bundled_model_dir() -> Path:
@@ -99,6 +113,22 @@ def _max_length(model_dir: Path, tokenizer_limit: int) -> int:
         return min(tokenizer_limit, 512) if tokenizer_limit > 0 else DEFAULT_MAX_LENGTH
 
 
+def _quantize_int8(torch: Any, model: Any) -> Any:
+    """Dynamic int8 quantization of every Linear layer, with per-channel weight scales.
+
+    Per-channel scales keep MiniLM's int8 vectors at cosine ~0.97 (mean) to the fp32 ones,
+    against ~0.94 with one scale per tensor, at the same speed. torch.ao warns that this API
+    moves to torchao; it still works on this torch, and torchao is not a dependency.
+    """
+    from torch.ao.quantization import per_channel_dynamic_qconfig
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return torch.ao.quantization.quantize_dynamic(
+            model, {torch.nn.Linear: per_channel_dynamic_qconfig}, dtype=torch.qint8
+        )
+
+
 class Encoder:
     """One loaded model: texts in, unit sentence vectors (float32, shape (n, dim)) out.
 
@@ -114,6 +144,9 @@ class Encoder:
     ) -> None:
         import torch
         from transformers import AutoModel, AutoTokenizer
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()  # a worker's log is no place for a loading bar
 
         self.model_dir = Path(model_dir) if model_dir is not None else bundled_model_dir()
         if not self.model_dir.is_dir():
@@ -128,9 +161,7 @@ class Encoder:
         except Exception as exc:  # noqa: BLE001 - any loader failure is a configuration problem
             raise ModelLoadError(f"cannot load a model from {self.model_dir}: {exc}") from exc
         if precision == "int8":
-            with warnings.catch_warnings():  # torch.ao deprecation notices; the API still works
-                warnings.simplefilter("ignore")
-                model = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+            model = _quantize_int8(torch, model)
         elif precision == "fp16":
             model = model.half()
         self._model = model.to(self.device)

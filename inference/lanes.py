@@ -44,6 +44,21 @@ class Request:
     filled: int = 0
     vectors: np.ndarray | None = None
 
+    def deliver(self, start: int, end: int, rows: np.ndarray) -> None:
+        """Rows for texts[start:end]; the caller's future resolves once every row is in."""
+        if self.future.done():  # timed out or cancelled meanwhile
+            return
+        if self.vectors is None:
+            self.vectors = np.empty((len(self.texts), rows.shape[1]), dtype=np.float32)
+        self.vectors[start:end] = rows
+        self.filled += end - start
+        if self.filled == len(self.texts):
+            self.future.set_result(self.vectors)
+
+    def fail(self, error: BaseException) -> None:
+        if not self.future.done():
+            self.future.set_exception(error)
+
 
 Segment = tuple[Request, int, int]  # texts[start:end] of one request inside a batch
 

@@ -48,7 +48,12 @@ CACHE_HITS = Counter(
     "attest_inference_cache_hits_total", "Texts answered from the cache.", registry=REGISTRY
 )
 CACHE_MISSES = Counter(
-    "attest_inference_cache_misses_total", "Texts sent to the model.", registry=REGISTRY
+    "attest_inference_cache_misses_total", "Texts not found in the cache.", registry=REGISTRY
+)
+REUSED = Counter(
+    "attest_inference_reused_total",
+    "Cache misses answered without the model: a twin in the same batch, or cached while queued.",
+    registry=REGISTRY,
 )
 TIMEOUTS = Counter(
     "attest_inference_timeouts_total", "Requests that raised InferenceTimeout.", registry=REGISTRY
@@ -68,16 +73,34 @@ WAITING_CALLERS = Gauge(
 
 @dataclass
 class PoolStats:
-    """Counters of one pool (the Prometheus metrics are process-wide; these are per pool)."""
+    """Counters of one pool; each ``count_*`` also feeds the process-wide Prometheus metrics."""
 
     requests: int = 0
     batches: int = 0
     texts_encoded: int = 0
     cache_hits: int = 0
     cache_misses: int = 0
+    reused: int = 0  # cache misses answered at batch time (twin in the batch, or cached meanwhile)
     timeouts: int = 0
     errors: int = 0
     recent_batch_sizes: deque[int] = field(default_factory=lambda: deque(maxlen=1024))
+
+    def count_lookups(self, hits: int, misses: int) -> None:
+        self.cache_hits += hits
+        self.cache_misses += misses
+        CACHE_HITS.inc(hits)
+        CACHE_MISSES.inc(misses)
+
+    def count_reused(self, texts: int) -> None:
+        self.reused += texts
+        REUSED.inc(texts)
+
+    def count_batch(self, size: int, seconds: float) -> None:
+        self.batches += 1
+        self.texts_encoded += size
+        self.recent_batch_sizes.append(size)
+        BATCH_SIZE.observe(size)
+        INFERENCE_TIME.observe(seconds)
 
     @property
     def hit_rate(self) -> float:

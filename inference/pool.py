@@ -12,16 +12,18 @@ All bookkeeping happens on the event loop thread, so it needs no locks.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from inference import metrics
 from inference.cache import EmbeddingCache
+from inference.encoder import WARMUP_TEXT, EncoderLike
 from inference.errors import InferenceError, InferenceTimeout, ModelLoadError, PoolClosed
 from inference.lanes import LaneQueue, Priority, Request, Segment
 from inference.metrics import PoolStats
@@ -29,17 +31,7 @@ from inference.metrics import PoolStats
 if TYPE_CHECKING:
     from config.settings import Settings
 
-WARMUP_TEXT = "Warm-up: invoice 10042 from Northwind Traders, salary March 2024."
-
-
-class EncoderLike(Protocol):
-    """What the scheduler needs from a model: a version, a width, and a blocking encode."""
-
-    version: str
-    dim: int
-
-    def encode(self, texts: Sequence[str]) -> np.ndarray: ...
-
+logger = logging.getLogger(__name__)
 
 class ModelPool:
     """Shared, batched, prioritized access to one model. Start it once, close it once."""
@@ -76,7 +68,7 @@ class ModelPool:
     @classmethod
     def from_settings(cls, settings: Settings, *, warmup: bool = True) -> ModelPool:
         """The pool the settings describe; the model itself loads in ``start()``."""
-        from inference.encoder import Encoder
+        from inference.encoder import Encoder  # torch loads with the model, not with the pool
 
         return cls(
             partial(Encoder.from_settings, settings),
@@ -137,6 +129,14 @@ class ModelPool:
             raise
         self._state = "running"
         self._scheduler = asyncio.create_task(self._run(), name="attest-inference-scheduler")
+        self._scheduler.add_done_callback(self._scheduler_done)
+
+    def _scheduler_done(self, task: asyncio.Task[None]) -> None:
+        """A scheduler that died of a bug must not leave its callers waiting for their timeouts."""
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            logger.error("model pool scheduler failed", exc_info=exc)
+            self._state = "closed"
+            self._fail_all(InferenceError(f"the model pool's scheduler failed: {exc!r}"))
 
     def _load(self) -> EncoderLike:
         source = self._source
@@ -163,7 +163,9 @@ class ModelPool:
             if self._scheduler.done():
                 self._state = "closed"
                 self._fail_all(PoolClosed("the model pool closed before this request ran"))
-                self._executor.shutdown(wait=False, cancel_futures=True)
+        # Join the worker thread (off the loop): its exit also frees its OpenMP team, so a
+        # later pool in this process does not run beside a lingering one (see docs).
+        await asyncio.to_thread(self._executor.shutdown, wait=True, cancel_futures=True)
 
     # --- requests ------------------------------------------------------------------------
     async def embed(
@@ -185,7 +187,7 @@ class ModelPool:
         out = np.empty((len(texts), self.dim), dtype=np.float32)
         positions = self.cache.lookup(texts, out)
         misses = sum(len(p) for p in positions.values())
-        self._count_lookups(len(texts) - misses, misses)
+        self.stats.count_lookups(len(texts) - misses, misses)
         if not positions:
             return out
         keys = list(positions)
@@ -200,24 +202,19 @@ class ModelPool:
             async with asyncio.timeout(timeout):
                 vectors = await request.future
         except TimeoutError:
+            self._withdraw(request)
             self.stats.timeouts += 1
             metrics.TIMEOUTS.inc()
             raise InferenceTimeout(
                 f"inference took longer than {timeout:g}s for {len(texts)} text(s) in the "
-                f"{priority.name.lower()} lane ({self._queue.queued} text(s) queued); the request was "
-                "withdrawn and the event was not processed, so keep it and retry"
+                f"{priority.name.lower()} lane ({self._queue.queued} other text(s) queued); the request "
+                "was withdrawn, nothing was dropped: keep the event and retry it"
             ) from None
         finally:
             self._withdraw(request)
         for key, row in zip(keys, vectors, strict=True):
             out[positions[key]] = row
         return out
-
-    def _count_lookups(self, hits: int, misses: int) -> None:
-        self.stats.cache_hits += hits
-        self.stats.cache_misses += misses
-        metrics.CACHE_HITS.inc(hits)
-        metrics.CACHE_MISSES.inc(misses)
 
     def _withdraw(self, request: Request) -> None:
         """Take a request's remaining texts off the queue; wake the scheduler if room let others in."""
@@ -226,8 +223,7 @@ class ModelPool:
 
     def _fail_all(self, error: InferenceError) -> None:
         for request in self._queue.unfinished():
-            if not request.future.done():
-                request.future.set_exception(error)
+            request.fail(error)
             self._withdraw(request)
 
     # --- the scheduler -------------------------------------------------------------------
@@ -260,38 +256,45 @@ class ModelPool:
                 return self._queue.take(self.max_batch)
 
     async def _run_batch(self, loop: asyncio.AbstractEventLoop, batch: list[Segment]) -> None:
-        """One model call in the worker thread; results go to their requests and the cache."""
+        """Compute one batch; each request gets its rows, the cache gets every new vector."""
+        keys = [key for request, start, end in batch for key in request.keys[start:end]]
         texts = [text for request, start, end in batch for text in request.texts[start:end]]
-        began = time.perf_counter()
         try:
-            vectors = await loop.run_in_executor(self._executor, self.encoder.encode, texts)
-            if vectors.shape != (len(texts), self.dim):
-                raise InferenceError(f"encoder returned shape {vectors.shape} for {len(texts)} texts")
+            vectors = await self._compute(loop, keys, texts)
         except Exception as exc:  # noqa: BLE001 - one failed batch fails its requests, not the pool
             self.stats.errors += 1
             metrics.ERRORS.inc()
             message = f"the model failed on a batch of {len(texts)} text(s): {type(exc).__name__}: {exc}"
             for request, _, _ in batch:
-                if not request.future.done():
-                    request.future.set_exception(InferenceError(message))
+                request.fail(InferenceError(message))
                 self._withdraw(request)
             return
-        metrics.INFERENCE_TIME.observe(time.perf_counter() - began)
-        metrics.BATCH_SIZE.observe(len(texts))
-        self.stats.batches += 1
-        self.stats.texts_encoded += len(texts)
-        self.stats.recent_batch_sizes.append(len(texts))
         offset = 0
         for request, start, end in batch:
             rows = vectors[offset:offset + end - start]
-            offset += end - start
             for key, row in zip(request.keys[start:end], rows, strict=True):
-                self.cache.put(key, row)
-            if request.future.done():  # timed out or cancelled meanwhile; the cache keeps the work
-                continue
-            if request.vectors is None:
-                request.vectors = np.empty((len(request.texts), self.dim), dtype=np.float32)
-            request.vectors[start:end] = rows
-            request.filled += end - start
-            if request.filled == len(request.texts):
-                request.future.set_result(request.vectors)
+                self.cache.put(key, row)  # even for a request that timed out: the work is done
+            request.deliver(start, end, rows)
+            offset += end - start
+
+    async def _compute(
+        self, loop: asyncio.AbstractEventLoop, keys: list[bytes], texts: list[str]
+    ) -> np.ndarray:
+        """Vectors for a batch. With the cache on, a text whose twin is in the same batch or
+        was computed while it queued is not sent to the model again."""
+        if not self.cache.max_size:
+            return await self._encode(loop, texts)
+        rows, todo = self.cache.partition(keys, texts)
+        if todo:
+            rows.update(zip(todo, await self._encode(loop, list(todo.values())), strict=True))
+        self.stats.count_reused(len(keys) - len(todo))
+        return np.stack([rows[key] for key in keys])
+
+    async def _encode(self, loop: asyncio.AbstractEventLoop, texts: list[str]) -> np.ndarray:
+        """One model call, in the worker thread."""
+        began = time.perf_counter()
+        vectors = await loop.run_in_executor(self._executor, self.encoder.encode, texts)
+        if vectors.shape != (len(texts), self.dim):
+            raise InferenceError(f"encoder returned shape {vectors.shape} for {len(texts)} texts")
+        self.stats.count_batch(len(texts), time.perf_counter() - began)
+        return vectors

@@ -1,16 +1,31 @@
-"""The events table: idempotent batch insert keyed by event_id."""
+"""The events table: idempotent batch insert keyed by event_id, with field-level protection.
+
+With a ``FieldProtector`` (what the worker passes), ``events.payload`` receives only the
+event's public fields; every other field is sealed into the schema's ``*_fields`` table with
+its blind indexes, and the data keys it needs are stored in the same transaction. Without
+one, the payload is stored as given: that is only for tests of the table itself and for
+tools that store public-only data, and it logs a warning once per process.
+"""
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import Connection, func, select
 from sqlalchemy.dialects.postgresql import insert
 
+from security.field_protection import FieldProtector
+from storage import protected
 from storage.db import engine_for, run_db
 from storage.models import EventRow
+
+log = logging.getLogger("attest.storage")
+
+_warned_unprotected = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,48 +54,81 @@ class StoreOutcome:
     replayed: frozenset[str]
 
 
-def store_events(url: str, events: list[StoredEvent]) -> StoreOutcome:
-    """Insert in one transaction; an event_id already present is never overwritten.
+def _insert_events(
+    conn: Connection, events: Sequence[StoredEvent], payloads: Mapping[str, dict[str, Any]]
+) -> StoreOutcome:
+    """Insert rows (``payloads`` by event_id); classify conflicts as redeliveries or replays.
 
     A conflicting row from the same topic/partition/offset is our own earlier delivery of
     this very message (at-least-once), not an attack; any other conflict is a replay.
     """
+    rows = [
+        {
+            "event_id": e.event_id, "typ": e.typ, "source": e.source, "kid": e.kid,
+            "topic": e.topic, "partition": e.partition, "offset": e.offset,
+            "issued_at": e.issued_at, "received_at": e.received_at,
+            "verified_at": e.verified_at, "payload": payloads[e.event_id],
+        }
+        for e in events
+    ]
+    stmt = (
+        insert(EventRow).values(rows)
+        .on_conflict_do_nothing(index_elements=["event_id"])
+        .returning(EventRow.event_id)
+    )
+    inserted = {str(r[0]) for r in conn.execute(stmt)}
+    conflicts = [e for e in events if e.event_id not in inserted]
+    redelivered: set[str] = set()
+    if conflicts:
+        existing = conn.execute(
+            select(EventRow.event_id, EventRow.topic, EventRow.partition, EventRow.offset)
+            .where(EventRow.event_id.in_([e.event_id for e in conflicts]))
+        ).all()
+        where = {str(r.event_id): (r.topic, r.partition, r.offset) for r in existing}
+        redelivered = {
+            e.event_id for e in conflicts
+            if where.get(e.event_id) == (e.topic, e.partition, e.offset)
+        }
+    replayed = {e.event_id for e in conflicts} - redelivered
+    return StoreOutcome(frozenset(inserted), frozenset(redelivered), frozenset(replayed))
+
+
+def store_events(
+    url: str, events: list[StoredEvent], *, protector: FieldProtector | None = None
+) -> StoreOutcome:
+    """Insert in one transaction; an event_id already present is never overwritten.
+
+    With ``protector``, protected fields are encrypted and only public fields reach
+    ``events.payload``; the data keys and wrapping keys the batch minted are stored in the
+    same transaction, so a committed ciphertext always has its key beside it.
+    """
     if not events:
         return StoreOutcome(frozenset(), frozenset(), frozenset())
+    if protector is None:
+        return run_db(lambda: _store_unprotected(url, events))
+    return run_db(lambda: _store_protected(url, events, protector))
 
-    def write() -> StoreOutcome:
-        with engine_for(url).begin() as conn:
-            rows = [
-                {
-                    "event_id": e.event_id, "typ": e.typ, "source": e.source, "kid": e.kid,
-                    "topic": e.topic, "partition": e.partition, "offset": e.offset,
-                    "issued_at": e.issued_at, "received_at": e.received_at,
-                    "verified_at": e.verified_at, "payload": e.payload,
-                }
-                for e in events
-            ]
-            stmt = (
-                insert(EventRow).values(rows)
-                .on_conflict_do_nothing(index_elements=["event_id"])
-                .returning(EventRow.event_id)
-            )
-            inserted = {str(r[0]) for r in conn.execute(stmt)}
-            conflicts = [e for e in events if e.event_id not in inserted]
-            redelivered: set[str] = set()
-            if conflicts:
-                existing = conn.execute(
-                    select(EventRow.event_id, EventRow.topic, EventRow.partition, EventRow.offset)
-                    .where(EventRow.event_id.in_([e.event_id for e in conflicts]))
-                ).all()
-                where = {str(r.event_id): (r.topic, r.partition, r.offset) for r in existing}
-                redelivered = {
-                    e.event_id for e in conflicts
-                    if where.get(e.event_id) == (e.topic, e.partition, e.offset)
-                }
-        replayed = {e.event_id for e in conflicts} - redelivered
-        return StoreOutcome(frozenset(inserted), frozenset(redelivered), frozenset(replayed))
 
-    return run_db(write)
+def _store_unprotected(url: str, events: list[StoredEvent]) -> StoreOutcome:
+    global _warned_unprotected
+    if not _warned_unprotected:
+        _warned_unprotected = True
+        log.warning("storing events without field protection: payloads are kept in clear")
+    with engine_for(url).begin() as conn:
+        return _insert_events(conn, events, {e.event_id: e.payload for e in events})
+
+
+def _store_protected(url: str, events: list[StoredEvent], protector: FieldProtector) -> StoreOutcome:
+    with engine_for(url).begin() as conn:
+        # Shared lock: `attest forget` cannot destroy keys while this batch is being stored,
+        # and a forget that committed before it moves the epoch, so stale keys are dropped.
+        batch = protector.seal_batch(events, protected.shredding_epoch(conn))
+        protected.insert_key_records(conn, batch.wrapping_keys, batch.data_keys)
+        outcome = _insert_events(conn, events, {s.event_id: s.public_payload for s in batch.events})
+        protected.insert_sealed_events(
+            conn, [s for s in batch.events if s.event_id in outcome.inserted])
+    protector.confirm_stored(batch)
+    return outcome
 
 
 def count_events(url: str, event_ids: list[str] | None = None) -> int:

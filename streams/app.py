@@ -25,10 +25,11 @@ from agents.enrichment import Enrichment
 from agents.intake import IntakeProcessor
 from agents.messages import BatchOutput, IncomingMessage
 from agents.retry import until_stored
-from config.settings import Settings
+from config.settings import Settings, secret_environ
 from inference.metrics import CONTENT_TYPE, metrics_text
 from inference.pool import ModelPool
 from inference.tasks import Tasks
+from security.field_protection import writer_protector
 from storage.keys import key_snapshot
 from streams.topics import ALL_TOPICS, AUDIT, DEAD_LETTER, INTAKE_TOPICS, TopicSpec
 
@@ -131,6 +132,8 @@ def build_app(settings: Settings) -> faust.App:
         settings,
         actor=actor,
         accepted_types={spec.name(settings): spec.accepted_types for spec in INTAKE_TOPICS},
+        # Public tier keys only: the worker can seal fields it can never read back.
+        protector=writer_protector(settings.state_dir, secret_environ()),
     )
 
     async def refresh_keys() -> None:

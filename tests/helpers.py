@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import TypeVar
 
 from confluent_kafka import Consumer, KafkaError, Message
@@ -55,3 +56,33 @@ def wait_until(probe: Callable[[], T], done: Callable[[T], bool], timeout_s: flo
         time.sleep(0.3)
         result = probe()
     return result
+
+
+@contextmanager
+def scratch_database(server_url: str, prefix: str = "attest_scratch") -> Iterator[str]:
+    """A new database on the test server, migrated to head, dropped afterwards.
+
+    For tests that need state of their own (a keyring of their own, a chain of their own)
+    instead of the session database every other test shares.
+    """
+    from sqlalchemy import create_engine, pool, text
+    from sqlalchemy.engine import make_url
+
+    from storage import migrate
+    from storage.db import engine_for, normalise_url
+
+    admin = create_engine(normalise_url(server_url), isolation_level="AUTOCOMMIT",
+                          poolclass=pool.NullPool)
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    url = make_url(normalise_url(server_url)).set(database=name).render_as_string(
+        hide_password=False)
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        migrate.upgrade(url)
+        yield url
+    finally:
+        engine_for(url).dispose()
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()

@@ -53,7 +53,8 @@ async def test_transactions_are_categorized_and_stored_by_model_version(
     audit = await enrichment.process([(_message(1), rent), (_message(2), salary)])
     assert [r.action for r in audit] == ["event.inferred", "event.inferred"]
     assert all(r.outcome == "ok" for r in audit)
-    stored = {r.event_id: r for e in (rent, salary) for r in inferences_for(stack_settings.database_url, e.event_id)}
+    url = stack_settings.database_url
+    stored = {r.event_id: r for e in (rent, salary) for r in inferences_for(url, e.event_id)}
     assert stored[rent.event_id].label == "rent"
     assert stored[salary.event_id].label == "salary"
     assert stored[rent.event_id].model_version == tasks.model_version

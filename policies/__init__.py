@@ -1,0 +1,1 @@
+"""Access policies (YAML): roles, departments, readable fields, approval levels."""

@@ -1,0 +1,467 @@
+"""Field protection for whole events: the writer's ``FieldProtector`` and the reader's ``FieldReader``.
+
+The writer splits a verified payload by tier (``schemas/tiers.yaml``): public fields stay in
+clear, every other field is sealed under the data key of (subject, tier), and identifiers get
+a blind index. It mints data keys and wrapping keys itself and seals wrapping keys to the
+tiers' *public* keys, so a worker needs no private key and cannot read what it stored.
+
+Data keys live in this process's memory only while it uses them (an LRU); each is used by one
+process, so its use count is exact and it is replaced long before AES-GCM's 2^32-message
+limit or its cryptoperiod. The storage layer persists new key records in the same transaction
+as the fields they protect and tells the protector when they are durable (``confirm_stored``).
+Every ``attest forget`` advances the database's shredding epoch; a batch sealed under a newer
+epoch than the protector last saw starts from an empty key cache, so nothing new is ever
+sealed under a key that was destroyed meanwhile.
+
+The reader opens only fields an ``AccessDecision`` allowed, with the tiers its keyring holds.
+No SQL here: storage hands in key records and ciphertexts, and takes sealed events back.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import uuid
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, Protocol
+
+from security import envelope
+from security.blind_index import blind_index
+from security.envelope import DataKey, FieldContext, WrappingKey
+from security.keyring import Keyring, open_keyring
+from security.policy import AccessDecision
+from security.protection_errors import (
+    AccessRefused,
+    FieldIntegrityError,
+    KeyNotHeld,
+    SubjectForgotten,
+)
+from security.tiers import PROTECTED_TIERS, ProtectionCatalog, SchemaProtection, Tier, protection_catalog
+
+#: Replace a data or wrapping key after this many encryptions (AES-GCM with random nonces is
+#: limited to 2^32 per key by NIST SP 800-38D; we stay far below).
+MAX_KEY_USES = 2**30
+#: Cryptoperiods (NIST SP 800-57 allows up to 2 years of encrypting; we rotate much sooner).
+DATA_KEY_MAX_AGE = timedelta(days=30)
+WRAPPING_KEY_MAX_AGE = timedelta(days=1)
+DATA_KEY_CACHE = 100_000
+
+
+_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+_encode_string = json.encoder.encode_basestring  # the C implementation where available
+
+
+def _encode(value: Any) -> bytes:
+    """A field value as sealed: its compact JSON, so strings and integers both round-trip."""
+    if type(value) is str:  # the common case, without the encoder's dispatch
+        return _encode_string(value).encode("utf-8")
+    return _ENCODER.encode(value).encode("utf-8")
+
+
+class EventFields(Protocol):
+    """What the protector needs of a verified event (``storage.events.StoredEvent`` fits)."""
+
+    @property
+    def event_id(self) -> str: ...
+
+    @property
+    def typ(self) -> str: ...
+
+    @property
+    def payload(self) -> Mapping[str, Any]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class WrappingKeyRecord:
+    """A wrapping key as stored: sealed to its tier's key-encryption key ``kek_version``."""
+
+    key_id: uuid.UUID
+    tier: Tier
+    kek_version: int
+    sealed: bytes = field(repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class DataKeyRecord:
+    """A data key as stored: wrapped, bound to its subject; ``wrapped`` is None once destroyed."""
+
+    key_id: uuid.UUID
+    tier: Tier
+    subject_domain: str
+    subject_ref: bytes | None = field(repr=False)
+    wrapping_key_id: uuid.UUID | None
+    wrapped: bytes | None = field(repr=False)
+    destroyed_at: datetime | None = None
+
+
+@dataclass(slots=True)
+class SealedEvent:
+    """One event split for storage: public payload in clear, protected columns, blind indexes."""
+
+    event_id: str
+    typ: str
+    table: str
+    department: str
+    public_payload: dict[str, Any]
+    columns: dict[str, bytes] = field(repr=False)
+    indexes: dict[str, bytes] = field(repr=False)
+
+
+@dataclass(frozen=True)
+class SealedBatch:
+    """A batch ready for one transaction, with the key records it needs stored beside it."""
+
+    events: list[SealedEvent]
+    wrapping_keys: list[WrappingKeyRecord]
+    data_keys: list[DataKeyRecord]
+    used_data_keys: frozenset[uuid.UUID]
+    _pending: tuple[_InUse, ...] = field(default=(), repr=False)  # to mark stored on commit
+
+
+@dataclass(frozen=True, slots=True)
+class _SchemaPlan:
+    """A schema's fields as the hot path wants them: public names, and per protected field
+    (name, tier, associated-data label, index domain, index column)."""
+
+    schema: SchemaProtection
+    public: tuple[str, ...]
+    protected: tuple[tuple[str, Tier, bytes, str | None, str | None], ...]
+    known: frozenset[str]
+
+    def check(self, payload: Mapping[str, Any]) -> None:
+        """Raise ``TierCatalogError`` for a field the catalog gives no tier."""
+        if not self.known.issuperset(payload):
+            self.schema.field(min(set(payload) - self.known))
+
+
+class _BatchState:
+    """Per-batch memo: the clock reading, keys already chosen, indexes already computed."""
+
+    __slots__ = ("now", "keys", "used", "indexes")
+
+    def __init__(self, now: datetime) -> None:
+        self.now = now
+        self.keys: dict[bytes, dict[Tier, _InUse]] = {}
+        self.used: dict[_InUse, None] = {}
+        self.indexes: dict[tuple[str, object], bytes] = {}
+
+
+class _InUse:
+    """A key this process minted, with its record, use count and whether it is stored."""
+
+    __slots__ = ("key", "record", "uses", "minted_at", "stored", "wrapper")
+
+    def __init__(self, key: DataKey | WrappingKey, record: Any, minted_at: datetime,
+                 wrapper: _InUse | None = None) -> None:
+        self.key = key
+        self.record = record
+        self.uses = 0
+        self.minted_at = minted_at
+        self.stored = False
+        self.wrapper = wrapper  # a data key's wrapping key
+
+
+def subject_reference(keyring: Keyring, domain: str, value: object) -> bytes:
+    """How a subject is named in key records: its blind index in its identifier domain."""
+    return blind_index(keyring.blind_index_key(domain), value)
+
+
+class FieldProtector:
+    """Seals verified events for storage. Thread-safe: agents share one per worker process."""
+
+    def __init__(
+        self,
+        keyring: Keyring,
+        catalog: ProtectionCatalog | None = None,
+        *,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        max_key_uses: int = MAX_KEY_USES,
+        data_key_max_age: timedelta = DATA_KEY_MAX_AGE,
+        wrapping_key_max_age: timedelta = WRAPPING_KEY_MAX_AGE,
+        cache_size: int = DATA_KEY_CACHE,
+    ) -> None:
+        self._keyring = keyring
+        self._catalog = catalog or protection_catalog()
+        self._clock = clock
+        self._max_uses = max_key_uses
+        self._data_key_max_age = data_key_max_age
+        self._wrapping_key_max_age = wrapping_key_max_age
+        self._cache_size = cache_size
+        self._lock = threading.Lock()
+        self._data_keys: OrderedDict[tuple[bytes, Tier], _InUse] = OrderedDict()
+        self._wrapping_keys: dict[Tier, _InUse] = {}
+        self._plans: dict[str, _SchemaPlan] = {}
+        self._epoch: int | None = None
+        # Fail at start, not on the first event: every tier sealable, every domain keyed.
+        for tier in PROTECTED_TIERS:
+            keyring.current_version(tier)
+        self._index_keys = {d: keyring.blind_index_key(d) for d in self._catalog.domains}
+
+    def __repr__(self) -> str:
+        return f"FieldProtector(keyring={self._keyring!r}, data_keys_in_use={len(self._data_keys)})"
+
+    @property
+    def catalog(self) -> ProtectionCatalog:
+        return self._catalog
+
+    # -- sealing -----------------------------------------------------------------------------
+
+    def seal_batch(self, events: Iterable[EventFields], shredding_epoch: int = 0) -> SealedBatch:
+        """Seal every event; the batch names the key records that must be stored with it.
+
+        ``shredding_epoch`` is the database's count of ``attest forget`` runs, read under a
+        share lock in the storing transaction: when it moved, every cached data key is dropped
+        (any of them may have been destroyed), and fresh ones are minted.
+        """
+        with self._lock:
+            if shredding_epoch != self._epoch:
+                self._data_keys.clear()
+                self._epoch = shredding_epoch
+            batch = _BatchState(self._clock())
+            sealed = [self._seal(e.typ, e.event_id, e.payload, batch) for e in events]
+            used = list(batch.used)
+            pending_data = [u for u in used if not u.stored]
+            pending_wrapping = list({id(w): w for u in pending_data
+                                     if (w := u.wrapper) is not None and not w.stored}.values())
+            return SealedBatch(
+                events=sealed,
+                wrapping_keys=[w.record for w in pending_wrapping],
+                data_keys=[u.record for u in pending_data],
+                used_data_keys=frozenset(u.key.key_id for u in used),
+                _pending=(*pending_data, *pending_wrapping),
+            )
+
+    def public_payload(self, typ: str, payload: Mapping[str, Any]) -> dict[str, Any]:
+        """The fields of ``payload`` that are stored in clear (what ``seal_batch`` leaves public)."""
+        plan = self._plan(typ)
+        plan.check(payload)
+        return {n: payload[n] for n in plan.public if n in payload}
+
+    def _plan(self, typ: str) -> _SchemaPlan:
+        plan = self._plans.get(typ)
+        if plan is None:
+            schema = self._catalog.schema(typ)
+            plan = self._plans[typ] = _SchemaPlan(
+                schema=schema,
+                public=tuple(f.name for f in schema.fields.values() if not f.protected),
+                protected=tuple(
+                    (f.name, f.tier, envelope.column_label(schema.table, f.name), f.blind_index,
+                     f.index_column)
+                    for f in schema.protected_fields),
+                known=frozenset(schema.fields),
+            )
+        return plan
+
+    def _index(self, domain: str, value: object, batch: _BatchState) -> bytes:
+        digest = batch.indexes.get((domain, value))
+        if digest is None:
+            digest = batch.indexes[(domain, value)] = blind_index(self._index_keys[domain], value)
+        return digest
+
+    def _seal(
+        self, typ: str, event_id: str, payload: Mapping[str, Any], batch: _BatchState
+    ) -> SealedEvent:
+        plan = self._plan(typ)
+        plan.check(payload)  # a field without a tier is refused, never stored
+        schema = plan.schema
+        subject_ref = self._index(schema.subject_domain, payload[schema.subject_field], batch)
+        keys = batch.keys.get(subject_ref)  # this subject's data keys in this batch, by tier
+        if keys is None:
+            keys = batch.keys[subject_ref] = {}
+        max_uses = self._max_uses
+        to_seal: list[tuple[DataKey, bytes, bytes]] = []
+        names: list[str] = []
+        indexes: dict[str, bytes] = {}
+        for name, tier, label, domain, index_column in plan.protected:
+            value = payload.get(name)
+            if value is None:
+                continue
+            entry = keys.get(tier)
+            if entry is None or entry.uses >= max_uses:
+                entry = keys[tier] = self._data_key(schema, subject_ref, tier, batch.now)
+                batch.used[entry] = None
+            entry.uses += 1
+            to_seal.append((entry.key, label, _encode(value)))  # type: ignore[arg-type]
+            names.append(name)
+            if domain:
+                indexes[index_column] = self._index(domain, value, batch)  # type: ignore[index]
+        sealed = envelope.seal_labelled(event_id, to_seal)
+        return SealedEvent(event_id, typ, schema.table, str(payload[schema.department_field]),
+                           {n: payload[n] for n in plan.public if n in payload},
+                           dict(zip(names, sealed, strict=True)), indexes)
+
+    def _fresh(self, entry: _InUse, max_age: timedelta, now: datetime) -> bool:
+        return entry.uses < self._max_uses and now - entry.minted_at < max_age
+
+    def _wrapping_key(self, tier: Tier, now: datetime) -> _InUse:
+        entry = self._wrapping_keys.get(tier)
+        if entry is not None and self._fresh(entry, self._wrapping_key_max_age, now):
+            return entry
+        key = WrappingKey.generate(tier)
+        context = envelope.wrapping_key_context(key.key_id, tier)
+        sealed = self._keyring.seal_to_tier(tier, key.secret_for_sealing(), context)
+        record = WrappingKeyRecord(key.key_id, tier, envelope.sealed_version(sealed), sealed)
+        entry = self._wrapping_keys[tier] = _InUse(key, record, now)
+        return entry
+
+    def _data_key(
+        self, schema: SchemaProtection, subject_ref: bytes, tier: Tier, now: datetime
+    ) -> _InUse:
+        slot = (subject_ref, tier)
+        entry = self._data_keys.get(slot)
+        if entry is not None and self._fresh(entry, self._data_key_max_age, now):
+            self._data_keys.move_to_end(slot)
+            return entry
+        wrapper = self._wrapping_key(tier, now)
+        wrapper.uses += 1
+        wrapping_key = wrapper.key
+        if not isinstance(wrapping_key, WrappingKey):
+            raise TypeError("a data key is wrapped by a WrappingKey")
+        key = DataKey.generate(tier)
+        record = DataKeyRecord(
+            key_id=key.key_id, tier=tier, subject_domain=schema.subject_domain,
+            subject_ref=subject_ref, wrapping_key_id=wrapping_key.key_id,
+            wrapped=envelope.wrap_data_key(wrapping_key, key, subject_ref),
+        )
+        entry = self._data_keys[slot] = _InUse(key, record, now, wrapper)
+        while len(self._data_keys) > self._cache_size:
+            self._data_keys.popitem(last=False)
+        return entry
+
+    # -- feedback from storage ------------------------------------------------------------------
+
+    def confirm_stored(self, batch: SealedBatch) -> None:
+        """The batch committed: its key records are durable and need not be sent again."""
+        with self._lock:
+            for entry in batch._pending:
+                entry.stored = True
+
+
+# -- reading -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class FieldReading:
+    """One opened field: its value, or why it has none (``forgotten`` says so in words)."""
+
+    name: str
+    value: Any = None
+    forgotten: str | None = None
+
+
+@dataclass(frozen=True)
+class KeyRecords:
+    """The stored key records a read needs, by id (storage loads them)."""
+
+    data_keys: Mapping[uuid.UUID, DataKeyRecord]
+    wrapping_keys: Mapping[uuid.UUID, WrappingKeyRecord]
+
+
+class FieldReader:
+    """Opens protected fields that an ``AccessDecision`` allowed, with the tiers its keyring holds."""
+
+    def __init__(self, keyring: Keyring, catalog: ProtectionCatalog | None = None) -> None:
+        self._keyring = keyring
+        self._catalog = catalog or protection_catalog()
+        self._wrapping: dict[uuid.UUID, WrappingKey] = {}
+        self._data: dict[uuid.UUID, DataKey] = {}
+
+    def __repr__(self) -> str:
+        return f"FieldReader(keyring={self._keyring!r})"
+
+    @staticmethod
+    def key_ids(ciphertexts: Iterable[bytes | None]) -> set[uuid.UUID]:
+        """The data keys these ciphertexts name (what storage must load)."""
+        return {envelope.field_key_ref(c).key_id for c in ciphertexts if c is not None}
+
+    def open_fields(
+        self,
+        typ: str,
+        event_id: str,
+        ciphertexts: Mapping[str, bytes | None],
+        decisions: Mapping[str, AccessDecision],
+        keys: KeyRecords,
+    ) -> dict[str, FieldReading]:
+        """Open each ciphertext whose field ``decisions`` allow; anything else is refused.
+
+        Raises ``FieldIntegrityError`` for a ciphertext that was altered or moved, and
+        ``AccessRefused`` when asked to open a field no decision allowed.
+        """
+        schema = self._catalog.schema(typ)
+        out: dict[str, FieldReading] = {}
+        for name, ciphertext in ciphertexts.items():
+            spec = schema.field(name)
+            decision = decisions.get(name)
+            if (decision is None or not decision.allowed or decision.field != spec):
+                raise AccessRefused(f"{typ}.{name} was not allowed by the access policy")
+            if ciphertext is None:
+                out[name] = FieldReading(name)
+                continue
+            ref = envelope.field_key_ref(ciphertext)
+            if ref.tier is not spec.tier:
+                raise FieldIntegrityError(
+                    f"{schema.table}.{name} of row {event_id} claims tier {ref.tier.label}, "
+                    f"but the field is {spec.tier.label}")
+            try:
+                key = self._open_data_key(ref.key_id, ref.tier, keys)
+            except SubjectForgotten as gone:
+                out[name] = FieldReading(name, forgotten=str(gone))
+                continue
+            plaintext = envelope.open_field(key, ciphertext,
+                                            FieldContext(schema.table, name, event_id))
+            out[name] = FieldReading(name, json.loads(plaintext))
+        return out
+
+    def _open_data_key(self, key_id: uuid.UUID, tier: Tier, keys: KeyRecords) -> DataKey:
+        cached = self._data.get(key_id)
+        if cached is not None:
+            return cached
+        record = keys.data_keys.get(key_id)
+        if record is None:
+            raise FieldIntegrityError(f"data key {key_id} is not in the database")
+        if record.destroyed_at is not None or record.wrapped is None:
+            raise SubjectForgotten(record.destroyed_at)
+        if record.tier is not tier or record.wrapping_key_id is None or record.subject_ref is None:
+            raise FieldIntegrityError(f"data key {key_id} is filed under the wrong tier")
+        wrapping = self._open_wrapping_key(record.wrapping_key_id, tier, keys)
+        key = envelope.unwrap_data_key(wrapping, key_id, tier, record.subject_ref, record.wrapped)
+        self._data[key_id] = key
+        return key
+
+    def _open_wrapping_key(self, key_id: uuid.UUID, tier: Tier, keys: KeyRecords) -> WrappingKey:
+        cached = self._wrapping.get(key_id)
+        if cached is not None:
+            return cached
+        record = keys.wrapping_keys.get(key_id)
+        if record is None or record.tier is not tier:
+            raise FieldIntegrityError(f"wrapping key {key_id} is missing or of another tier")
+        if tier not in self._keyring.readable_tiers():
+            raise KeyNotHeld(f"this process does not hold the {tier.label} key-encryption key")
+        if envelope.sealed_version(record.sealed) != record.kek_version:
+            raise FieldIntegrityError(f"wrapping key {key_id} names the wrong key version")
+        secret = self._keyring.open_from_tier(
+            tier, record.sealed, envelope.wrapping_key_context(key_id, tier))
+        key = envelope.wrapping_key_from_secret(key_id, tier, secret)
+        self._wrapping[key_id] = key
+        return key
+
+
+def rewrap(keyring: Keyring, record: WrappingKeyRecord) -> WrappingKeyRecord:
+    """Reseal a wrapping key to its tier's current key version. Data keys and fields are untouched."""
+    context = envelope.wrapping_key_context(record.key_id, record.tier)
+    secret = keyring.open_from_tier(record.tier, record.sealed, context)
+    sealed = keyring.seal_to_tier(record.tier, secret, context)
+    return WrappingKeyRecord(record.key_id, record.tier, envelope.sealed_version(sealed), sealed)
+
+
+def writer_protector(state_dir: Path, environ: Mapping[str, str]) -> FieldProtector:
+    """The worker's protector: public tier keys and index keys only, no private tier key.
+
+    Keys come from the environment when it carries any ``ATTEST_KEK_*`` variable, else from the
+    local keyring file in ``state_dir``; private keys found there are not loaded.
+    """
+    return FieldProtector(open_keyring(state_dir, environ, readable=()))
