@@ -1,8 +1,9 @@
 """The whole pipeline on one laptop: what ``make demo`` runs.
 
-Starts the embedded stack (unless one runs already), migrates, makes a key, starts a real
-worker process, sends signed events (some tampered, one replayed, one garbage), waits until
-the audit log has a decision for every message, prints a summary, and stops what it started.
+Starts the embedded stack (unless one runs already), migrates, makes keys, starts a real
+worker process, sends signed payments (some tampered, one replayed, one garbage) and agency
+documents, waits until the audit log has a decision for every message, prints a summary,
+and stops what it started.
 """
 
 from __future__ import annotations
@@ -21,15 +22,16 @@ from devstack import stack
 from devstack.errors import DevStackError
 from devstack.processes import choose_port, terminate_tree
 from scenarios.finance import transaction_payloads
-from schemas.catalog import TRANSACTION_V1
-from security.keyfiles import generate_key, keys_for_source, write_private_key
+from scenarios.government import AGENCIES, document_payloads
+from schemas.catalog import DOCUMENT_V1, TRANSACTION_V1
+from security.keyfiles import SigningKey, generate_key, keys_for_source, write_private_key
 from storage import migrate
 from storage.audit import decision_counts
 from storage.events import count_events_since
 from storage.keys import add_key
 from streams.admin import ensure_topics
 from streams.producer import OutgoingMessage, send_all, sign_payload, tamper
-from streams.topics import TRANSACTIONS
+from streams.topics import DOCUMENTS, TRANSACTIONS
 
 SOURCE = "core-ledger"
 
@@ -74,20 +76,25 @@ def stop_worker(proc: subprocess.Popen[bytes]) -> None:
     proc.wait(timeout=5)
 
 
-def demo_messages(settings: Settings, count: int, tampered: int) -> list[OutgoingMessage]:
-    """``count`` signed events, ``tampered`` of them altered, plus one replay and one garbage."""
-    keys = keys_for_source(settings.keys_dir, SOURCE)
-    if keys:
-        key = keys[0]
-        add_key(settings.database_url, key.kid, SOURCE, key.alg, key.public_jwk)
-    else:
-        key = generate_key(SOURCE)
-        add_key(settings.database_url, key.kid, SOURCE, key.alg, key.public_jwk)
+def signing_key(settings: Settings, source: str) -> SigningKey:
+    """The newest local key of ``source``, registered; made (0600) when there is none."""
+    keys = keys_for_source(settings.keys_dir, source)
+    key = keys[0] if keys else generate_key(source)
+    add_key(settings.database_url, key.kid, source, key.alg, key.public_jwk)
+    if not keys:
         write_private_key(key, settings.keys_dir)
+    return key
+
+
+def demo_transactions(
+    settings: Settings, count: int, tampered: int, seed: int | None = None
+) -> list[OutgoingMessage]:
+    """``count`` signed payments, ``tampered`` of them altered, plus one replay and one garbage."""
+    key = signing_key(settings, SOURCE)
     step = max(1, count // max(tampered, 1))
     spoiled = set(range(step // 2, count, step)[:tampered])
     messages = []
-    for i, payload in enumerate(transaction_payloads(count, SOURCE)):
+    for i, payload in enumerate(transaction_payloads(count, SOURCE, seed)):
         token = sign_payload(key, payload, TRANSACTION_V1)
         messages.append(OutgoingMessage(
             key=payload["reference"].encode(), value=tamper(token) if i in spoiled else token
@@ -98,11 +105,23 @@ def demo_messages(settings: Settings, count: int, tampered: int) -> list[Outgoin
     return messages
 
 
+def demo_documents(settings: Settings, count: int, seed: int | None = None) -> list[OutgoingMessage]:
+    """Tax returns and contribution records, each agency signing its own."""
+    keys = {agency: signing_key(settings, agency) for agency in AGENCIES}
+    return [
+        OutgoingMessage(key=p["document_id"].encode(),
+                        value=sign_payload(keys[p["source"]], p, DOCUMENT_V1))
+        for p in document_payloads(count, seed)
+    ]
+
+
 def run_demo(
     settings: Settings,
     count: int,
     tampered: int,
     say: Callable[[str], None],
+    documents_count: int = 40,
+    seed: int | None = None,
     timeout_s: float = 300.0,
 ) -> DemoSummary:
     started = time.monotonic()
@@ -117,10 +136,14 @@ def run_demo(
         migrate.upgrade(settings.database_url)
         ensure_topics(settings)
         run_start = datetime.now(UTC) - timedelta(seconds=1)
-        messages = demo_messages(settings, count, tampered)
+        payments = demo_transactions(settings, count, tampered, seed)
+        documents = demo_documents(settings, documents_count, seed)
+        messages = payments + documents
         worker = start_worker(settings)
-        say(f"worker started (pid {worker.pid}); sending {len(messages)} messages")
-        send_all(settings, TRANSACTIONS.name(settings), messages)
+        say(f"worker started (pid {worker.pid}); sending {len(payments)} payments "
+            f"and {len(documents)} agency documents")
+        send_all(settings, TRANSACTIONS.name(settings), payments)
+        send_all(settings, DOCUMENTS.name(settings), documents)
         deadline = time.monotonic() + timeout_s
         last_report = 0.0
         while True:

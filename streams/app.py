@@ -14,7 +14,7 @@ import os
 import socket
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NoReturn
 
 import faust
 from faust.types import EventT
@@ -36,6 +36,22 @@ from streams.topics import ALL_TOPICS, AUDIT, DEAD_LETTER, INTAKE_TOPICS, TopicS
 log = logging.getLogger("attest.worker")
 
 BatchHandler = Callable[[list[IncomingMessage]], Awaitable[BatchOutput]]
+
+
+WORKER_FAILED = 70
+
+
+def exit_worker(reason: str) -> NoReturn:
+    """Stop the whole process now, without acknowledging the batch in hand.
+
+    A Faust agent that raises stops consuming while the worker stays up, holding its
+    partitions with no progress. Exiting instead lets a supervisor restart the worker and
+    the group rebalance; the unacknowledged batch is delivered again, and every effect is
+    idempotent, so nothing is skipped and nothing is stored twice.
+    """
+    log.critical("worker stopping: %s", reason)
+    logging.shutdown()
+    os._exit(WORKER_FAILED)
 
 
 def worker_actor() -> str:
@@ -68,10 +84,8 @@ class ModelService(Service):
             await self.pool.start()
             await self.tasks.prepare()
         except Exception as exc:  # noqa: BLE001
-            # Without its model the worker would hold every partition forever; exit loudly
-            # instead so a supervisor restarts it and the group rebalances.
-            log.critical("the model pool could not start: %s", exc)
-            os._exit(70)
+            # Without its model the worker would hold every partition forever.
+            exit_worker(f"the model pool could not start: {exc}")
         self.ready.set()
         log.info("model pool ready: %s", self.pool.model_version)
 
@@ -122,8 +136,13 @@ def build_app(settings: Settings) -> faust.App:
     def attach(spec: TopicSpec, handler: BatchHandler) -> None:
         async def agent(stream: faust.StreamT) -> None:
             async for events in stream.take_events(settings.batch_size, settings.batch_within_s):
-                output = await handler([_incoming(e) for e in events])
-                await publish(output)
+                try:
+                    output = await handler([_incoming(e) for e in events])
+                    await publish(output)
+                except Exception as exc:  # noqa: BLE001 - bad events never get here (they
+                    # are dead-lettered); this is a bug or a broken database schema.
+                    log.exception("unexpected failure in %s", spec.suffix)
+                    exit_worker(f"{type(exc).__name__} in the {spec.suffix} agent: {exc}")
 
         app.agent(topics[spec.suffix], name=f"attest.{spec.suffix}")(agent)
 

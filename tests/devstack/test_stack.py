@@ -59,7 +59,8 @@ def test_up_status_down_and_busy_port(tmp_path: Path) -> None:
     assert not _processes_using(tmp_path)
 
 
-def test_interrupted_demo_leaves_no_process(tmp_path: Path) -> None:
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_interrupted_demo_leaves_no_process(tmp_path: Path, sig: signal.Signals) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("ATTEST_")}
     env.update({"ATTEST_STATE_DIR": str(tmp_path), "ATTEST_DEV_KAFKA_PORT": "0",
                 "ATTEST_DEV_POSTGRES_PORT": "0"})
@@ -73,7 +74,7 @@ def test_interrupted_demo_leaves_no_process(tmp_path: Path) -> None:
     recorded = json.loads((tmp_path / "stack.json").read_text())
     started = {p.pid for p in psutil.Process(demo.pid).children(recursive=True)}
     started |= {recorded["broker_pid"], recorded["postgres_pid"]}
-    demo.send_signal(signal.SIGINT)  # what Ctrl-C sends
+    demo.send_signal(sig)  # Ctrl-C sends SIGINT; a CI timeout or `kill` sends SIGTERM
     demo.wait(timeout=60)
     time.sleep(0.5)
     assert not [pid for pid in started if _alive(pid)]
