@@ -119,3 +119,15 @@ def test_dev_status_without_a_stack_says_stopped(tmp_path: Path) -> None:
     env_result = subprocess.run([sys.executable, "-m", "cli.main", "dev", "env"], env=env,
                                 capture_output=True, text=True, timeout=60, check=False)
     assert_one_sentence_error(env_result)
+
+
+@pytest.mark.integration
+def test_produce_government_needs_agency_keys_then_sends(stack_settings: Settings) -> None:
+    missing = attest(stack_settings, "produce", "--scenario", "government", "--count", "4")
+    assert_one_sentence_error(missing)
+    assert "tax-bureau" in missing.stderr or "social-security-bureau" in missing.stderr
+    for agency in ("tax-bureau", "social-security-bureau"):
+        assert attest(stack_settings, "keys", "generate", "--source", agency).returncode == 0
+    sent = attest(stack_settings, "produce", "--scenario", "government", "--count", "4")
+    assert sent.returncode == 0, sent.stderr
+    assert "sent 4 government events" in sent.stdout
