@@ -25,6 +25,7 @@ ED25519_ALGS = frozenset({"Ed25519", "EdDSA"})
 ES256 = "ES256"
 SUPPORTED_ALGS = ED25519_ALGS | {ES256}
 
+_ECDSA_SHA256 = ec.ECDSA(hashes.SHA256())  # immutable; built once instead of per signature
 _P256_ORDER = int("FFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551", 16)
 
 
@@ -142,7 +143,7 @@ def verify_canonical(name: str, jwk: dict[str, Any], message: bytes, signature: 
     if not (0 < r < _P256_ORDER and 0 < s < _P256_ORDER):
         return False
     try:
-        key.verify(encode_dss_signature(r, s), message, ec.ECDSA(hashes.SHA256()))
+        key.verify(encode_dss_signature(r, s), message, _ECDSA_SHA256)
     except InvalidSignature:
         return False
     return True
