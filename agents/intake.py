@@ -147,6 +147,7 @@ class IntakeProcessor:
                 topic=message.topic, partition=message.partition, offset=message.offset,
                 issued_at=event.issued_at, received_at=message.received_at,
                 verified_at=verified_at, payload=event.payload,
+                message_sha256=hashlib.sha256(message.value).digest(),
             )
             for message, event in accepted
         ]

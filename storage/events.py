@@ -43,6 +43,9 @@ class StoredEvent:
     received_at: datetime
     verified_at: datetime
     payload: dict[str, Any]
+    #: SHA-256 of the Kafka message bytes: tells our own redelivery from a replay that
+    #: landed on a reused offset (a recreated topic, a restarted in-memory broker).
+    message_sha256: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,8 +62,9 @@ def _insert_events(
 ) -> StoreOutcome:
     """Insert rows (``payloads`` by event_id); classify conflicts as redeliveries or replays.
 
-    A conflicting row from the same topic/partition/offset is our own earlier delivery of
-    this very message (at-least-once), not an attack; any other conflict is a replay.
+    A conflicting row from the same topic/partition/offset with the same message bytes is
+    our own earlier delivery of this very message (at-least-once), not an attack; any other
+    conflict is a replay.
     """
     rows = [
         {
@@ -68,6 +72,7 @@ def _insert_events(
             "topic": e.topic, "partition": e.partition, "offset": e.offset,
             "issued_at": e.issued_at, "received_at": e.received_at,
             "verified_at": e.verified_at, "payload": payloads[e.event_id],
+            "message_sha256": e.message_sha256,
         }
         for e in events
     ]
@@ -81,14 +86,22 @@ def _insert_events(
     redelivered: set[str] = set()
     if conflicts:
         existing = conn.execute(
-            select(EventRow.event_id, EventRow.topic, EventRow.partition, EventRow.offset)
+            select(EventRow.event_id, EventRow.topic, EventRow.partition, EventRow.offset,
+                   EventRow.message_sha256)
             .where(EventRow.event_id.in_([e.event_id for e in conflicts]))
         ).all()
-        where = {str(r.event_id): (r.topic, r.partition, r.offset) for r in existing}
-        redelivered = {
-            e.event_id for e in conflicts
-            if where.get(e.event_id) == (e.topic, e.partition, e.offset)
-        }
+        stored = {str(r.event_id): r for r in existing}
+
+        def same_message(e: StoredEvent) -> bool:
+            row = stored.get(e.event_id)
+            if row is None or (row.topic, row.partition, row.offset) != (e.topic, e.partition,
+                                                                         e.offset):
+                return False
+            # Rows from before migration 0005 carry no hash: the position alone decides.
+            digest = None if row.message_sha256 is None else bytes(row.message_sha256)
+            return digest is None or e.message_sha256 is None or digest == e.message_sha256
+
+        redelivered = {e.event_id for e in conflicts if same_message(e)}
     replayed = {e.event_id for e in conflicts} - redelivered
     return StoreOutcome(frozenset(inserted), frozenset(redelivered), frozenset(replayed))
 

@@ -15,6 +15,7 @@ from sqlalchemy import (
     DateTime,
     Index,
     Integer,
+    LargeBinary,
     String,
     Text,
     func,
@@ -63,6 +64,7 @@ class EventRow(Base):
     verified_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     stored_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     payload: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    message_sha256: Mapped[bytes | None] = mapped_column(LargeBinary)
 
 
 class AuditLogRow(Base):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from datetime import UTC, datetime, timedelta
 
@@ -19,12 +20,14 @@ from storage.events import StoredEvent, count_events, store_events
 pytestmark = pytest.mark.integration
 
 
-def _event(event_id: str, offset: int, topic: str = "t.transactions") -> StoredEvent:
+def _event(event_id: str, offset: int, topic: str = "t.transactions",
+           message: bytes = b"token") -> StoredEvent:
     now = datetime.now(UTC)
     return StoredEvent(
         event_id=event_id, typ="attest.transaction.v1", source="core-ledger", kid="k1",
         topic=topic, partition=0, offset=offset, issued_at=now, received_at=now,
         verified_at=now, payload={"event_id": event_id, "amount": "10.00"},
+        message_sha256=hashlib.sha256(message).digest(),
     )
 
 
@@ -50,6 +53,9 @@ def test_store_events_is_idempotent_and_detects_replays(database_url: str) -> No
     # The same event_id from another offset: a replay; the stored row is not overwritten.
     replay = store_events(database_url, [_event(second, 99)])
     assert replay.replayed == {second}
+    # Other bytes at the stored position (a recreated topic reusing offsets): still a replay.
+    reused = store_events(database_url, [_event(first, 1, message=b"another token")])
+    assert reused.replayed == {first} and not reused.redelivered
     assert count_events(database_url, [first, second]) == 2
     with engine_for(database_url).connect() as conn:
         offset = conn.execute(text("SELECT \"offset\" FROM events WHERE event_id = :e"),
