@@ -18,7 +18,7 @@ from storage.audit import find_records
 from storage.events import count_events
 from streams.admin import ensure_topics
 from streams.producer import OutgoingMessage, send_all, sign_payload, tamper
-from streams.topics import AUDIT, DEAD_LETTER, TRANSACTIONS
+from streams.topics import AUDIT, DEAD_LETTER, DOCUMENTS, TRANSACTIONS
 from tests.helpers import read_topic, wait_until
 
 pytestmark = pytest.mark.integration
@@ -126,3 +126,34 @@ def test_accepted_transactions_are_categorized_and_metrics_served(
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
         body = response.read().decode()
     assert "attest_inference_batch_size" in body
+
+
+def test_documents_take_the_same_verification_path(
+    stack_settings: Settings, worker: subprocess.Popen[bytes]
+) -> None:
+    from scenarios.government import SOCIAL_SECURITY, document_payloads
+    from schemas.catalog import DOCUMENT_V1
+    from storage.inferences import inferences_for
+
+    url = stack_settings.database_url
+    key = generate_key(SOCIAL_SECURITY)
+    registry.add_key(url, key.kid, key.source, key.alg, key.public_jwk)
+    time.sleep(stack_settings.registry_refresh_s * 4)
+    docs = [p for p in document_payloads(6) if p["source"] == SOCIAL_SECURITY]
+    good, spoiled, wrong_schema = docs[0], docs[1], docs[2]
+    wrong_token = sign_payload(key, transaction_payloads(1, key.source)[0], TRANSACTION_V1)
+    send_all(stack_settings, DOCUMENTS.name(stack_settings), [
+        OutgoingMessage(None, sign_payload(key, good, DOCUMENT_V1)),
+        OutgoingMessage(None, tamper(sign_payload(key, spoiled, DOCUMENT_V1))),
+        OutgoingMessage(None, wrong_token),
+    ])
+    decisions = wait_until(lambda: _decisions(url, [good["event_id"], spoiled["event_id"]]),
+                           lambda d: len(d) == 2, timeout_s=90)
+    assert decisions[good["event_id"]] == ["accepted"]
+    assert decisions[spoiled["event_id"]] == ["bad_signature"]
+    assert wrong_schema["event_id"] not in decisions
+    labels = wait_until(lambda: inferences_for(url, good["event_id"]), bool, timeout_s=60)
+    assert labels[0].task == "document_type"
+    letters = {m.value(): dict(m.headers() or [])
+               for m in read_topic(stack_settings, DEAD_LETTER.name(stack_settings))}
+    assert letters[wrong_token]["attest-reason"] == b"schema_invalid"
