@@ -25,7 +25,7 @@ from security.field_protection import FieldProtector
 from security.reasons import RejectReason
 from security.registry import KeySnapshot
 from security.verification import VerificationPolicy, VerifiedEvent, verify_event
-from storage.events import StoredEvent, store_events
+from storage.events import StoredEvent, already_stored, store_events
 
 log = logging.getLogger("attest.intake")
 
@@ -52,6 +52,7 @@ class SeenEvents:
             self._where.popitem(last=False)
 
 
+_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 _CLAIMED_ID = re.compile(rb'"event_id"\s*:\s*"([0-9A-Za-z-]{1,64})"')
 
 
@@ -137,9 +138,42 @@ class IntakeProcessor:
 
     # -- the batch, with storage -----------------------------------------------------------
 
+    async def _drop_redeliveries(
+        self, rejected: list[tuple[IncomingMessage, Rejection]]
+    ) -> tuple[list[tuple[IncomingMessage, Rejection]], list[tuple[IncomingMessage, str]]]:
+        """Split off rejections of messages that were stored on an earlier delivery.
+
+        A batch stored just before a crash is delivered again on restart; by then the clock
+        may have moved past the skew window, or the key been revoked. Re-deciding would
+        dead-letter an event that is stored, so exactly these bytes at exactly this position
+        are recognised as a redelivery instead.
+        """
+        candidates = []
+        for message, _ in rejected:
+            claimed = _event_id_hint(message)
+            if claimed and _UUID.fullmatch(claimed):
+                candidates.append((claimed, message.topic, message.partition, message.offset,
+                                   hashlib.sha256(message.value).digest()))
+        if not candidates:
+            return rejected, []
+        url = self._settings.database_url
+        stored = await until_stored(lambda: already_stored(url, candidates),
+                                    self._settings.db_retry_max_s, "checking redeliveries")
+        if not stored:
+            return rejected, []
+        kept, redelivered = [], []
+        for message, rejection in rejected:
+            claimed = _event_id_hint(message)
+            if claimed in stored:
+                redelivered.append((message, claimed))
+            else:
+                kept.append((message, rejection))
+        return kept, redelivered
+
     async def process(self, batch: list[IncomingMessage]) -> BatchOutput:
         """Decide every message of the batch; durable writes happen before this returns."""
         accepted, rejected = self.verify_batch(batch)
+        rejected, redelivered = await self._drop_redeliveries(rejected)
         verified_at = self._clock()
         rows = [
             StoredEvent(
@@ -167,6 +201,8 @@ class IntakeProcessor:
             self.seen.add(event.event_id, message.position)
             output.accepted.append((message, event))
             output.audit.extend(self._accepted_records(message, event))
+        for message, event_id in redelivered:
+            output.audit.append(self._redelivered_record(message, event_id))
         for message, rejection in rejected:
             output.dead_letters.append(
                 DeadLetter(message, rejection.reason.value, rejection.detail, verified_at)
@@ -203,6 +239,16 @@ class IntakeProcessor:
                 **common,
             ),
         ]
+
+    def _redelivered_record(self, message: IncomingMessage, event_id: str) -> AuditRecord:
+        # Same id as the first delivery's event.stored record: stored once by the sink, and
+        # present even if the crash came before that record was published.
+        return AuditRecord(
+            audit_id=audit_id_for("event.stored", event_id, message.position),
+            actor=self._actor, action="event.stored", correlation_id=event_id,
+            subject_ids=[event_id], detail={"table": "events", "redelivered": True},
+            **self._position(message),
+        )
 
     def _rejected_record(
         self, message: IncomingMessage, rejection: Rejection, at: datetime

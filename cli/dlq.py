@@ -7,6 +7,7 @@ from collections import Counter
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
 from cli.output import console, fail
 from config.settings import get_settings
@@ -32,10 +33,14 @@ def list_letters(
     shown = [letter for letter in letters if reason is None or letter.reason == reason][-limit:]
     table = Table("dlq position", "reason", "from", "bytes", "detail")
     for letter in shown:
-        table.add_row(letter.position, letter.reason, letter.origin, str(len(letter.value)),
-                      letter.headers.get("attest-detail", "")[:80])
+        # Text cells: a detail may quote attacker-chosen strings (a kid like "[/x]") that
+        # Rich would otherwise parse as markup.
+        table.add_row(*(Text(cell) for cell in (
+            letter.position, letter.reason, letter.origin, str(len(letter.value)),
+            letter.headers.get("attest-detail", "")[:80])))
     console.print(table)
-    console.print("  ".join(f"{r}: {n}" for r, n in sorted(counts.items())) or "no dead letters")
+    console.print("  ".join(f"{r}: {n}" for r, n in sorted(counts.items())) or "no dead letters",
+                  markup=False)
 
 
 def _describe_token(value: bytes) -> list[str]:
@@ -68,10 +73,10 @@ def show(
     )
     if letter is None:
         fail(f"no dead letter at {position}")
-    console.print(f"[bold]{letter.reason}[/] from {letter.origin}")
+    console.print(f"{letter.reason} from {letter.origin}", markup=False)
     for key, value in sorted(letter.headers.items()):
-        console.print(f"  {key}: {value}")
-    console.print(f"  key: {letter.key!r}")
+        console.print(f"  {key}: {value}", markup=False)
+    console.print(f"  key: {letter.key!r}", markup=False)
     for line in _describe_token(letter.value):
         console.print(f"  {line}", markup=False)
     raw = letter.value[:512]

@@ -47,6 +47,8 @@ app.command()(forget)
 
 
 def main() -> None:
+    from pydantic import ValidationError
+
     from devstack.errors import DevStackError
     from security.errors import SecurityError
     from storage.errors import StorageError
@@ -54,6 +56,11 @@ def main() -> None:
 
     try:
         app()
+    except ValidationError as exc:  # an ATTEST_* variable with a value Settings refuses
+        first = exc.errors()[0]
+        name = "ATTEST_" + "_".join(str(p) for p in first["loc"]).upper()
+        err_console.print(f"[bold red]error:[/] {name}: {first['msg']}")
+        sys.exit(2)
     except (DevStackError, SecurityError, StorageError, StreamsError) as exc:
         err_console.print(f"[bold red]error:[/] {exc}")
         sys.exit(1)
@@ -61,9 +68,10 @@ def main() -> None:
         err_console.print("interrupted")
         sys.exit(130)
     except Exception as exc:  # noqa: BLE001 - a bug still gets one sentence, not a traceback
-        from config.settings import get_settings
+        import os
 
-        if get_settings().log_level == "debug":
+        # Not get_settings(): the settings themselves may be what failed.
+        if os.environ.get("ATTEST_LOG_LEVEL") == "debug":
             raise
         err_console.print(
             f"[bold red]unexpected error:[/] {type(exc).__name__}: {exc} "

@@ -10,6 +10,8 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+import psutil
+
 from devstack.errors import ComponentStartError
 from devstack.processes import pid_alive, terminate_tree, wait_for_port
 
@@ -62,9 +64,20 @@ def start_broker(port: int, log: Path, timeout_s: float = 20.0) -> BrokerHandle:
     return BrokerHandle(port=port, pid=proc.pid)
 
 
+def is_broker(pid: int | None) -> bool:
+    """True when ``pid`` is alive and is a Tansu broker (a recorded pid may have been reused
+    by an unrelated process after a crash or a reboot)."""
+    if not pid_alive(pid):
+        return False
+    try:
+        return "tansu" in " ".join(psutil.Process(pid).cmdline())
+    except psutil.Error:
+        return False
+
+
 def stop_broker(pid: int | None) -> bool:
     """Stop the broker process. True when one was running."""
-    if not pid_alive(pid):
+    if not is_broker(pid):
         return False
     assert pid is not None
     terminate_tree(pid)

@@ -15,10 +15,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from config.settings import STACK_FILE, Settings
-from devstack.broker import start_broker, stop_broker
+from devstack.broker import is_broker, start_broker, stop_broker
 from devstack.errors import DevStackError
 from devstack.postgres import postmaster_pid, start_postgres, stop_postgres
-from devstack.processes import choose_port, pid_alive
+from devstack.processes import choose_port
 from security.keyring import ensure_keyring_file, keyring_path
 from security.tiers import protection_catalog
 
@@ -69,7 +69,7 @@ def status(settings: Settings) -> StackStatus:
     pgdata = Path(info.pgdata) if info else settings.state_dir / "pg"
     return StackStatus(
         info=info,
-        broker_running=bool(info and pid_alive(info.broker_pid)),
+        broker_running=bool(info and is_broker(info.broker_pid)),
         postgres_running=postmaster_pid(pgdata) is not None,
     )
 

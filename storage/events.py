@@ -164,3 +164,24 @@ def count_events_since(url: str, since: datetime) -> int:
             return int(conn.execute(stmt).scalar_one())
 
     return run_db(read)
+
+
+def already_stored(url: str, deliveries: list[tuple[str, str, int, int, bytes]]) -> set[str]:
+    """Of (event_id, topic, partition, offset, sha256) candidates, those stored from exactly
+    that message: a redelivery, whatever a check against today's clock or keys would say."""
+    if not deliveries:
+        return set()
+
+    def read() -> set[str]:
+        with engine_for(url).connect() as conn:
+            rows = conn.execute(
+                select(EventRow.event_id, EventRow.topic, EventRow.partition, EventRow.offset,
+                       EventRow.message_sha256)
+                .where(EventRow.event_id.in_({d[0] for d in deliveries}))
+            ).all()
+        stored = {(str(r.event_id), r.topic, r.partition, r.offset,
+                   bytes(r.message_sha256) if r.message_sha256 is not None else None)
+                  for r in rows}
+        return {d[0] for d in deliveries if d in stored}
+
+    return run_db(read)

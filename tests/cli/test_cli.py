@@ -131,3 +131,12 @@ def test_produce_government_needs_agency_keys_then_sends(stack_settings: Setting
     sent = attest(stack_settings, "produce", "--scenario", "government", "--count", "4")
     assert sent.returncode == 0, sent.stderr
     assert "sent 4 government events" in sent.stdout
+
+
+def test_a_bad_setting_value_is_one_sentence(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ATTEST_")}
+    env.update({"ATTEST_STATE_DIR": str(tmp_path), "ATTEST_LOG_LEVEL": "verbose"})
+    result = subprocess.run([sys.executable, "-m", "cli.main", "dlq", "list"], env=env,
+                            capture_output=True, text=True, timeout=60, check=False)
+    assert_one_sentence_error(result)
+    assert "ATTEST_LOG_LEVEL" in result.stderr
