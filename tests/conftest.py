@@ -8,8 +8,10 @@ storage tests at that server instead of the embedded one (the broker is still em
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -24,10 +26,12 @@ from storage import migrate
 
 
 @pytest.fixture(scope="session")
-def stack_settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
+def stack_settings() -> Iterator[Settings]:
     """Settings pointing at a freshly started embedded stack, migrated to head."""
     external = os.environ.get("ATTEST_DATABASE_URL")
-    state = tmp_path_factory.mktemp("attest-state")
+    # Not under pytest's basetemp: pytest deletes all but the newest three of those, and a
+    # second test run on the machine would delete this one's Postgres data under it.
+    state = Path(tempfile.mkdtemp(prefix="attest-test-state-"))
     base = Settings(
         state_dir=state,
         dev_kafka_port=0,
@@ -49,6 +53,7 @@ def stack_settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setting
         yield settings
     finally:
         stack.down(base)
+        shutil.rmtree(state, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
