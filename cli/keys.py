@@ -57,8 +57,9 @@ def generate(
         key = generate_key(source, alg, kid)
     except SecurityError as exc:
         fail(str(exc))
-    registry.add_key(settings.database_url, key.kid, source, key.alg, key.public_jwk)
+    # Private file first: a key registered without its private half could never sign.
     path = write_private_key(key, settings.keys_dir)
+    registry.add_key(settings.database_url, key.kid, source, key.alg, key.public_jwk)
     _audit(settings, "key.added", key.kid, {"source": source, "alg": key.alg})
     console.print(f"generated {key.alg} key [bold]{key.kid}[/] for {source}")
     console.print(f"private key: {path} (mode 0600)")
@@ -147,6 +148,12 @@ def import_jwks(
         if not (source or isinstance(claimed, str)):
             fail(f"{where} has no 'source' member; pass --source")
         plan.append((jwk, source or claimed))
+    known = registry.key_snapshot(settings.database_url)
+    for jwk, src in plan:
+        kid, alg, public = _validated_public_jwk(jwk, str(jwks_file))
+        existing = known.get(kid)
+        if existing and (existing.source, existing.alg, existing.public_jwk) != (src, alg, public):
+            fail(f"kid {kid!r} is already registered with a different key; nothing was imported")
     added = sum(_register(settings, jwk, src, f"{jwks_file}") for jwk, src in plan)
     console.print(f"{added} of {len(plan)} keys newly registered")
 

@@ -140,3 +140,19 @@ def test_a_bad_setting_value_is_one_sentence(tmp_path: Path) -> None:
                             capture_output=True, text=True, timeout=60, check=False)
     assert_one_sentence_error(result)
     assert "ATTEST_LOG_LEVEL" in result.stderr
+
+
+@pytest.mark.integration
+def test_keys_import_checks_every_key_before_registering_any(
+    stack_settings: Settings, tmp_path: Path
+) -> None:
+    taken = generate_key("cli-importer")
+    registry.add_key(stack_settings.database_url, taken.kid, taken.source, taken.alg,
+                     taken.public_jwk)
+    fresh, impostor = generate_key("cli-importer"), generate_key("cli-importer")
+    clash = {**impostor.public_jwk, "kid": taken.kid}
+    jwks = tmp_path / "clash.jwks"
+    jwks.write_text(json.dumps({"keys": [fresh.public_jwk, clash]}))
+    result = attest(stack_settings, "keys", "import", "--jwks", str(jwks), "--source", "cli-importer")
+    assert_one_sentence_error(result)
+    assert fresh.kid not in registry.key_snapshot(stack_settings.database_url)
