@@ -25,7 +25,7 @@ from security.field_protection import FieldProtector
 from security.reasons import RejectReason
 from security.registry import KeySnapshot
 from security.verification import VerificationPolicy, VerifiedEvent, verify_event
-from storage.events import StoredEvent, already_stored, store_events
+from storage.events import Delivery, StoredEvent, already_stored, store_events
 
 log = logging.getLogger("attest.intake")
 
@@ -148,26 +148,22 @@ class IntakeProcessor:
         dead-letter an event that is stored, so exactly these bytes at exactly this position
         are recognised as a redelivery instead.
         """
-        candidates = []
-        for message, _ in rejected:
+        def delivery(message: IncomingMessage) -> Delivery | None:
             claimed = _event_id_hint(message)
-            if claimed and _UUID.fullmatch(claimed):
-                candidates.append((claimed, message.topic, message.partition, message.offset,
-                                   hashlib.sha256(message.value).digest()))
+            if not (claimed and _UUID.fullmatch(claimed)):
+                return None
+            return (claimed, message.topic, message.partition, message.offset,
+                    hashlib.sha256(message.value).digest())
+
+        claims = [(message, rejection, delivery(message)) for message, rejection in rejected]
+        candidates = [d for _, _, d in claims if d is not None]
         if not candidates:
             return rejected, []
         url = self._settings.database_url
         stored = await until_stored(lambda: already_stored(url, candidates),
                                     self._settings.db_retry_max_s, "checking redeliveries")
-        if not stored:
-            return rejected, []
-        kept, redelivered = [], []
-        for message, rejection in rejected:
-            claimed = _event_id_hint(message)
-            if claimed in stored:
-                redelivered.append((message, claimed))
-            else:
-                kept.append((message, rejection))
+        kept = [(m, rejection) for m, rejection, d in claims if d not in stored]
+        redelivered = [(m, d[0]) for m, _, d in claims if d is not None and d in stored]
         return kept, redelivered
 
     async def process(self, batch: list[IncomingMessage]) -> BatchOutput:

@@ -27,7 +27,7 @@ from schemas.catalog import DOCUMENT_V1, TRANSACTION_V1
 from security.keyfiles import SigningKey, generate_key, keys_for_source, write_private_key
 from storage import migrate
 from storage.audit import decision_counts
-from storage.events import count_events_since
+from storage.events import count_events
 from storage.keys import add_key
 from streams.admin import ensure_topics
 from streams.producer import OutgoingMessage, send_all, sign_payload, tamper
@@ -170,7 +170,7 @@ def run_demo(
             sent=len(messages),
             accepted=counts.accepted,
             rejected=counts.rejected,
-            stored_rows=count_events_since(settings.database_url, run_start),
+            stored_rows=count_events(settings.database_url, since=run_start),
             audit_records=counts.audit_records,
             seconds=time.monotonic() - started,
         )

@@ -10,12 +10,12 @@ tools that store public-only data, and it logs a warning once per process.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, func, select
+from sqlalchemy import Connection, Row, func, select
 from sqlalchemy.dialects.postgresql import insert
 
 from security.field_protection import FieldProtector
@@ -57,6 +57,27 @@ class StoreOutcome:
     replayed: frozenset[str]
 
 
+def _stored_rows(conn: Connection, event_ids: Iterable[str]) -> dict[str, Row[Any]]:
+    """Where and from which bytes each of these events was stored."""
+    rows = conn.execute(
+        select(EventRow.event_id, EventRow.topic, EventRow.partition, EventRow.offset,
+               EventRow.message_sha256)
+        .where(EventRow.event_id.in_(set(event_ids)))
+    ).all()
+    return {str(r.event_id): r for r in rows}
+
+
+def _same_message(
+    row: Row[Any] | None, topic: str, partition: int, offset: int, sha256: bytes | None
+) -> bool:
+    """The one rule telling our own redelivery from a replay: same position, same bytes."""
+    if row is None or (row.topic, row.partition, row.offset) != (topic, partition, offset):
+        return False
+    # Rows from before migration 0005 carry no hash: the position alone decides.
+    digest = None if row.message_sha256 is None else bytes(row.message_sha256)
+    return digest is None or sha256 is None or digest == sha256
+
+
 def _insert_events(
     conn: Connection, events: Sequence[StoredEvent], payloads: Mapping[str, dict[str, Any]]
 ) -> StoreOutcome:
@@ -83,25 +104,11 @@ def _insert_events(
     )
     inserted = {str(r[0]) for r in conn.execute(stmt)}
     conflicts = [e for e in events if e.event_id not in inserted]
-    redelivered: set[str] = set()
-    if conflicts:
-        existing = conn.execute(
-            select(EventRow.event_id, EventRow.topic, EventRow.partition, EventRow.offset,
-                   EventRow.message_sha256)
-            .where(EventRow.event_id.in_([e.event_id for e in conflicts]))
-        ).all()
-        stored = {str(r.event_id): r for r in existing}
-
-        def same_message(e: StoredEvent) -> bool:
-            row = stored.get(e.event_id)
-            if row is None or (row.topic, row.partition, row.offset) != (e.topic, e.partition,
-                                                                         e.offset):
-                return False
-            # Rows from before migration 0005 carry no hash: the position alone decides.
-            digest = None if row.message_sha256 is None else bytes(row.message_sha256)
-            return digest is None or e.message_sha256 is None or digest == e.message_sha256
-
-        redelivered = {e.event_id for e in conflicts if same_message(e)}
+    stored = _stored_rows(conn, [e.event_id for e in conflicts]) if conflicts else {}
+    redelivered = {
+        e.event_id for e in conflicts
+        if _same_message(stored.get(e.event_id), e.topic, e.partition, e.offset, e.message_sha256)
+    }
     replayed = {e.event_id for e in conflicts} - redelivered
     return StoreOutcome(frozenset(inserted), frozenset(redelivered), frozenset(replayed))
 
@@ -144,44 +151,36 @@ def _store_protected(url: str, events: list[StoredEvent], protector: FieldProtec
     return outcome
 
 
-def count_events(url: str, event_ids: list[str] | None = None) -> int:
+def count_events(
+    url: str, event_ids: list[str] | None = None, *, since: datetime | None = None
+) -> int:
+    """Stored events, optionally only these ids and/or those stored at or after ``since``."""
+
     def read() -> int:
         stmt = select(func.count()).select_from(EventRow)
         if event_ids is not None:
             stmt = stmt.where(EventRow.event_id.in_(event_ids))
+        if since is not None:
+            stmt = stmt.where(EventRow.stored_at >= since)
         with engine_for(url).connect() as conn:
             return int(conn.execute(stmt).scalar_one())
 
     return run_db(read)
 
 
-def count_events_since(url: str, since: datetime) -> int:
-    """Rows stored at or after ``since`` (the demo's per-run count)."""
-
-    def read() -> int:
-        stmt = select(func.count()).select_from(EventRow).where(EventRow.stored_at >= since)
-        with engine_for(url).connect() as conn:
-            return int(conn.execute(stmt).scalar_one())
-
-    return run_db(read)
+#: (event_id, topic, partition, offset, sha256 of the message bytes)
+Delivery = tuple[str, str, int, int, bytes]
 
 
-def already_stored(url: str, deliveries: list[tuple[str, str, int, int, bytes]]) -> set[str]:
-    """Of (event_id, topic, partition, offset, sha256) candidates, those stored from exactly
-    that message: a redelivery, whatever a check against today's clock or keys would say."""
+def already_stored(url: str, deliveries: list[Delivery]) -> set[Delivery]:
+    """The deliveries whose event was stored from exactly that message: a redelivery,
+    whatever a check against today's clock or keys would say."""
     if not deliveries:
         return set()
 
-    def read() -> set[str]:
+    def read() -> set[Delivery]:
         with engine_for(url).connect() as conn:
-            rows = conn.execute(
-                select(EventRow.event_id, EventRow.topic, EventRow.partition, EventRow.offset,
-                       EventRow.message_sha256)
-                .where(EventRow.event_id.in_({d[0] for d in deliveries}))
-            ).all()
-        stored = {(str(r.event_id), r.topic, r.partition, r.offset,
-                   bytes(r.message_sha256) if r.message_sha256 is not None else None)
-                  for r in rows}
-        return {d[0] for d in deliveries if d in stored}
+            stored = _stored_rows(conn, (d[0] for d in deliveries))
+        return {d for d in deliveries if _same_message(stored.get(d[0]), *d[1:])}
 
     return run_db(read)
