@@ -59,8 +59,10 @@ def wait_until(probe: Callable[[], T], done: Callable[[T], bool], timeout_s: flo
 
 
 @contextmanager
-def scratch_database(server_url: str, prefix: str = "attest_scratch") -> Iterator[str]:
-    """A new database on the test server, migrated to head, dropped afterwards.
+def scratch_database(
+    server_url: str, prefix: str = "attest_scratch", revision: str = "head"
+) -> Iterator[str]:
+    """A new database on the test server, migrated to ``revision``, dropped afterwards.
 
     For tests that need state of their own (a keyring of their own, a chain of their own)
     instead of the session database every other test shares.
@@ -79,7 +81,7 @@ def scratch_database(server_url: str, prefix: str = "attest_scratch") -> Iterato
     with admin.connect() as conn:
         conn.execute(text(f'CREATE DATABASE "{name}"'))
     try:
-        migrate.upgrade(url)
+        migrate.upgrade(url, revision)
         yield url
     finally:
         engine_for(url).dispose()

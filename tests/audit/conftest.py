@@ -9,49 +9,28 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import ExitStack
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import create_engine, pool, text
-from sqlalchemy.engine import make_url
+from sqlalchemy import text
 
 from schemas.audit import AuditRecord, audit_id_for
 from security.audit_chain import CheckpointSigner
 from security.keyfiles import generate_key
-from storage import migrate
-from storage.db import engine_for, normalise_url
+from storage.db import engine_for
+from tests.helpers import scratch_database
 
 FreshDb = Callable[..., str]
-
-
-def _admin(server_url: str) -> Any:
-    return create_engine(normalise_url(server_url), isolation_level="AUTOCOMMIT",
-                         poolclass=pool.NullPool)
 
 
 @pytest.fixture
 def new_database(database_url: str) -> Iterator[FreshDb]:
     """A factory of empty databases on the test server, migrated to ``revision``."""
-    made: list[str] = []
-
-    def make(revision: str = "head") -> str:
-        name = f"attest_audit_{uuid.uuid4().hex[:10]}"
-        with _admin(database_url).connect() as conn:
-            conn.execute(text(f'CREATE DATABASE "{name}"'))
-        url = make_url(normalise_url(database_url)).set(database=name).render_as_string(
-            hide_password=False)
-        made.append(name)
-        migrate.upgrade(url, revision)
-        return url
-
-    yield make
-    for name in made:
-        url = make_url(normalise_url(database_url)).set(database=name).render_as_string(
-            hide_password=False)
-        engine_for(url).dispose()
-        with _admin(database_url).connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    with ExitStack() as made:
+        yield lambda revision="head": made.enter_context(
+            scratch_database(database_url, "attest_audit", revision))
 
 
 @pytest.fixture
