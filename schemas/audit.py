@@ -10,11 +10,32 @@ from __future__ import annotations
 import json
 import uuid
 from datetime import UTC, datetime
+from enum import StrEnum
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 _NAMESPACE = uuid.UUID("5b0c2f52-3c55-4f0b-9a55-7d0f3c1c2a11")
+
+
+class AuditAction(StrEnum):
+    """Every audit action, in one place (docs/events.md lists what each means).
+
+    A ``StrEnum``, so records carry the plain string on the wire and in the table, and a
+    new action is one line here plus one row in docs/events.md.
+    """
+
+    EVENT_ACCEPTED = "event.accepted"
+    EVENT_STORED = "event.stored"
+    EVENT_REJECTED = "event.rejected"
+    EVENT_INFERRED = "event.inferred"
+    AUDIT_CHECKPOINT = "audit.checkpoint"
+    KEY_ADDED = "key.added"
+    KEY_REVOKED = "key.revoked"
+    KEY_ROTATED = "key.rotated"
+    KEYRING_CREATED = "keyring.created"
+    FIELDS_READ = "fields.read"
+    SUBJECT_FORGOTTEN = "subject.forgotten"
 
 
 def audit_id_for(action: str, *parts: object) -> str:
