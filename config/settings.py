@@ -109,6 +109,33 @@ class Settings(BaseSettings):
         60.0, gt=0, description="...or after this many seconds with new records."
     )
 
+    # --- access service (identity, policy, approvals, reads) ------------------------------
+    oidc_issuer: str = Field(
+        "urn:attest:local-issuer",
+        description="The iss every access token must carry (default: the built-in issuer).",
+    )
+    oidc_jwks: str | None = Field(
+        None, description="The issuer's JWKS: a file or an https URL (unset: the built-in issuer's)."
+    )
+    oidc_audience: str = Field("attest-access", description="The aud every access token must carry.")
+    access_url: str = Field(
+        "http://127.0.0.1:8650", description="Where clients (attest query/access) reach the service."
+    )
+    access_host: str = Field("127.0.0.1", description="Address `attest serve` listens on.")
+    access_port: int = Field(8650, ge=0, le=65535, description="Port `attest serve` listens on.")
+    access_policies: str = Field(
+        "government,finance", description="Policies the service loads at start (bundled names or paths)."
+    )
+    access_database_url: str | None = Field(
+        None, description="The service's own database login (unset: ATTEST_DATABASE_URL)."
+    )
+    access_lookups_per_minute: int = Field(
+        30, ge=1, description="Reads by identifier (blind-index lookups) per person per minute."
+    )
+    access_request_max_days: float = Field(
+        30.0, gt=0, description="Longest an access request (and its approvals) may stay valid."
+    )
+
     # --- embedded stack ---------------------------------------------------------------
     dev_kafka_port: int = Field(
         19092, ge=0, description="Preferred port of the embedded broker (0: any free port)."
