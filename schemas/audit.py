@@ -36,6 +36,10 @@ class AuditAction(StrEnum):
     KEYRING_CREATED = "keyring.created"
     FIELDS_READ = "fields.read"
     SUBJECT_FORGOTTEN = "subject.forgotten"
+    REPLAY_STARTED = "replay.started"
+    REPLAY_FINISHED = "replay.finished"
+    DLQ_RETRY_STARTED = "dlq.retry_started"
+    DLQ_RETRIED = "dlq.retried"
 
 
 def audit_id_for(action: str, *parts: object) -> str:
