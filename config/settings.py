@@ -74,6 +74,12 @@ class Settings(BaseSettings):
     # --- worker -----------------------------------------------------------------------
     worker_web_port: int = Field(6066, ge=0, description="Faust web port (metrics, health).")
     worker_web_enabled: bool = Field(True, description="Serve the worker's web endpoint (/metrics).")
+    worker_web_host: str = Field(
+        "127.0.0.1", description="Where `attest status` reaches the worker's web endpoint."
+    )
+    status_max_lag: int = Field(
+        10_000, ge=0, description="`attest status` fails when a partition lags more than this."
+    )
     log_level: Literal["debug", "info", "warn", "error", "crit"] = Field(
         "warn", description="Worker log level."
     )
