@@ -3,44 +3,86 @@
 from __future__ import annotations
 
 import json
-from collections import Counter
 
 import typer
 from rich.table import Table
 from rich.text import Text
 
+from cli.exit_codes import operator_errors
 from cli.output import console, fail
+from cli.replay import finish, run_replay
 from config.settings import get_settings
+from operations.letters import LetterFilter, summarize
+from operations.selection import Selection
+from operations.times import parse_time
 from security.errors import Rejection
 from security.jws import parse_json_object
 from security.signatures import b64url_decode
 from streams.dead_letters import StoredLetter, read_letters
+from streams.topics import DEAD_LETTER
 
-app = typer.Typer(help="Inspect rejected messages in the dead-letter topic.", no_args_is_help=True)
+app = typer.Typer(help="Inspect and retry rejected messages in the dead-letter topic.", no_args_is_help=True)
 
 
 @app.command("list")
 def list_letters(
-    reason: str | None = typer.Option(None, help="Only this reason code, e.g. bad_signature."),
+    reason: list[str] = typer.Option([], help="Only this reason code, e.g. bad_signature (repeatable)."),
+    since: str | None = typer.Option(None, help="Rejected at or after: RFC 3339, or a duration ago (2h)."),
+    source: str | None = typer.Option(
+        None, help="Only letters from this source topic (transactions) or claimed source (core-ledger)."),
     limit: int = typer.Option(50, min=1, help="Show at most this many (the newest)."),
 ) -> None:
     """List dead letters: position, reason, where they came from, and the detail.
 
-    Ends with a count per reason over the whole topic.
+    Each rejected message is listed once, even when a worker restart dead-lettered it again
+    (same source position, same bytes). Ends with a count per reason of what matched.
     """
-    letters = list(read_letters(get_settings()))
-    counts = Counter(letter.reason for letter in letters)
-    shown = [letter for letter in letters if reason is None or letter.reason == reason][-limit:]
-    table = Table("dlq position", "reason", "from", "bytes", "detail")
+    with operator_errors():
+        letter_filter = LetterFilter(reasons=tuple(reason), since=parse_time(since) if since else None,
+                                     source=source)
+        summary = summarize(read_letters(get_settings()), letter_filter)
+    shown = summary.unique[-limit:]
+    table = Table("dlq position", "reason", "from", "rejected at", "bytes", "detail")
     for letter in shown:
+        at = letter.rejected_at
         # Text cells: a detail may quote attacker-chosen strings (a kid like "[/x]") that
         # Rich would otherwise parse as markup.
         table.add_row(*(Text(cell) for cell in (
-            letter.position, letter.reason, letter.origin, str(len(letter.value)),
+            letter.position, letter.reason, letter.origin,
+            at.strftime("%Y-%m-%d %H:%M:%S") if at else "?", str(len(letter.value)),
             letter.headers.get("attest-detail", "")[:80])))
     console.print(table)
-    console.print("  ".join(f"{r}: {n}" for r, n in sorted(counts.items())) or "no dead letters",
-                  markup=False)
+    counts = "  ".join(f"{r}: {n}" for r, n in sorted(summary.by_reason.items()))
+    console.print(counts or "no dead letters", markup=False)
+    if summary.duplicates:
+        console.print(f"({summary.duplicates} repeated rejections of the same messages not counted)",
+                      markup=False)
+
+
+@app.command()
+def retry(
+    reason: list[str] = typer.Option(..., help="Retry letters with this reason, e.g. unknown_key "
+                                     "(repeatable)."),
+    since: str | None = typer.Option(None, help="Only letters rejected at or after this time."),
+    source: str | None = typer.Option(None, help="Only letters from this source topic or claimed source."),
+    why: str | None = typer.Option(None, help="Why you retry (audited); default names the reasons."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Count what would happen; write nothing."),
+    rate: float | None = typer.Option(None, min=0.1, help="At most this many messages per second."),
+) -> None:
+    """Send dead letters through intake again, say after registering a missing key.
+
+    What now passes is stored once; what still fails stays where it is and is not written to
+    the dead-letter topic again. Each rejected message is retried once, however often it was
+    dead-lettered. Running it again changes nothing. Ctrl-C stops; the same command resumes.
+    """
+    settings = get_settings()
+    with operator_errors():
+        selection = Selection(topic=DEAD_LETTER.suffix, reasons=tuple(reason),
+                              since=parse_time(since) if since else None, source=source,
+                              dry_run=dry_run)
+        result = run_replay(settings, selection, why or f"retry of {', '.join(reason)} dead letters",
+                            rate)
+    finish(result)
 
 
 def _describe_token(value: bytes) -> list[str]:

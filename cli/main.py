@@ -18,6 +18,8 @@ from cli.forget import forget
 from cli.output import err_console
 from cli.produce import produce
 from cli.query import query
+from cli.replay import replay
+from cli.status import status
 from cli.worker import worker
 
 app = typer.Typer(
@@ -44,6 +46,8 @@ app.command()(worker)
 app.command()(demo)
 app.command()(query)
 app.command()(forget)
+app.command()(replay)
+app.command()(status)
 
 
 def main() -> None:

@@ -1,18 +1,33 @@
-"""Reading the dead-letter topic: every letter up to the current end, without a consumer group."""
+"""Reading the dead-letter topic: every letter up to the current end, without a consumer group.
+
+A rejected message delivered again after a worker crash is dead-lettered again, so the
+topic may hold the same rejection twice; ``StoredLetter.identity`` (source position plus
+the SHA-256 of the bytes) is what tells one rejected message from another.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import logging
 import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import datetime
 
-from confluent_kafka import Consumer, KafkaException, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
 from config.settings import Settings
+from operations.time_offsets import first_offset_at_or_after
 from streams.admin import kafka_config
 from streams.errors import BrokerUnavailable
 from streams.topics import DEAD_LETTER
+
+#: librdkafka's own log lines (a broker that is down) stay out of the operator's terminal;
+#: an unreachable broker is reported once, as BrokerUnavailable.
+_quiet = logging.getLogger("attest.kafka.dead_letters")
+_quiet.addHandler(logging.NullHandler())
+_quiet.propagate = False
 
 
 @dataclass(frozen=True)
@@ -39,14 +54,60 @@ class StoredLetter:
     def position(self) -> str:
         return f"{self.partition}:{self.offset}"
 
+    @property
+    def source_topic(self) -> str | None:
+        return self.headers.get("attest-source-topic")
 
-def read_letters(settings: Settings, timeout_s: float = 30.0) -> Iterator[StoredLetter]:
-    """Every letter from the oldest to the end as it is now (a snapshot, then stop)."""
+    @property
+    def source_partition(self) -> int | None:
+        return _int_or_none(self.headers.get("attest-source-partition"))
+
+    @property
+    def source_offset(self) -> int | None:
+        return _int_or_none(self.headers.get("attest-source-offset"))
+
+    @property
+    def rejected_at(self) -> datetime | None:
+        """When the worker rejected it (the ``attest-rejected-at`` header), if readable."""
+        try:
+            return datetime.fromisoformat(self.headers.get("attest-rejected-at", ""))
+        except ValueError:
+            return None
+
+    @property
+    def identity(self) -> tuple[str | None, int | None, int | None, str]:
+        """One rejected message: where it was read and what its bytes were.
+
+        The same message dead-lettered again after a crash has the same identity; a new
+        message on a reused offset (a recreated topic) has other bytes, so another one.
+        """
+        return (self.source_topic, self.source_partition, self.source_offset,
+                hashlib.sha256(self.value).hexdigest())
+
+
+def _int_or_none(text: str | None) -> int | None:
+    try:
+        return int(text) if text is not None else None
+    except ValueError:
+        return None
+
+
+def read_letters(
+    settings: Settings, timeout_s: float = 30.0, since: datetime | None = None
+) -> Iterator[StoredLetter]:
+    """Every letter from the oldest (or the first written at ``since``) to the end as it is now.
+
+    A snapshot: letters written while reading are not waited for. ``since`` is found by a
+    binary search on the broker's timestamps (log-append order), so the last hour of a long
+    topic costs a few reads, not the whole topic.
+    """
     topic = DEAD_LETTER.name(settings)
     consumer = Consumer({
         **kafka_config(settings),
         "group.id": f"attest-dlq-{uuid.uuid4().hex[:8]}",
         "enable.auto.commit": False,
+        "enable.partition.eof": True,
+        "logger": _quiet,
     })
     try:
         try:
@@ -58,7 +119,14 @@ def read_letters(settings: Settings, timeout_s: float = 30.0) -> Iterator[Stored
         ends: dict[int, int] = {}
         assignment = []
         for partition in metadata.topics[topic].partitions:
-            low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=10)
+            try:
+                low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=10)
+            except KafkaException as exc:
+                raise BrokerUnavailable(f"cannot read {topic}: {exc}") from None
+            if since is not None and high > low:
+                at_ms = int(since.timestamp() * 1000)
+                low = first_offset_at_or_after(
+                    lambda offset, p=partition: _timestamp_at(consumer, topic, p, offset), low, high, at_ms)
             if high > low:
                 ends[partition] = high
                 assignment.append(TopicPartition(topic, partition, low))
@@ -68,7 +136,11 @@ def read_letters(settings: Settings, timeout_s: float = 30.0) -> Iterator[Stored
         deadline = time.monotonic() + timeout_s
         while ends and time.monotonic() < deadline:
             msg = consumer.poll(0.5)
-            if msg is None or msg.error():
+            if msg is None:
+                continue
+            if msg.error():
+                if msg.error().code() == KafkaError._PARTITION_EOF:
+                    ends.pop(msg.partition(), None)
                 continue
             headers = {k: (v or b"").decode("utf-8", "replace") for k, v in (msg.headers() or [])}
             yield StoredLetter(msg.partition(), msg.offset(), msg.key(), msg.value() or b"", headers)
@@ -76,3 +148,22 @@ def read_letters(settings: Settings, timeout_s: float = 30.0) -> Iterator[Stored
                 ends.pop(msg.partition(), None)
     finally:
         consumer.close()
+
+
+def _timestamp_at(consumer: Consumer, topic: str, partition: int, offset: int) -> int | None:
+    """The broker timestamp (ms) of the message at ``offset`` (or the next one present)."""
+    consumer.assign([TopicPartition(topic, partition, offset)])
+    try:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            msg = consumer.poll(0.5)
+            if msg is None:
+                continue
+            if msg.error():
+                if msg.error().code() == KafkaError._PARTITION_EOF:
+                    return None
+                continue
+            return msg.timestamp()[1]
+        return None
+    finally:
+        consumer.unassign()
