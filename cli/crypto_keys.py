@@ -12,29 +12,37 @@ from datetime import UTC, datetime
 
 import typer
 
+from access.keys import ensure_local_keys
 from cli.keys import operator
 from cli.output import console, err_console, fail
 from config.settings import Settings, get_settings, secret_environ
-from schemas.audit import AuditRecord, audit_id_for
+from schemas.audit import AuditAction, AuditRecord, audit_id_for
 from security.field_protection import rewrap
 from security.keyring import (
     StaticKeyring,
-    ensure_keyring_file,
     environ_has_keys,
     keyring_path,
     load_keyring_file,
+    worker_keyring_path,
     write_keyring_file,
+    write_worker_keyring,
 )
 from security.protection_errors import FieldProtectionError
-from security.tiers import PROTECTED_TIERS, Tier, protection_catalog
+from security.tiers import PROTECTED_TIERS, Tier
 from storage.protected import rewrap_wrapping_keys
 from streams.audit_publisher import publish_audit
 from streams.errors import BrokerUnavailable
 
 
 def create_keyring(settings: Settings) -> tuple[StaticKeyring, bool]:
-    """Create (or complete) the local keyring; what ``attest dev up`` calls too."""
-    return ensure_keyring_file(keyring_path(settings.state_dir), protection_catalog().domains)
+    """Create (or complete) every process's key file; what ``attest dev up`` calls too.
+
+    The access service's keyring (``keyring.json``, every tier's private key), the worker's
+    (``worker-keyring.json``, public tier keys and index keys only), the built-in issuer's
+    signing key and the access service's attestation key (access.keys).
+    """
+    made = ensure_local_keys(settings.state_dir)
+    return made.keyring, made.keyring_created
 
 
 def _record(action: str, correlation: str, detail: dict[str, object]) -> AuditRecord:
@@ -49,18 +57,21 @@ def init() -> None:
     """Create the field-encryption keyring (0600): a key-encryption key per tier and a
     blind-index key per identifier domain. Safe to run again: it only adds what is missing.
 
-    The file is ATTEST_STATE_DIR/keyring.json. Workers load only its public tier keys; a reader
-    (`attest query --as ROLE`) loads only the private keys of the tiers its role may read.
+    One file per process, each 0600: ATTEST_STATE_DIR/keyring.json for the access service
+    (`attest serve`, the only process holding tier private keys), worker-keyring.json for
+    workers (public tier keys and blind-index keys), issuer/signing-key.jwk for the built-in
+    token issuer, access/service-key.jwk for the service's attestations.
     """
     settings = get_settings()
     path = keyring_path(settings.state_dir)
     keyring, created = create_keyring(settings)
     console.print(f"{'created' if created else 'checked'} keyring {path} (mode 0600)")
+    console.print(f"worker keyring {worker_keyring_path(settings.state_dir)} (public tier keys only)")
     for line in keyring.describe():
         console.print(f"  {line}")
     if created:
         try:
-            publish_audit(settings, [_record("keyring.created", str(path), {
+            publish_audit(settings, [_record(AuditAction.KEYRING_CREATED, str(path), {
                 "tiers": [t.label for t in PROTECTED_TIERS],
                 "domains": sorted(keyring.index_keys)})])
         except BrokerUnavailable as exc:
@@ -97,12 +108,14 @@ def rotate_kek(
     before = keyring.current_version(chosen)
     rotated = keyring.with_new_version(chosen)
     after = rotated.current_version(chosen)
-    # The new private key is durable before anything is sealed to it.
+    # The new private key is durable before anything is sealed to it; workers get its public
+    # half (they seal new wrapping keys to it after a restart).
     write_keyring_file(rotated, path, replace=True)
+    write_worker_keyring(settings.state_dir, rotated)
     rotation_id = str(uuid.uuid4())
 
     def audit(count: int) -> None:
-        publish_audit(settings, [_record("key.rotated", rotation_id, {
+        publish_audit(settings, [_record(AuditAction.KEY_ROTATED, rotation_id, {
             "tier": chosen.label, "from_version": before, "to_version": after,
             "wrapping_keys_rewrapped": count, "keyring": str(path)})])
 

@@ -14,13 +14,12 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from access.keys import ensure_local_keys
 from config.settings import STACK_FILE, Settings
 from devstack.broker import is_broker, start_broker, stop_broker
 from devstack.errors import DevStackError
 from devstack.postgres import postmaster_pid, start_postgres, stop_postgres
 from devstack.processes import choose_port
-from security.keyring import ensure_keyring_file, keyring_path
-from security.tiers import protection_catalog
 
 
 @dataclass(frozen=True)
@@ -77,8 +76,9 @@ def status(settings: Settings) -> StackStatus:
 def up(settings: Settings, notice: Callable[[str], None] = print) -> StackInfo:
     """Start broker and database (or reuse a running stack); stop both on any failure."""
     settings.state_dir.mkdir(parents=True, exist_ok=True)
-    # The local keyring (tier keys, blind-index keys), created 0600 once; see docs/security.md.
-    ensure_keyring_file(keyring_path(settings.state_dir), protection_catalog().domains)
+    # Key files per process (access service, worker, issuer), created 0600 once; see
+    # docs/security.md.
+    ensure_local_keys(settings.state_dir)
     current = status(settings)
     if current.running and current.info:
         return current.info

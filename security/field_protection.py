@@ -32,7 +32,7 @@ from typing import Any, Protocol
 from security import envelope
 from security.blind_index import blind_index
 from security.envelope import DataKey, FieldContext, WrappingKey
-from security.keyring import Keyring, open_keyring
+from security.keyring import Keyring, open_writer_keyring
 from security.policy import AccessDecision
 from security.protection_errors import (
     AccessRefused,
@@ -461,7 +461,8 @@ def rewrap(keyring: Keyring, record: WrappingKeyRecord) -> WrappingKeyRecord:
 def writer_protector(state_dir: Path, environ: Mapping[str, str]) -> FieldProtector:
     """The worker's protector: public tier keys and index keys only, no private tier key.
 
-    Keys come from the environment when it carries any ``ATTEST_KEK_*`` variable, else from the
-    local keyring file in ``state_dir``; private keys found there are not loaded.
+    Keys come from the environment when it carries any ``ATTEST_KEK_*`` variable, else from
+    ``worker-keyring.json`` in ``state_dir``. A keyring holding any private tier key is refused
+    (``KeyringError``): the worker seals, and must be unable to open, what it stores.
     """
-    return FieldProtector(open_keyring(state_dir, environ, readable=()))
+    return FieldProtector(open_writer_keyring(state_dir, environ))

@@ -42,6 +42,7 @@ from security.tiers import PROTECTED_TIERS, Tier
 
 KEYRING_FORMAT = "attest.keyring.v1"
 KEYRING_FILE = "keyring.json"
+WORKER_KEYRING_FILE = "worker-keyring.json"
 ENV_KEK = "ATTEST_KEK_"
 ENV_KEK_PUBLIC = "ATTEST_KEK_PUBLIC_"
 ENV_BLIND_INDEX = "ATTEST_BLIND_INDEX_"
@@ -224,6 +225,11 @@ def keyring_path(state_dir: Path) -> Path:
     return Path(state_dir) / KEYRING_FILE
 
 
+def worker_keyring_path(state_dir: Path) -> Path:
+    """The worker's keyring: tier public keys and blind-index keys, no private tier key."""
+    return Path(state_dir) / WORKER_KEYRING_FILE
+
+
 def _document(keyring: StaticKeyring) -> dict[str, Any]:
     return {
         "format": KEYRING_FORMAT,
@@ -335,6 +341,47 @@ def ensure_keyring_file(path: Path, domains: Iterable[str]) -> tuple[StaticKeyri
     if _document(completed) != _document(existing):
         write_keyring_file(completed, path, replace=True)
     return completed, False
+
+
+def write_worker_keyring(state_dir: Path, keyring: StaticKeyring) -> Path:
+    """Write (or refresh) the worker's keyring from ``keyring``: its public half and index keys."""
+    path = worker_keyring_path(state_dir)
+    public = keyring.restricted_to(())
+    if path.exists():
+        if _document(load_keyring_file(path)) == _document(public):
+            return path
+        write_keyring_file(public, path, replace=True)
+    else:
+        write_keyring_file(public, path)
+    return path
+
+
+def ensure_process_keyrings(state_dir: Path, domains: Iterable[str]) -> tuple[StaticKeyring, bool]:
+    """The access service's keyring (``keyring.json``: every tier's private key) and, derived from
+    it, the worker's (``worker-keyring.json``: public keys only). Returns (service's, created)."""
+    keyring, created = ensure_keyring_file(keyring_path(state_dir), domains)
+    write_worker_keyring(state_dir, keyring)
+    return keyring, created
+
+
+def open_writer_keyring(state_dir: Path, environ: Mapping[str, str]) -> StaticKeyring:
+    """The worker's keyring, refused when it holds any private tier key.
+
+    From the environment when it carries keys (then only ``ATTEST_KEK_PUBLIC_*`` may be set),
+    else from ``worker-keyring.json``. A worker that could open tiers would let whoever
+    compromises it read the whole history; it must fail at start instead.
+    """
+    if environ_has_keys(environ):
+        keyring = keyring_from_environ(environ)
+        origin = "the environment (ATTEST_KEK_<TIER> variables)"
+    else:
+        keyring = load_keyring_file(worker_keyring_path(state_dir))
+        origin = str(worker_keyring_path(state_dir))
+    if keyring.readable_tiers():
+        held = ", ".join(t.label for t in sorted(keyring.readable_tiers()))
+        raise KeyringError(f"{origin} holds private tier keys ({held}); a worker takes only public "
+                           "tier keys (worker-keyring.json or ATTEST_KEK_PUBLIC_*)")
+    return keyring
 
 
 # -- the environment provider -----------------------------------------------------------------

@@ -52,6 +52,7 @@ class AccessReason(StrEnum):
     APPROVAL_MISSING = "approval_missing"
     SECOND_PERSON_REQUIRED = "second_person_required"
     DENIED = "denied"
+    EXPIRED = "expired"
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +85,8 @@ class AccessPolicy:
     approval_sources: frozenset[str]
     approval_valid_for: timedelta
     catalog: ProtectionCatalog = field(repr=False)
+    #: roles whose holders may approve or deny this policy's access requests
+    approver_roles: frozenset[str] = frozenset()
 
     def role(self, name: str) -> Role:
         try:
@@ -239,6 +242,7 @@ def parse_policy(document: Any, catalog: ProtectionCatalog, origin: str = "polic
         name = str(document["policy"])
         approvals = document.get("approvals") or {}
         sources = frozenset(str(s) for s in approvals.get("sources", ()))
+        approver_roles = frozenset(str(r) for r in approvals.get("approvers", ()))
         valid_for = timedelta(days=float(approvals.get("valid_for_days", 30)))
         departments = {
             str(d): Department(str(d), str(body["db_role"]),
@@ -255,7 +259,7 @@ def parse_policy(document: Any, catalog: ProtectionCatalog, origin: str = "polic
     if not roles:
         raise PolicyError(f"{origin}: a policy needs at least one role")
     return AccessPolicy(name, MappingProxyType(roles), MappingProxyType(departments), sources,
-                        valid_for, catalog)
+                        valid_for, catalog, approver_roles)
 
 
 def _parse_role(

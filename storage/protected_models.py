@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import (
     BigInteger,
@@ -28,9 +29,10 @@ from sqlalchemy import (
     SmallInteger,
     String,
     Table,
+    Text,
     func,
 )
-from sqlalchemy.dialects.postgresql import UUID
+from sqlalchemy.dialects.postgresql import JSONB, UUID
 from sqlalchemy.orm import Mapped, mapped_column
 
 from storage.models import Base
@@ -152,3 +154,58 @@ FIELD_TABLES: dict[str, Table] = {
     row.__table__.name: row.__table__  # type: ignore[attr-defined]
     for row in (TransactionFieldsRow, DocumentFieldsRow, ApprovalFieldsRow)
 }
+
+
+# -- the access service's state (migration 0006) ---------------------------------------------
+
+
+class AccessRequestRow(Base):
+    """A data-sharing request: who asks, for what purpose, which subject and fields, until when."""
+
+    __tablename__ = "access_requests"
+
+    id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
+    requester: Mapped[str] = mapped_column(String(128), index=True)
+    department: Mapped[str] = mapped_column(String(64))
+    role: Mapped[str] = mapped_column(String(64))
+    purpose: Mapped[str] = mapped_column(Text)
+    typ: Mapped[str] = mapped_column(String(64))
+    subject_domain: Mapped[str] = mapped_column(String(32))
+    subject_ref: Mapped[bytes] = mapped_column(LargeBinary)
+    fields: Mapped[list[str]] = mapped_column(JSONB)
+    level: Mapped[int] = mapped_column(SmallInteger)
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    digest: Mapped[str] = mapped_column(String(64))
+
+
+class ApproverKeyRow(Base):
+    """A person's approval-signing public key, with the access service's attestation of it."""
+
+    __tablename__ = "access_approver_keys"
+
+    kid: Mapped[str] = mapped_column(String(64), primary_key=True)
+    subject: Mapped[str] = mapped_column(String(128), index=True)
+    jwk: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    attestation: Mapped[str] = mapped_column(Text)
+    registered_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class ApprovalRow(Base):
+    """One approver's decision on one request: their JWS and the service's attestation."""
+
+    __tablename__ = "access_approvals"
+    __table_args__ = (
+        CheckConstraint("decision IN ('approve', 'deny')", name="access_approvals_decision"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
+    request_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), index=True)
+    approver: Mapped[str] = mapped_column(String(128))
+    decision: Mapped[str] = mapped_column(String(16))
+    approver_kid: Mapped[str] = mapped_column(String(64))
+    approver_department: Mapped[str] = mapped_column(String(64))
+    approver_roles: Mapped[list[str]] = mapped_column(JSONB)
+    jws: Mapped[str] = mapped_column(Text)
+    attestation: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())

@@ -21,6 +21,7 @@ from security.keyring import (
     load_keyring_file,
     open_keyring,
     write_keyring_file,
+    write_worker_keyring,
 )
 from security.protection_errors import KeyNotHeld, KeyringError
 from security.tiers import PROTECTED_TIERS, Tier, protection_catalog
@@ -78,6 +79,7 @@ def test_a_process_loads_only_the_tiers_it_may_read(tmp_path: Path) -> None:
     sealed = reader.seal_to_tier(Tier.RESTRICTED, bytes(32), b"ctx")  # writing needs no private key
     with pytest.raises(KeyNotHeld):
         reader.open_from_tier(Tier.RESTRICTED, sealed, b"ctx")
+    write_worker_keyring(tmp_path, load_keyring_file(path))  # what `attest keys init` writes too
     worker = writer_protector(tmp_path, {})
     assert isinstance(worker, FieldProtector)
     assert "readable=none" in repr(worker)

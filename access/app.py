@@ -1,0 +1,244 @@
+"""The access service's HTTP API (FastAPI). Routes authenticate and translate; nothing else.
+
+The OpenAPI document (``GET /openapi.json``) is the contract; ``tests/access/test_api.py``
+checks its paths and security scheme. Every route but ``/healthz`` needs a bearer access
+token; department and roles come from it alone.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Annotated, Any
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.responses import JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel, Field
+
+from access.approvals import AccessRequest, ApprovalStatus
+from access.errors import AccessError
+from access.identity import Identity, TokenVerifier, load_jwks
+from access.issuer import jwks_path
+from access.keys import load_attestor
+from access.service import AccessService, NewRequest, ReadQuery, ReadResult
+from config.settings import Settings, secret_environ
+from security.keyring import open_keyring
+from security.policy import load_policy
+from security.protection_errors import FieldIntegrityError, FieldProtectionError
+from storage.errors import DatabaseUnavailable, StorageError
+from storage.protected import DatabaseRefused
+
+_bearer = HTTPBearer(auto_error=False, description="An RFC 9068 JWT access token.")
+
+
+# -- wire models -------------------------------------------------------------------------------
+
+
+class WhoAmI(BaseModel):
+    subject: str
+    department: str
+    roles: list[str]
+    issuer: str
+    expires_at: int
+
+
+class ReadBody(BaseModel):
+    purpose: str = Field(description="Why you read; recorded with the read. Required.")
+    role: str | None = Field(None, description="One of your token's roles (when it has several).")
+    subject: str | None = Field(None, description="An identifier (national id, account); matched "
+                                "by blind index inside the service, rate-limited, never recorded.")
+    event_id: str | None = None
+    typ: str | None = Field(None, description="Only this schema, e.g. attest.document.v1.")
+    source: str | None = None
+    request_id: str | None = Field(None, description="Your approved access request (level 2/3 fields).")
+    limit: int = Field(20, ge=1, le=1000)
+
+
+class FieldOut(BaseModel):
+    name: str
+    tier: str
+    state: str = Field(description="public, clear, masked, forgotten or absent")
+    value: Any = None
+    note: str | None = None
+
+
+class RecordOut(BaseModel):
+    event_id: str
+    typ: str
+    source: str
+    issued_at: datetime
+    department: str
+    fields: list[FieldOut]
+
+
+class ReadOut(BaseModel):
+    read_id: str = Field(description="The fields.read audit record's correlation id.")
+    role: str
+    records: list[RecordOut]
+
+
+class RequestBody(BaseModel):
+    purpose: str
+    typ: str = Field(description="The schema, e.g. attest.document.v1.")
+    subject: str = Field(description="The subject's identifier; the service keeps only its blind index.")
+    fields: list[str] = Field(min_length=1)
+    role: str | None = None
+    valid_for_hours: float = Field(168.0, gt=0)
+
+
+class RequestOut(BaseModel):
+    request_id: str
+    requester: str
+    department: str
+    role: str
+    purpose: str
+    typ: str
+    fields: list[str]
+    level: int
+    expires_at: datetime
+    digest: str = Field(description="SHA-256 of the request (RFC 8785): what approvers sign.")
+    state: str
+    approvers: list[str]
+    needed: int
+    denied_by: list[str]
+
+
+class KeyBody(BaseModel):
+    jwk: dict[str, Any] = Field(description="Your Ed25519 public JWK for signing decisions.")
+
+
+class KeyOut(BaseModel):
+    kid: str
+    subject: str
+
+
+class DecisionBody(BaseModel):
+    jws: str = Field(description="Compact JWS by your registered key over {request_id, digest, "
+                     "decision, approver, iat}, typ attest.access-decision+jws.")
+
+
+def _request_out(request: AccessRequest, status: ApprovalStatus) -> RequestOut:
+    return RequestOut(
+        request_id=request.request_id, requester=request.requester, department=request.department,
+        role=request.role, purpose=request.purpose, typ=request.typ, fields=list(request.fields),
+        level=request.level, expires_at=request.expires_at, digest=request.digest,
+        state=status.state.value, approvers=list(status.approvers), needed=status.needed,
+        denied_by=list(status.denied_by))
+
+
+def _read_out(result: ReadResult) -> ReadOut:
+    return ReadOut(read_id=result.read_id, role=result.role, records=[
+        RecordOut(event_id=r.event_id, typ=r.typ, source=r.source, issued_at=r.issued_at,
+                  department=r.department,
+                  fields=[FieldOut(name=f.name, tier=f.tier, state=f.state, value=f.value,
+                                   note=f.note) for f in r.fields])
+        for r in result.records])
+
+
+def _identity(
+    request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Identity:
+    """The caller, from their bearer token and nothing else (401 otherwise)."""
+    verifier: TokenVerifier = request.app.state.verifier
+    return verifier.verify(credentials.credentials if credentials else None)
+
+
+Who = Annotated[Identity, Depends(_identity)]
+
+
+# -- the app -----------------------------------------------------------------------------------
+
+
+def create_app(service: AccessService, verifier: TokenVerifier) -> FastAPI:
+    app = FastAPI(
+        title="Attest access service",
+        version="1",
+        description="Reads of protected fields, access requests and signed approvals. Every read "
+                    "is audited (committed) before anything is decrypted.",
+    )
+    app.state.service = service
+    app.state.verifier = verifier
+
+    @app.exception_handler(AccessError)
+    def _access_error(_: Request, exc: AccessError) -> JSONResponse:
+        headers = {"WWW-Authenticate": 'Bearer error="invalid_token"'} if exc.status == 401 else None
+        return JSONResponse({"detail": str(exc)}, status_code=exc.status, headers=headers)
+
+    @app.exception_handler(FieldProtectionError)
+    def _protection_error(_: Request, exc: FieldProtectionError) -> JSONResponse:
+        status = 500 if isinstance(exc, FieldIntegrityError) else 400
+        return JSONResponse({"detail": str(exc)}, status_code=status)
+
+    @app.exception_handler(StorageError)
+    def _storage_error(_: Request, exc: StorageError) -> JSONResponse:
+        status = 403 if isinstance(exc, DatabaseRefused) else 503 if isinstance(
+            exc, DatabaseUnavailable) else 500
+        return JSONResponse({"detail": str(exc)}, status_code=status)
+
+    @app.get("/healthz", tags=["service"])
+    def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/v1/me", tags=["identity"])
+    def me(who: Who) -> WhoAmI:
+        """Who the presented token says you are."""
+        return WhoAmI(subject=who.subject, department=who.department, roles=sorted(who.roles),
+                      issuer=who.issuer, expires_at=who.expires_at)
+
+    @app.post("/v1/reads", tags=["reads"])
+    def read(body: ReadBody, who: Who) -> ReadOut:
+        """Read records: permitted fields decrypted, the rest masked with the reason."""
+        return _read_out(service.read(who, ReadQuery(**body.model_dump())))
+
+    @app.post("/v1/requests", tags=["requests"], status_code=201)
+    def create_request(body: RequestBody, who: Who) -> RequestOut:
+        """Ask for level-2/3 fields of one subject; approvers sign the returned digest."""
+        request, status = service.create_request(who, NewRequest(
+            purpose=body.purpose, typ=body.typ, subject=body.subject, fields=tuple(body.fields),
+            role=body.role, valid_for=timedelta(hours=body.valid_for_hours)))
+        return _request_out(request, status)
+
+    @app.get("/v1/requests", tags=["requests"])
+    def list_requests(who: Who) -> list[RequestOut]:
+        """Your requests, and (for approvers) every request of the policies you approve for."""
+        return [_request_out(r, s) for r, s in service.list_requests(who)]
+
+    @app.get("/v1/requests/{request_id}", tags=["requests"])
+    def get_request(request_id: str, who: Who) -> RequestOut:
+        request = service.visible_request(who, request_id)
+        return _request_out(request, service.status_of(request))
+
+    @app.post("/v1/requests/{request_id}/decisions", tags=["requests"], status_code=201)
+    def decide(request_id: str, body: DecisionBody, who: Who) -> RequestOut:
+        """Approve or deny: a JWS by your own registered key over the request's digest."""
+        service.decide(who, request_id, body.jws)
+        request = service.visible_request(who, request_id)
+        return _request_out(request, service.status_of(request))
+
+    @app.put("/v1/me/approval-key", tags=["identity"])
+    def register_key(body: KeyBody, who: Who) -> KeyOut:
+        """Register your approval-signing public key (once; the service attests it)."""
+        key = service.register_key(who, body.jwk)
+        return KeyOut(kid=key.kid, subject=key.subject)
+
+    return app
+
+
+def service_from_settings(settings: Settings) -> tuple[AccessService, TokenVerifier]:
+    """The service as ``attest serve`` builds it: policies, keys and issuer read once, at start."""
+    policies = [load_policy(name.strip()) for name in settings.access_policies.split(",")
+                if name.strip()]
+    keyring = open_keyring(settings.state_dir, secret_environ())
+    verifier = TokenVerifier(settings.oidc_issuer, settings.oidc_audience,
+                             load_jwks(settings.oidc_jwks or jwks_path(settings.state_dir)))
+    service = AccessService(
+        database_url=settings.access_database_url or settings.database_url, policies=policies,
+        keyring=keyring, attestor=load_attestor(settings.state_dir),
+        lookups_per_minute=settings.access_lookups_per_minute,
+        request_max_age=timedelta(days=settings.access_request_max_days),
+    )
+    return service, verifier
+
+
+def app_from_settings(settings: Settings) -> FastAPI:
+    return create_app(*service_from_settings(settings))
