@@ -16,6 +16,8 @@ from collections import OrderedDict
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
+from sqlalchemy.exc import DataError, IntegrityError, StatementError
+
 from agents.messages import BatchOutput, DeadLetter, IncomingMessage
 from agents.retry import until_stored
 from config.settings import Settings
@@ -25,9 +27,22 @@ from security.field_protection import FieldProtector
 from security.reasons import RejectReason
 from security.registry import KeySnapshot
 from security.verification import VerificationPolicy, VerifiedEvent, verify_event
-from storage.events import Delivery, StoredEvent, already_stored, store_events
+from storage.events import Delivery, StoredEvent, StoreOutcome, already_stored, store_events
 
 log = logging.getLogger("attest.intake")
+
+
+def _caused_by_a_value(exc: BaseException) -> bool:
+    """Whether a storage failure is about the data (one row can cause it), not the system.
+
+    An outage is ``DatabaseUnavailable`` and is retried before it gets here; a missing
+    table is a ``ProgrammingError`` and stops the worker. A row refused by mistake is a
+    dead letter that `attest dlq retry` brings back, so erring towards isolation loses nothing.
+    """
+    # psycopg2 raises a bare ValueError for U+0000 in a text parameter, before sending.
+    if isinstance(exc, DataError | IntegrityError | UnicodeError | ValueError):
+        return True
+    return isinstance(exc, StatementError) and isinstance(exc.orig, UnicodeError | ValueError)
 
 
 class SeenEvents:
@@ -84,9 +99,12 @@ class IntakeProcessor:
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         *,
         protector: FieldProtector | None = None,
+        check_freshness: bool = True,
     ) -> None:
         """``protector`` seals protected fields before they are stored (see docs/security.md);
         the worker always passes one. Without it, payloads are stored in clear (tests only).
+        ``check_freshness=False`` turns the issued_at window off: only for an operator replay,
+        which is audited as such.
         """
         self._settings = settings
         self._actor = actor
@@ -95,7 +113,8 @@ class IntakeProcessor:
         self._policies = {
             topic: VerificationPolicy(
                 max_event_bytes=settings.max_event_bytes,
-                max_clock_skew=timedelta(seconds=settings.max_clock_skew_s),
+                max_clock_skew=(timedelta(seconds=settings.max_clock_skew_s)
+                                if check_freshness else None),
                 accepted_types=types,
             )
             for topic, types in accepted_types.items()
@@ -118,7 +137,8 @@ class IntakeProcessor:
         in_batch: dict[str, str] = {}
         for message in batch:
             try:
-                event = verify_event(message.value, self.keys, now, self._policies[message.topic])
+                event = verify_event(message.value, self.keys, now, self._policies[message.topic],
+                                     reached_broker_at=message.broker_time)
                 earlier = in_batch.get(event.event_id) or self.seen.position_of(event.event_id)
                 if earlier is not None and earlier != message.position:
                     raise Rejection(
@@ -181,13 +201,13 @@ class IntakeProcessor:
             )
             for message, event in accepted
         ]
-        url, protector = self._settings.database_url, self._protector
-        outcome = await until_stored(
-            lambda: store_events(url, rows, protector=protector),
-            self._settings.db_retry_max_s, "storing events",
-        )
+        outcome, unstorable = await self._store_isolating(rows)
         output = BatchOutput(stored=len(outcome.inserted))
         for message, event in accepted:
+            if event.event_id in unstorable:
+                rejected.append((message, Rejection(RejectReason.UNSTORABLE,
+                                                    unstorable[event.event_id])))
+                continue
             if event.event_id in outcome.replayed:
                 rejected.append(
                     (message, Rejection(RejectReason.REPLAYED,
@@ -205,6 +225,40 @@ class IntakeProcessor:
             )
             output.audit.append(self._rejected_record(message, rejection, verified_at))
         return output
+
+    async def _store(self, rows: list[StoredEvent]) -> StoreOutcome:
+        url, protector = self._settings.database_url, self._protector
+        return await until_stored(lambda: store_events(url, rows, protector=protector),
+                                  self._settings.db_retry_max_s, "storing events")
+
+    async def _store_isolating(
+        self, rows: list[StoredEvent]
+    ) -> tuple[StoreOutcome, dict[str, str]]:
+        """Store the batch; if the database refuses a value, find the rows that cause it.
+
+        One hostile but validly signed row (a value Postgres cannot hold) used to fail its
+        whole batch, which was then redelivered forever and stopped every worker. The batch
+        is halved until each refusal is pinned on single rows, which become `unstorable`
+        rejections; everything else is stored. Only failures about values are isolated
+        (``_caused_by_a_value``); any other error propagates, the worker stops and nothing is
+        acknowledged.
+        """
+        try:
+            return await self._store(rows), {}
+        except Exception as exc:  # noqa: BLE001 - classified right below
+            if not _caused_by_a_value(exc):
+                raise
+            first = exc
+        if len(rows) == 1:
+            detail = f"the database refused the row: {type(first).__name__}"
+            log.warning("event %s is unstorable (%s)", rows[0].event_id, type(first).__name__)
+            return StoreOutcome(frozenset(), frozenset(), frozenset()), {rows[0].event_id: detail}
+        middle = len(rows) // 2
+        left, left_bad = await self._store_isolating(rows[:middle])
+        right, right_bad = await self._store_isolating(rows[middle:])
+        merged = StoreOutcome(left.inserted | right.inserted, left.redelivered | right.redelivered,
+                              left.replayed | right.replayed)
+        return merged, {**left_bad, **right_bad}
 
     def _position(self, message: IncomingMessage) -> dict[str, object]:
         return {

@@ -19,6 +19,9 @@ class IncomingMessage:
     key: bytes | None
     value: bytes
     received_at: datetime
+    #: The broker's timestamp of the record (log-append time where the broker sets it,
+    #: else the producer's create time); None when the broker gave none.
+    broker_time: datetime | None = None
 
     @property
     def position(self) -> str:

@@ -62,7 +62,8 @@ class Settings(BaseSettings):
         64 * 1024, ge=256, description="Larger messages are dead-lettered as too_large."
     )
     max_clock_skew_s: float = Field(
-        300.0, gt=0, description="issued_at further than this from now is rejected as stale."
+        300.0, gt=0,
+        description="issued_at further than this from when the message reached the broker is stale.",
     )
     registry_refresh_s: float = Field(
         2.0, gt=0, description="How often workers reload the key registry from Postgres."

@@ -20,3 +20,6 @@ class RejectReason(StrEnum):
     REPLAYED = "replayed"
     STALE = "stale"
     TOO_LARGE = "too_large"
+    #: Verified, but the database refused this one row (a value it cannot hold). The rest of
+    #: the batch is stored; the row can be retried with `attest dlq retry` once fixed.
+    UNSTORABLE = "unstorable"

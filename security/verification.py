@@ -8,6 +8,7 @@ and the payload's claims (schema, source, time) only after the signature holds.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -25,7 +26,8 @@ class VerificationPolicy:
     """The limits a verifier applies; built from ``Settings`` by the caller."""
 
     max_event_bytes: int
-    max_clock_skew: timedelta
+    #: ``None`` turns the issued_at window off: only for an audited operator replay.
+    max_clock_skew: timedelta | None
     accepted_types: frozenset[str]
 
 
@@ -50,10 +52,62 @@ def parse_issued_at(value: str) -> datetime:
     return parsed
 
 
+#: C0 controls but tab, newline and carriage return; DEL; lone UTF-16 surrogates. Postgres
+#: refuses U+0000 in text and JSONB and a lone surrogate cannot be encoded at all, so one
+#: such string would fail its whole batch; the others have no business in an event field.
+_FORBIDDEN_CHARACTERS = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ud800-\udfff]")
+
+
+def forbidden_character_field(value: Any, path: str = "") -> str | None:
+    """The dotted path of the first string (or key) holding a forbidden character, or None.
+
+    Names the field, never the value: rejection details end up in dead letters and the audit
+    log, where protected plaintext must not.
+    """
+    if isinstance(value, str):
+        return path or "(value)" if _FORBIDDEN_CHARACTERS.search(value) else None
+    if isinstance(value, dict):
+        for key, item in value.items():
+            where = f"{path}.{key}" if path else str(key)
+            if _FORBIDDEN_CHARACTERS.search(key):
+                return f"{path or '(object)'} key"
+            found = forbidden_character_field(item, where)
+            if found:
+                return found
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            found = forbidden_character_field(item, f"{path}[{index}]")
+            if found:
+                return found
+    return None
+
+
+def freshness_reference(now: datetime, reached_broker_at: datetime | None) -> datetime:
+    """The time issued_at is judged against: when the message reached the broker.
+
+    Judging by the worker's clock at processing time turned every backlog older than the
+    window (a worker outage, a deploy, a database outage that held the stream) into `stale`
+    dead letters. The broker's timestamp says when the producer handed the event over. A
+    timestamp in the future (a producer's CreateTime from a fast clock) is clamped to now.
+    """
+    if reached_broker_at is None:
+        return now
+    return min(reached_broker_at, now)
+
+
 def verify_event(
-    raw: bytes, keys: KeySnapshot, now: datetime, policy: VerificationPolicy
+    raw: bytes,
+    keys: KeySnapshot,
+    now: datetime,
+    policy: VerificationPolicy,
+    *,
+    reached_broker_at: datetime | None = None,
 ) -> VerifiedEvent:
-    """Return the verified event or raise ``Rejection`` with the reason code and a detail."""
+    """Return the verified event or raise ``Rejection`` with the reason code and a detail.
+
+    ``now`` judges the key (validity window, revocation); ``reached_broker_at``, the
+    message's broker timestamp when known, judges issued_at (see ``freshness_reference``).
+    """
     token = decode_compact(raw, policy.max_event_bytes)
     try:
         alg = canonical_alg(token.alg)
@@ -85,6 +139,13 @@ def verify_event(
         raise Rejection(
             RejectReason.SCHEMA_INVALID, f"typ {token.typ[:64]!r} is not accepted on this topic"
         )
+    forbidden = forbidden_character_field(payload)
+    if forbidden:
+        raise Rejection(
+            RejectReason.SCHEMA_INVALID,
+            f"{forbidden}: control characters (U+0000-U+001F but tab/newline/return, U+007F) "
+            "and lone surrogates are not accepted",
+        )
     errors = validation_errors(token.typ, payload)
     if errors:
         raise Rejection(RejectReason.SCHEMA_INVALID, "; ".join(errors[:3]))
@@ -97,13 +158,15 @@ def verify_event(
         issued_at = parse_issued_at(payload["issued_at"])
     except ValueError as exc:
         raise Rejection(RejectReason.SCHEMA_INVALID, f"issued_at: {exc}") from None
-    skew = abs(now - issued_at)
-    if skew > policy.max_clock_skew:
-        raise Rejection(
-            RejectReason.STALE,
-            f"issued_at {payload['issued_at']} is {int(skew.total_seconds())}s from now "
-            f"(window {int(policy.max_clock_skew.total_seconds())}s)",
-        )
+    if policy.max_clock_skew is not None:
+        reference = freshness_reference(now, reached_broker_at)
+        skew = abs(reference - issued_at)
+        if skew > policy.max_clock_skew:
+            raise Rejection(
+                RejectReason.STALE,
+                f"issued_at {payload['issued_at']} is {int(skew.total_seconds())}s from the time "
+                f"the message reached the broker (window {int(policy.max_clock_skew.total_seconds())}s)",
+            )
     return VerifiedEvent(
         event_id=payload["event_id"],
         source=key.source,

@@ -25,7 +25,8 @@ def ensure_topics(settings: Settings, timeout_s: float = 15.0) -> list[str]:
             f"cannot reach Kafka at {settings.kafka_bootstrap} ({exc.args[0].str()})"
         ) from None
     wanted = [
-        NewTopic(spec.name(settings), spec.partition_count(settings), settings.replication_factor)
+        NewTopic(spec.name(settings), spec.partition_count(settings), settings.replication_factor,
+                 config=dict(spec.config))
         for spec in ALL_TOPICS
         if spec.name(settings) not in existing
     ]

@@ -58,6 +58,14 @@ def worker_actor() -> str:
     return f"worker:{socket.gethostname()}:{os.getpid()}"
 
 
+def _broker_time(message: Any) -> datetime | None:
+    """The record's broker timestamp (seconds since the epoch in Faust), if it has one."""
+    stamp = getattr(message, "timestamp", None)
+    if not stamp or stamp <= 0:
+        return None
+    return datetime.fromtimestamp(stamp, UTC)
+
+
 def _incoming(event: EventT) -> IncomingMessage:
     message = event.message
     return IncomingMessage(
@@ -67,6 +75,7 @@ def _incoming(event: EventT) -> IncomingMessage:
         key=message.key,
         value=message.value if isinstance(message.value, bytes) else bytes(message.value or b""),
         received_at=datetime.now(UTC),
+        broker_time=_broker_time(message),
     )
 
 

@@ -16,6 +16,8 @@ class TopicSpec:
     description: str
     accepted_types: frozenset[str] = frozenset()
     partitions: int | None = None
+    #: Topic-level configuration set when Attest creates the topic.
+    config: tuple[tuple[str, str], ...] = ()
 
     def name(self, settings: Settings) -> str:
         return settings.topic(self.suffix)
@@ -24,15 +26,21 @@ class TopicSpec:
         return self.partitions or settings.partitions
 
 
+#: Intake topics: the broker stamps each record with its own clock (freshness of issued_at
+#: is judged against it, docs/events.md); brokers that ignore the setting (the embedded
+#: Tansu) keep the producer's create time.
+_INTAKE_CONFIG = (("message.timestamp.type", "LogAppendTime"),)
+
 TRANSACTIONS = TopicSpec(
     "transactions", "Signed payments from ledgers, switches and statements",
-    frozenset({TRANSACTION_V1}),
+    frozenset({TRANSACTION_V1}), config=_INTAKE_CONFIG,
 )
 DOCUMENTS = TopicSpec(
-    "documents", "Signed documents from agencies", frozenset({DOCUMENT_V1})
+    "documents", "Signed documents from agencies", frozenset({DOCUMENT_V1}), config=_INTAKE_CONFIG,
 )
 APPROVALS = TopicSpec(
-    "approvals", "Signed approvals of data-sharing requests", frozenset({APPROVAL_V1})
+    "approvals", "Signed approvals of data-sharing requests", frozenset({APPROVAL_V1}),
+    config=_INTAKE_CONFIG,
 )
 AUDIT = TopicSpec("audit", "One attest.audit.v1 record per decision")
 DEAD_LETTER = TopicSpec(

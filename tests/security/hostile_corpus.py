@@ -243,6 +243,15 @@ def build_corpus(keys: CorpusKeys, topic_types: frozenset[str] = frozenset({TRAN
     add("unknown typ", sign_raw(keys.ed, {**ed_header, "typ": "attest.transaction.v9"},
                                 body(fresh())), R.SCHEMA_INVALID)
 
+    # -- control characters in a validly signed event (issue 14: a NUL crash-looped workers) --
+    # json.dumps escapes them, so each arrives as a \\u escape that parses to the character.
+    for field in ("memo", "counterparty", "reference", "account", "currency"):
+        for name, char in (("NUL", "\x00"), ("ESC", "\x1b"), ("DEL", "\x7f"),
+                           ("lone surrogate", "\udc00")):
+            payload = fresh()
+            payload[field] = payload[field][:2] + char + payload[field][2:]
+            add(f"{name} in {field}", good(payload), R.SCHEMA_INVALID)
+
     # -- claims: source and time --------------------------------------------------------------
     add("source claims another producer", good({**fresh(), "source": "payment-switch"}),
         R.SOURCE_MISMATCH)
