@@ -228,6 +228,16 @@ def read_protected(
         raise DatabaseRefused(f"the database refused the read as {db_role}: {first}") from None
 
 
+def load_key_records(url: str, key_ids: Collection[uuid.UUID]) -> KeyRecords:
+    """The stored data and wrapping key records of ``key_ids`` (benchmarks, tests, tools)."""
+
+    def read() -> KeyRecords:
+        with engine_for(url).connect() as conn:
+            return _key_records(conn, key_ids)
+
+    return run_db(read)
+
+
 def _key_records(conn: Connection, key_ids: Collection[uuid.UUID]) -> KeyRecords:
     if not key_ids:
         return KeyRecords({}, {})
