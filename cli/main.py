@@ -10,7 +10,7 @@ import sys
 
 import typer
 
-from cli import audit, bench, db, dev, dlq, keys
+from cli import audit, bench, db, dev, dlq, imports, keys
 from cli.crypto_keys import init as keys_init
 from cli.crypto_keys import rotate_kek
 from cli.demo import demo
@@ -41,6 +41,7 @@ app.add_typer(keys.app, name="keys")
 app.add_typer(audit.app, name="audit")
 app.add_typer(bench.app, name="bench")
 app.add_typer(dlq.app, name="dlq")
+app.add_typer(imports.app, name="import")
 app.command()(produce)
 app.command()(worker)
 app.command()(demo)

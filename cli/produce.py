@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import json
+import time
 from enum import StrEnum
+from pathlib import Path
 
 import typer
 from rich.progress import Progress
 
 from cli.output import console, fail
 from config.settings import Settings, get_settings
-from scenarios.finance import transaction_payloads
+from scenarios.finance import finance_scenario, transaction_payloads
 from scenarios.government import AGENCIES, document_payloads
 from schemas.catalog import DOCUMENT_V1, TRANSACTION_V1
 from security.keyfiles import SigningKey, keys_for_source
@@ -30,29 +33,68 @@ def _newest_key(settings: Settings, source: str) -> SigningKey:
     return keys[0]
 
 
+def _send(settings: Settings, topic: str, messages: list[OutgoingMessage], label: str,
+          rate: float | None) -> int:
+    """Send everything, or ``rate`` messages per second in tenth-of-a-second slices."""
+    slice_size = max(1, int(rate / 10)) if rate else len(messages)
+    sent = 0
+    with Progress(console=console, transient=True) as progress:
+        task = progress.add_task(f"sending {label}", total=len(messages))
+        for start in range(0, len(messages), slice_size):
+            began = time.monotonic()
+            sent += send_all(settings, topic, messages[start:start + slice_size],
+                             progress=lambda n: progress.advance(task, n))
+            if rate:
+                time.sleep(max(0.0, slice_size / rate - (time.monotonic() - began)))
+    return sent
+
+
 def produce(
     scenario: Scenario = typer.Option(Scenario.finance, help="finance: payments; government: "
                                       "tax returns and contribution records."),
-    count: int = typer.Option(100, "--count", "-n", min=1, help="How many events."),
+    count: int = typer.Option(100, "--count", "-n", min=1,
+                              help="How many events (finance with --mess/--truth: how many payments)."),
     source: str = typer.Option("core-ledger", "--source", "-s",
-                               help="Signing source of finance events (government events are "
-                                    "signed by each agency's own key)."),
+                               help="Signing source of plain finance events (reconciliation runs and "
+                                    "government events are signed by each source's own key)."),
     tampered: int = typer.Option(
         0, "--tampered", min=0, help="How many of them to alter after signing (bad_signature)."
     ),
     seed: int | None = typer.Option(None, help="Seed for repeatable events."),
+    mess: float | None = typer.Option(
+        None, "--mess", min=0.0, max=1.0,
+        help="Finance reconciliation run: the same payments from core-ledger, payment-switch and "
+             "bank-statement, this share of them messy (typos, FX, splits, duplicates, ...).",
+    ),
+    truth: Path | None = typer.Option(
+        None, "--truth", dir_okay=False,
+        help="Write the run's ground truth (JSON) here, for `attest recon report --truth`. "
+             "Implies a reconciliation run (--mess defaults to 0.2).",
+    ),
+    rate: float | None = typer.Option(None, "--rate", min=0.1, help="Messages per second (default: "
+                                      "as fast as the broker takes them)."),
 ) -> None:
     """Sign COUNT scenario events with the newest local keys and send them.
 
     Examples: `attest produce --scenario finance --count 500 --tampered 5`;
+    `attest produce --scenario finance --count 10000 --seed 7 --mess 0.3 --truth truth.json`
+    (needs keys for core-ledger, payment-switch and bank-statement);
     `attest produce --scenario government --count 40` (needs keys for tax-bureau and
     social-security-bureau).
     """
     settings = get_settings()
     if tampered > count:
         fail("--tampered cannot exceed --count")
+    if scenario is Scenario.government and (mess is not None or truth is not None):
+        fail("--mess and --truth belong to the finance scenario")
     topic: TopicSpec
-    if scenario is Scenario.finance:
+    truth_data = None
+    if scenario is Scenario.finance and (mess is not None or truth is not None):
+        topic, typ = TRANSACTIONS, TRANSACTION_V1
+        run = finance_scenario(count, seed, 0.2 if mess is None else mess)
+        payloads, truth_data = run.payloads, run.truth
+        signers = {s: _newest_key(settings, s) for s in sorted({p["source"] for p in payloads})}
+    elif scenario is Scenario.finance:
         key = _newest_key(settings, source)
         topic, typ = TRANSACTIONS, TRANSACTION_V1
         payloads = transaction_payloads(count, source, seed)
@@ -62,7 +104,7 @@ def produce(
         payloads = document_payloads(count, seed)
         signers = {agency: _newest_key(settings, agency) for agency in AGENCIES}
     ensure_topics(settings)
-    step = count // tampered if tampered else 0
+    step = len(payloads) // tampered if tampered else 0
     messages = []
     for i, payload in enumerate(payloads):
         token = sign_payload(signers[payload["source"]], payload, typ)
@@ -70,9 +112,9 @@ def produce(
             token = tamper(token)
         key_bytes = str(payload.get("reference") or payload.get("document_id")).encode()
         messages.append(OutgoingMessage(key=key_bytes, value=token))
-    with Progress(console=console, transient=True) as progress:
-        task = progress.add_task(f"sending {scenario.value} events", total=count)
-        sent = send_all(settings, topic.name(settings), messages,
-                        progress=lambda n: progress.advance(task, n))
+    if truth is not None and truth_data is not None:
+        truth.write_text(json.dumps(truth_data, indent=1) + "\n", encoding="utf-8")
+    sent = _send(settings, topic.name(settings), messages, f"{scenario.value} events", rate)
     console.print(f"sent {sent} {scenario.value} events to {topic.name(settings)} signed by "
-                  f"{', '.join(k.kid for k in signers.values())} ({tampered} tampered)")
+                  f"{', '.join(k.kid for k in signers.values())} ({tampered} tampered)"
+                  + (f"; truth in {truth}" if truth is not None else ""))

@@ -1,0 +1,11 @@
+"""Errors of statement import: each names the file's line, so an operator can fix it."""
+
+from __future__ import annotations
+
+
+class StatementError(Exception):
+    """A statement file that cannot be imported; nothing of it is sent."""
+
+    def __init__(self, message: str, line: int | None = None) -> None:
+        self.line = line
+        super().__init__(f"line {line}: {message}" if line else message)
