@@ -1,0 +1,157 @@
+"""The known set of messages a fault case sends, each with the fate the product promises.
+
+Every message is planned with its fate before it is sent: stored (a good event) or
+dead-lettered with a reason. After sending, each also knows the partition and offset the
+broker gave it, so the checks can find it by position, exactly as the product records it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from config.settings import Settings
+from scenarios.finance import transaction_payloads
+from schemas.catalog import TRANSACTION_V1
+from security.keyfiles import SigningKey, generate_key
+from storage import keys as registry
+from streams.producer import OutgoingMessage, deliver, sign_payload, tamper
+from streams.topics import TRANSACTIONS
+
+#: A planned rejection whose reason code is not pinned (the product may name it either way).
+ANY_REASON = "*"
+
+
+@dataclass
+class Planned:
+    """One message to send and what must become of it."""
+
+    topic: str
+    key: bytes | None
+    value: bytes
+    #: None: must be stored exactly once; otherwise the dead letter's reason code.
+    reason: str | None
+    event_id: str | None = None
+    partition: int = -1
+    offset: int = -1
+
+    @property
+    def position(self) -> tuple[str, int, int]:
+        return (self.topic, self.partition, self.offset)
+
+    @property
+    def sha256(self) -> str:
+        return hashlib.sha256(self.value).hexdigest()
+
+
+@dataclass
+class Signers:
+    """The registered key good events are signed with, and one the registry never saw."""
+
+    source: str
+    good: SigningKey
+    stranger: SigningKey
+
+    @classmethod
+    def register(cls, database_url: str, source: str) -> Signers:
+        good, stranger = generate_key(source), generate_key(source)
+        registry.add_key(database_url, good.kid, good.source, good.alg, good.public_jwk)
+        return cls(source, good, stranger)
+
+
+@dataclass
+class Workload:
+    """Builds batches of planned messages: good events with bad ones interleaved."""
+
+    settings: Settings
+    signers: Signers
+    seed: int
+    sent: list[Planned] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self._rng = random.Random(self.seed)
+        self._round = 0
+
+    def build(self, good: int, bad: int) -> list[Planned]:
+        """``good`` valid payments and ``bad`` rejections of four kinds, shuffled together."""
+        self._round += 1
+        topic = TRANSACTIONS.name(self.settings)
+        payloads = transaction_payloads(good + bad, self.signers.source,
+                                        seed=self.seed * 1000 + self._round,
+                                        now=datetime.now(UTC))
+        planned: list[Planned] = []
+        for payload in payloads[:good]:
+            token = sign_payload(self.signers.good, payload, TRANSACTION_V1)
+            planned.append(Planned(topic, payload["reference"].encode(), token, None,
+                                   payload["event_id"]))
+        originals = list(planned)
+        for i, payload in enumerate(payloads[good:]):
+            kind = i % 4
+            key = payload["reference"].encode()
+            if kind == 0:
+                value = tamper(sign_payload(self.signers.good, payload, TRANSACTION_V1))
+                planned.append(Planned(topic, key, value, "bad_signature", payload["event_id"]))
+            elif kind == 1:
+                value = f"not a JWS #{self._round}-{i}".encode()
+                planned.append(Planned(topic, key, value, "malformed"))
+            elif kind == 2:
+                value = sign_payload(self.signers.stranger, payload, TRANSACTION_V1)
+                planned.append(Planned(topic, key, value, "unknown_key", payload["event_id"]))
+            else:
+                planned.append(self._replay_of(originals, i))
+        # Shuffle, but a replay must come after its original (same key, same partition,
+        # later offset): move each replay behind its original when the shuffle put it first.
+        self._rng.shuffle(planned)
+        return _replays_last(planned)
+
+    def _replay_of(self, originals: list[Planned], i: int) -> Planned:
+        if not originals:
+            return Planned(TRANSACTIONS.name(self.settings), b"x",
+                           f"not a JWS either #{self._round}-{i}".encode(), "malformed")
+        original = originals[i % len(originals)]
+        return Planned(original.topic, original.key, original.value, "replayed", original.event_id)
+
+    def poison(self) -> Planned:
+        """A validly signed event the database cannot hold (a NUL in a text field)."""
+        payload = transaction_payloads(1, self.signers.source, seed=self.seed + 7,
+                                       now=datetime.now(UTC))[0]
+        payload["memo"] = "poison \u0000 memo"
+        token = sign_payload(self.signers.good, payload, TRANSACTION_V1)
+        return Planned(TRANSACTIONS.name(self.settings), b"poison", token, ANY_REASON,
+                       payload["event_id"])
+
+    def send(self, planned: list[Planned]) -> list[Planned]:
+        """Send in order and record the position each landed at (idempotent producer)."""
+        by_topic: dict[str, list[Planned]] = {}
+        for p in planned:
+            by_topic.setdefault(p.topic, []).append(p)
+        for topic, items in by_topic.items():
+            for d in deliver(self.settings, topic, [OutgoingMessage(p.key, p.value) for p in items]):
+                items[d.index].partition, items[d.index].offset = d.partition, d.offset
+        self.sent.extend(planned)
+        return planned
+
+
+def _replays_last(planned: list[Planned]) -> list[Planned]:
+    out: list[Planned] = []
+    waiting: dict[bytes, list[Planned]] = {}
+    seen: set[bytes] = set()
+    for p in planned:
+        if p.reason == "replayed" and p.value not in seen:
+            waiting.setdefault(p.value, []).append(p)
+            continue
+        out.append(p)
+        if p.reason is None:
+            seen.add(p.value)
+            out.extend(waiting.pop(p.value, []))
+    return out + [p for group in waiting.values() for p in group]
+
+
+def describe(planned: list[Planned]) -> str:
+    counts: dict[str, int] = {}
+    for p in planned:
+        counts[p.reason or "stored"] = counts.get(p.reason or "stored", 0) + 1
+    return json.dumps(counts, sort_keys=True)
