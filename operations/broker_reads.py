@@ -70,15 +70,41 @@ class BrokerReader:
         return sorted(described.partitions)
 
     def watermarks(self, topic: str, partitions: list[int] | None = None) -> dict[int, tuple[int, int]]:
-        """(low, high) per partition: the first offset still held and the next to be written."""
+        """(low, end) per partition: the first offset still held and the next to be written.
+
+        The end is read, not only asked for: the embedded Tansu broker reports the base
+        offset of the last record batch plus one as the high watermark, so a batch of 20
+        looks like one message. Reading from that point to the end of the partition gives
+        the real end on any broker, at the cost of one fetch.
+        """
         out = {}
         for p in partitions if partitions is not None else self.partitions(topic):
             try:
-                out[p] = self._consumer.get_watermark_offsets(
+                low, high = self._consumer.get_watermark_offsets(
                     TopicPartition(topic, p), timeout=self._timeout)
             except KafkaException as exc:
                 raise self._unreachable(exc) from None
+            out[p] = (low, self._last_offset(topic, p, high - 1) + 1 if high > low else high)
         return out
+
+    def _last_offset(self, topic: str, partition: int, from_offset: int) -> int:
+        """The offset of the last message at or after ``from_offset`` (itself if none follow)."""
+        last = from_offset
+        self._consumer.assign([TopicPartition(topic, partition, from_offset)])
+        try:
+            deadline = time.monotonic() + self._timeout
+            while time.monotonic() < deadline:
+                msg = self._consumer.poll(0.5)
+                if msg is None:
+                    continue
+                if msg.error():
+                    if msg.error().code() == KafkaError._PARTITION_EOF:
+                        return last
+                    continue
+                last = max(last, msg.offset())
+            return last
+        finally:
+            self._consumer.unassign()
 
     def committed(self, group: str, topic: str, partitions: list[int]) -> dict[int, int | None]:
         """A consumer group's committed offset per partition (None: nothing committed yet)."""

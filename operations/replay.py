@@ -77,7 +77,7 @@ def topic_name(settings: Settings, suffix: str) -> str:
 
 def plan(settings: Settings, selection: Selection, reader: BrokerReader) -> ReplayProgress:
     """Saved progress of this selection, or its ranges resolved against the broker now."""
-    key = selection.key()
+    key = selection.key(topic_name(settings, selection.topic))
     saved = load_progress(settings.state_dir, key)
     if saved is not None:
         return saved
@@ -365,6 +365,9 @@ class Replay:
 
     async def _infer(self, accepted: list[tuple[IncomingMessage, Any]]) -> list[AuditRecord]:
         """Classify the accepted events that have no result of this model yet."""
+        from agents.enrichment import TASK_FOR_TYPE
+
+        accepted = [(m, e) for m, e in accepted if e.typ in TASK_FOR_TYPE]
         if not accepted:
             return []
         if self._model_version is None:

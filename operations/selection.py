@@ -68,9 +68,10 @@ class Selection:
                 list(value) if isinstance(value, tuple) else value)
         return out
 
-    def key(self) -> str:
-        """Same selection, same key: what a resumed run finds its progress under."""
-        encoded = json.dumps(self.describe(), sort_keys=True, separators=(",", ":"))
+    def key(self, topic_name: str = "") -> str:
+        """Same selection of the same topic (full name), same key: where a resumed run
+        finds its progress."""
+        encoded = json.dumps([topic_name, self.describe()], sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(encoded.encode()).hexdigest()[:20]
 
 
