@@ -116,6 +116,31 @@ class Settings(BaseSettings):
         60.0, gt=0, description="...or after this many seconds with new records."
     )
 
+    # --- reconciliation (docs/reconciliation.md) -----------------------------------------
+    recon_amount_tolerance: float = Field(
+        0.05, ge=0, description="Amounts agree within this absolute difference (rounding)."
+    )
+    recon_amount_tolerance_pct: float = Field(
+        0.5, ge=0, description="...or within this percentage of the amount (FX), whichever is larger."
+    )
+    recon_date_window_days: int = Field(
+        4, ge=0, description="Value dates agree within this many calendar days (weekends, holidays)."
+    )
+    recon_window_days: int = Field(
+        10, ge=1, description="A record waits this long past its value date before it becomes a break."
+    )
+    recon_accept_score: float = Field(
+        0.80, ge=0, le=1, description="Matches scoring at least this are matched without an analyst."
+    )
+    recon_suggest_score: float = Field(
+        0.55, ge=0, le=1, description="...at least this are suggested to an analyst; below, not proposed."
+    )
+    recon_max_group: int = Field(4, ge=2, le=8, description="Most records subset-sum groups on one side.")
+    recon_fuzzy: bool = Field(True, description="Run the fuzzy stage (text similarity).")
+    recon_model_similarity: bool = Field(
+        True, description="The fuzzy stage also asks the model pool (else string distance only)."
+    )
+
     # --- access service (identity, policy, approvals, reads) ------------------------------
     oidc_issuer: str = Field(
         "urn:attest:local-issuer",

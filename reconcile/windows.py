@@ -102,12 +102,18 @@ class Reconciler:
         self.pools = {pairing_name(*p): new_pool(pairing_name(*p), [], []) for p in self.pairings}
         self.known: dict[str, dict[tuple[object, ...], tuple[str, date]]] = {k: {} for k in self.pools}
         self.watermark: date | None = None
+        #: Every record taken in, by id, until it is older than the horizon: a record
+        #: delivered again (a worker restart) is recognised and not matched twice.
+        self.seen: dict[str, date] = {}
 
     # -- input -------------------------------------------------------------------------------
 
     def add(self, records: Iterable[Record]) -> None:
         """Route each record to every pairing its source takes part in (redeliveries ignored)."""
         for record in records:
+            if record.record_id in self.seen:
+                continue
+            self.seen[record.record_id] = record.value_date
             for left, right in self.pairings:
                 pool = self.pools[pairing_name(left, right)]
                 side = pool.left if record.source == left else pool.right if record.source == right else None
@@ -174,6 +180,9 @@ class Reconciler:
         for fp, (_rid, day) in list(known.items()):
             if day < horizon:
                 del known[fp]
+        for rid, day in list(self.seen.items()):
+            if day < horizon:
+                del self.seen[rid]
         for m in matches:
             for rid in (*m.left_ids, *m.right_ids):
                 record = records.get(rid)
@@ -208,6 +217,7 @@ class Reconciler:
                       for name, p in self.pools.items()},
             "known": {name: [[_fp_to_json(fp), rid, day.isoformat()] for fp, (rid, day) in k.items()]
                       for name, k in self.known.items()},
+            "seen": [[rid, day.isoformat()] for rid, day in self.seen.items()],
         }
 
     def restore(self, state: dict[str, Any]) -> None:
@@ -217,6 +227,7 @@ class Reconciler:
                 pool = self.pools[name]
                 pool.left = {d["record_id"]: Record.from_dict(d) for d in sides["left"]}
                 pool.right = {d["record_id"]: Record.from_dict(d) for d in sides["right"]}
+        self.seen = {rid: date.fromisoformat(day) for rid, day in state.get("seen", [])}
         for name, rows in state.get("known", {}).items():
             if name in self.known:
                 self.known[name] = {_fp_from_json(fp): (rid, date.fromisoformat(day))

@@ -44,6 +44,12 @@ class AuditAction(StrEnum):
     REPLAY_FINISHED = "replay.finished"
     DLQ_RETRY_STARTED = "dlq.retry_started"
     DLQ_RETRIED = "dlq.retried"
+    RECON_MATCHED = "recon.matched"
+    RECON_SUGGESTED = "recon.suggested"
+    RECON_BREAK = "recon.break"
+    RECON_CONFIRMED = "recon.confirmed"
+    RECON_REJECTED = "recon.rejected"
+    RECON_INCONSISTENT = "recon.inconsistent"
 
 
 def audit_id_for(action: str, *parts: object) -> str:

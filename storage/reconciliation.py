@@ -1,0 +1,236 @@
+"""The only SQL of reconciliation: matches, breaks, decisions and the sealed pending state.
+
+One batch of the reconciliation stage is one transaction: its matches, its breaks and the
+matcher's new state are committed together, so a restarted worker resumes from a state that
+agrees with what is stored. Inserts are idempotent on match id and break id.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    DateTime,
+    Float,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+    func,
+    select,
+    update,
+)
+from sqlalchemy.dialects.postgresql import ARRAY, UUID, insert
+
+from storage.db import engine_for, run_db
+
+metadata = MetaData()
+recon_matches = Table(
+    "recon_matches", metadata,
+    Column("match_id", UUID(as_uuid=True), primary_key=True),
+    Column("pairing", String(130), nullable=False),
+    Column("stage", String(16), nullable=False),
+    Column("rule", String(120), nullable=False),
+    Column("score", Float(), nullable=False),
+    Column("kind", String(8), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("left_ids", ARRAY(UUID(as_uuid=True)), nullable=False),
+    Column("right_ids", ARRAY(UUID(as_uuid=True)), nullable=False),
+    Column("currency", String(3), nullable=False),
+    Column("difference_sealed", LargeBinary()),
+    Column("matched_at", DateTime(timezone=True), server_default=func.now(), nullable=False),
+    Column("decided_by", String(200)),
+    Column("decided_at", DateTime(timezone=True)),
+    Column("decision_reason", Text()),
+)
+recon_breaks = Table(
+    "recon_breaks", metadata,
+    Column("break_id", UUID(as_uuid=True), primary_key=True),
+    Column("pairing", String(130), nullable=False),
+    Column("record_id", UUID(as_uuid=True), nullable=False),
+    Column("source", String(64), nullable=False),
+    Column("reason", String(32), nullable=False),
+    Column("currency", String(3), nullable=False),
+    Column("amount_sealed", LargeBinary()),
+    Column("detail_sealed", LargeBinary()),
+    Column("related_ids", ARRAY(UUID(as_uuid=True)), nullable=False),
+    Column("opened_at", DateTime(timezone=True), server_default=func.now(), nullable=False),
+)
+recon_state = Table(
+    "recon_state", metadata,
+    Column("name", String(64), primary_key=True),
+    Column("sealed", LargeBinary(), nullable=False),
+    Column("version", BigInteger(), nullable=False),
+    Column("updated_at", DateTime(timezone=True), server_default=func.now(), nullable=False),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class MatchRow:
+    match_id: str
+    pairing: str
+    stage: str
+    rule: str
+    score: float
+    kind: str
+    status: str
+    left_ids: tuple[str, ...]
+    right_ids: tuple[str, ...]
+    currency: str = ""
+    difference_sealed: bytes | None = None
+    matched_at: datetime | None = None
+    decided_by: str | None = None
+    decided_at: datetime | None = None
+    decision_reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class BreakRow:
+    break_id: str
+    pairing: str
+    record_id: str
+    source: str
+    reason: str
+    currency: str = ""
+    amount_sealed: bytes | None = None
+    detail_sealed: bytes | None = None
+    related_ids: tuple[str, ...] = ()
+    opened_at: datetime | None = None
+
+
+def _uuids(ids: Sequence[str]) -> list[uuid.UUID]:
+    return [uuid.UUID(i) for i in ids]
+
+
+def _match_values(m: MatchRow) -> dict[str, object]:
+    return {"match_id": uuid.UUID(m.match_id), "pairing": m.pairing, "stage": m.stage, "rule": m.rule,
+            "score": m.score, "kind": m.kind, "status": m.status, "left_ids": _uuids(m.left_ids),
+            "right_ids": _uuids(m.right_ids), "currency": m.currency,
+            "difference_sealed": m.difference_sealed}
+
+
+def _break_values(b: BreakRow) -> dict[str, object]:
+    return {"break_id": uuid.UUID(b.break_id), "pairing": b.pairing, "record_id": uuid.UUID(b.record_id),
+            "source": b.source, "reason": b.reason, "currency": b.currency,
+            "amount_sealed": b.amount_sealed, "detail_sealed": b.detail_sealed,
+            "related_ids": _uuids(b.related_ids)}
+
+
+def save_step(url: str, name: str, sealed_state: bytes, version: int,
+              matches: Sequence[MatchRow], breaks: Sequence[BreakRow]) -> tuple[set[str], set[str]]:
+    """Store one step's matches, breaks and new state in one transaction.
+
+    Returns the ids actually inserted (a redelivered step inserts nothing new).
+    """
+    def write() -> tuple[set[str], set[str]]:
+        with engine_for(url).begin() as conn:
+            new_matches: set[str] = set()
+            new_breaks: set[str] = set()
+            if matches:
+                rows = conn.execute(insert(recon_matches).values([_match_values(m) for m in matches])
+                                    .on_conflict_do_nothing(index_elements=["match_id"])
+                                    .returning(recon_matches.c.match_id)).all()
+                new_matches = {str(r.match_id) for r in rows}
+            if breaks:
+                rows = conn.execute(insert(recon_breaks).values([_break_values(b) for b in breaks])
+                                    .on_conflict_do_nothing(index_elements=["break_id"])
+                                    .returning(recon_breaks.c.break_id)).all()
+                new_breaks = {str(r.break_id) for r in rows}
+            stmt = insert(recon_state).values(name=name, sealed=sealed_state, version=version)
+            conn.execute(stmt.on_conflict_do_update(
+                index_elements=["name"],
+                set_={"sealed": stmt.excluded.sealed, "version": stmt.excluded.version,
+                      "updated_at": func.now()},
+            ))
+            return new_matches, new_breaks
+
+    return run_db(write)
+
+
+def load_state(url: str, name: str) -> tuple[bytes, int] | None:
+    def read() -> tuple[bytes, int] | None:
+        with engine_for(url).connect() as conn:
+            row = conn.execute(select(recon_state.c.sealed, recon_state.c.version)
+                               .where(recon_state.c.name == name)).first()
+        return (bytes(row.sealed), int(row.version)) if row else None
+
+    return run_db(read)
+
+
+def _match_row(r: object) -> MatchRow:
+    m = r._mapping  # type: ignore[attr-defined]
+    return MatchRow(
+        match_id=str(m["match_id"]), pairing=m["pairing"], stage=m["stage"], rule=m["rule"],
+        score=m["score"], kind=m["kind"], status=m["status"],
+        left_ids=tuple(str(i) for i in m["left_ids"]), right_ids=tuple(str(i) for i in m["right_ids"]),
+        currency=m["currency"],
+        difference_sealed=bytes(m["difference_sealed"]) if m["difference_sealed"] is not None else None,
+        matched_at=m["matched_at"], decided_by=m["decided_by"], decided_at=m["decided_at"],
+        decision_reason=m["decision_reason"],
+    )
+
+
+def list_matches(url: str, since: datetime | None = None) -> list[MatchRow]:
+    def read() -> list[MatchRow]:
+        query = select(recon_matches).order_by(recon_matches.c.matched_at, recon_matches.c.match_id)
+        if since is not None:
+            query = query.where(recon_matches.c.matched_at >= since)
+        with engine_for(url).connect() as conn:
+            return [_match_row(r) for r in conn.execute(query)]
+
+    return run_db(read)
+
+
+def list_breaks(url: str, since: datetime | None = None) -> list[BreakRow]:
+    def read() -> list[BreakRow]:
+        query = select(recon_breaks).order_by(recon_breaks.c.opened_at, recon_breaks.c.break_id)
+        if since is not None:
+            query = query.where(recon_breaks.c.opened_at >= since)
+        with engine_for(url).connect() as conn:
+            return [
+                BreakRow(break_id=str(r.break_id), pairing=r.pairing, record_id=str(r.record_id),
+                         source=r.source, reason=r.reason, currency=r.currency,
+                         amount_sealed=bytes(r.amount_sealed) if r.amount_sealed is not None else None,
+                         detail_sealed=bytes(r.detail_sealed) if r.detail_sealed is not None else None,
+                         related_ids=tuple(str(i) for i in r.related_ids), opened_at=r.opened_at)
+                for r in conn.execute(query)
+            ]
+
+    return run_db(read)
+
+
+def get_match(url: str, match_id: str) -> MatchRow | None:
+    def read() -> MatchRow | None:
+        with engine_for(url).connect() as conn:
+            row = conn.execute(select(recon_matches)
+                               .where(recon_matches.c.match_id == uuid.UUID(match_id))).first()
+        return _match_row(row) if row else None
+
+    return run_db(read)
+
+
+def decide_match(url: str, match_id: str, status: str, actor: str, reason: str,
+                 allowed_from: Sequence[str]) -> MatchRow | None:
+    """Set an analyst's decision when the match's status is one of ``allowed_from``.
+
+    Returns the updated row, or None when no such match is in an allowed status (the
+    conditional UPDATE makes two analysts deciding at once safe: one wins).
+    """
+    def write() -> MatchRow | None:
+        with engine_for(url).begin() as conn:
+            row = conn.execute(
+                update(recon_matches)
+                .where(recon_matches.c.match_id == uuid.UUID(match_id),
+                       recon_matches.c.status.in_(list(allowed_from)))
+                .values(status=status, decided_by=actor, decided_at=func.now(), decision_reason=reason)
+                .returning(*recon_matches.c)
+            ).first()
+        return _match_row(row) if row else None
+
+    return run_db(write)
