@@ -10,7 +10,9 @@ import sys
 
 import typer
 
+from cli import access as access_cli
 from cli import audit, bench, db, dev, dlq, imports, keys
+from cli import identity as identity_cli
 from cli.crypto_keys import init as keys_init
 from cli.crypto_keys import rotate_kek
 from cli.demo import demo
@@ -19,6 +21,7 @@ from cli.output import err_console
 from cli.produce import produce
 from cli.query import query
 from cli.replay import replay
+from cli.serve import serve
 from cli.status import status
 from cli.worker import worker
 
@@ -49,6 +52,9 @@ app.command()(query)
 app.command()(forget)
 app.command()(replay)
 app.command()(status)
+app.add_typer(identity_cli.app, name="identity")
+app.add_typer(access_cli.app, name="access")
+app.command()(serve)
 
 
 def main() -> None:

@@ -124,3 +124,29 @@ def world(stack_settings: Settings, tmp_path_factory: pytest.TempPathFactory) ->
         for approver in ("dana", "dora", "tova"):
             built.register(approver)
         yield built
+
+
+@pytest.fixture(scope="module")
+def served(world: AccessWorld) -> Iterator[str]:
+    """The world's app under a real uvicorn on a free port (in a thread); yields its base URL."""
+    import threading
+    import time
+
+    import uvicorn
+
+    from devstack.processes import choose_port
+
+    port = choose_port(0)
+    server = uvicorn.Server(uvicorn.Config(world.client.app, host="127.0.0.1", port=port,
+                                           log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started and thread.is_alive() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert server.started, "uvicorn did not start"
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)

@@ -1,11 +1,13 @@
 """`attest keys init / rotate-kek`, `attest query`, `attest forget` against the real stack.
 
-Audit records go to the real embedded broker and are read back from the audit topic.
+`attest query` is a client of the access service (issue 11): each call here talks to a service
+built fresh from the module's state folder (so a rotated keyring is picked up), through
+FastAPI's TestClient. Reads are audited in the audit log; keys and forgetting still send their
+records to the real embedded broker, read back from the audit topic.
 """
 
 from __future__ import annotations
 
-import getpass
 import json
 import stat
 import uuid
@@ -14,21 +16,28 @@ from typing import Any
 
 import pytest
 import typer
+from fastapi.testclient import TestClient
 from sqlalchemy import text
 from typer.testing import CliRunner
 
+from access.app import create_app, service_from_settings
+from access.approvals import sign_decision
+from access.client import AccessClient, read_token
+from access.issuer import add_person, load_person_key, mint_token
+from access.service import AccessService
 from cli import crypto_keys, forget, query
 from config.settings import Settings
-from scenarios.government import TAX_BUREAU, approval_payload, document_payloads, people
+from scenarios.finance import transaction_payloads
+from scenarios.government import TAX_BUREAU, document_payloads, people
 from schemas.audit import AuditRecord
-from schemas.catalog import APPROVAL_V1, DOCUMENT_V1
+from schemas.catalog import DOCUMENT_V1, TRANSACTION_V1
 from security.field_protection import writer_protector
 from security.keyring import StaticKeyring, keyring_path, load_keyring_file, write_keyring_file
 from security.tiers import Tier
+from storage.audit import find_records
 from storage.db import engine_for
 from storage.events import store_events
 from streams.admin import ensure_topics
-from streams.errors import BrokerUnavailable
 from streams.topics import AUDIT
 from tests.helpers import read_topic, scratch_database
 from tests.protection.conftest import stored
@@ -64,24 +73,80 @@ def app(settings: Settings) -> typer.Typer:
     return cli
 
 
+PEOPLE = {"tess": ("tax-bureau", ["tax-inspector"]),
+          "tova": ("tax-bureau", ["tax-inspector", "data-protection-officer"]),
+          "sam": ("social-security-bureau", ["social-security-officer"]),
+          "dana": ("data-protection-office", ["data-protection-officer"]),
+          "dora": ("data-protection-office", ["data-protection-officer"]),
+          "pat": ("treasury", ["payments-analyst"])}
+
+
+def _service(settings: Settings, **overrides: Any) -> TestClient:
+    """The access service as `attest serve` builds it from the state folder, in-process."""
+    service, verifier = service_from_settings(settings)
+    if overrides:
+        service = AccessService(database_url=settings.database_url, policies=service._policies,
+                                keyring=service._keyring, attestor=service._attestor, **overrides)
+    return TestClient(create_app(service, verifier))
+
+
+@pytest.fixture(autouse=True)
+def fresh_service(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`attest query` talks to a service started for this call (it reads the keyring at start)."""
+    monkeypatch.setattr(query, "client", lambda token_file: AccessClient(
+        "http://testserver", read_token(token_file), http=_service(settings)))
+
+
+def _decide(settings: Settings, who: str, request: dict[str, Any], http: TestClient) -> int:
+    key = load_person_key(settings.state_dir, who)
+    headers = {"Authorization": f"Bearer {_token(settings, who)}"}
+    http.put("/v1/me/approval-key", headers=headers, json={"jwk": key.as_dict(private=False)})
+    jws = sign_decision(request["request_id"], request["digest"], "approve", who, key)
+    return http.post(f"/v1/requests/{request['request_id']}/decisions", headers=headers,
+                     json={"jws": jws}).status_code
+
+
+def _token(settings: Settings, who: str) -> str:
+    return mint_token(settings.state_dir, who, audience=settings.oidc_audience,
+                      issuer=settings.oidc_issuer)
+
+
 @pytest.fixture(scope="module")
 def world(app: typer.Typer, settings: Settings) -> dict[str, Any]:
-    """A keyring made by `init`, two people's documents at both agencies, and approvals."""
+    """Keys made by `init`, two people's documents at both agencies, and approved requests."""
     result = RUNNER.invoke(app, ["init"])
     assert result.exit_code == 0, result.output
+    for who, (department, roles) in PEOPLE.items():
+        add_person(settings.state_dir, who, department, roles)
+    tokens = {}
+    for who in PEOPLE:
+        path = settings.state_dir / f"{who}.token"
+        path.write_text(_token(settings, who))
+        tokens[who] = str(path)
     protector = writer_protector(settings.state_dir, {})
     population = people(2, seed=uuid.uuid4().int)
     docs = document_payloads(4, seed=uuid.uuid4().int, population=population)
     store_events(settings.database_url, stored(docs, DOCUMENT_V1), protector=protector)
-    tag = uuid.uuid4().hex[:8]
-    requests = {"second-person": f"REQ-{tag}-A", "self": f"REQ-{tag}-S", "level-2": f"REQ-{tag}-2"}
-    approvals = [
-        approval_payload(requests["second-person"], "kim", 3, seed=uuid.uuid4().int),
-        approval_payload(requests["self"], getpass.getuser(), 3, seed=uuid.uuid4().int),
-        approval_payload(requests["level-2"], getpass.getuser(), 2, seed=uuid.uuid4().int),
-    ]
-    store_events(settings.database_url, stored(approvals, APPROVAL_V1), protector=protector)
-    return {"people": population, "docs": docs, "requests": requests}
+    http = _service(settings)
+
+    def ask(who: str, person: int, fields: list[str]) -> dict[str, Any]:
+        response = http.post("/v1/requests", headers={"Authorization": f"Bearer {_token(settings, who)}"},
+                             json={"purpose": "case", "typ": DOCUMENT_V1, "fields": fields,
+                                   "subject": population[person].national_id})
+        assert response.status_code == 201, response.text
+        return response.json()
+
+    second = ask("tess", 0, ["income", "tax_paid"])
+    assert _decide(settings, "dana", second, http) == 201
+    assert _decide(settings, "dora", second, http) == 201
+    own = ask("tova", 0, ["income", "tax_paid"])
+    assert _decide(settings, "tova", own, http) == 403  # a requester never approves
+    assert _decide(settings, "dana", own, http) == 201
+    level_2 = ask("sam", 1, ["subject_id", "insurance_status"])
+    assert _decide(settings, "dana", level_2, http) == 201
+    requests = {"second-person": second["request_id"], "self": own["request_id"],
+                "level-2": level_2["request_id"]}
+    return {"people": population, "docs": docs, "requests": requests, "tokens": tokens}
 
 
 def _audit(settings: Settings, correlation: str | None = None, action: str | None = None
@@ -96,6 +161,24 @@ def _query(app: typer.Typer, *args: str) -> tuple[int, str, list[dict[str, Any]]
     result = RUNNER.invoke(app, ["query", *args, "--json"])
     lines = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
     return result.exit_code, _flat(result.output), lines
+
+
+def _reads(settings: Settings) -> list[AuditRecord]:
+    """``fields.read`` records, from the audit log the service commits them to."""
+    return find_records(settings.database_url, action="fields.read")
+
+
+def _approved_request(settings: Settings, national_id: str) -> str:
+    """A level-3 request by tess for ``national_id``'s income, approved by dana and dora."""
+    http = _service(settings)
+    response = http.post("/v1/requests", headers={"Authorization": f"Bearer {_token(settings, 'tess')}"},
+                         json={"purpose": "case", "typ": DOCUMENT_V1, "subject": national_id,
+                               "fields": ["income", "tax_paid"]})
+    assert response.status_code == 201, response.text
+    request = response.json()
+    assert _decide(settings, "dana", request, http) == 201
+    assert _decide(settings, "dora", request, http) == 201
+    return request["request_id"]
 
 
 def _flat(output: str) -> str:
@@ -124,13 +207,14 @@ def test_init_makes_a_private_keyring_and_prints_no_key(app: typer.Typer, settin
 def test_a_read_without_a_purpose_is_refused(app: typer.Typer, world: dict[str, Any]) -> None:
     subject = world["people"][0].national_id
     for purpose in ([], ["--purpose", "   "]):
-        code, output, lines = _query(app, "--as", "tax-inspector", "--subject", subject, *purpose)
+        code, output, lines = _query(app, "-t", world["tokens"]["tess"], "--subject", subject,
+                                     *purpose)
         assert code != 0 and "purpose" in output and not lines
 
 
 def test_without_approval_level_3_fields_are_masked(app: typer.Typer, world: dict[str, Any]) -> None:
     doc = _tax_doc(world)
-    code, output, lines = _query(app, "--as", "tax-inspector", "--purpose", "yearly review",
+    code, output, lines = _query(app, "-t", world["tokens"]["tess"], "--purpose", "yearly review",
                                  "--subject", world["people"][0].national_id)
     assert code == 0, output
     assert [line["event_id"] for line in lines] == [doc["event_id"]]
@@ -148,30 +232,28 @@ def test_a_second_persons_approval_reveals_and_the_read_is_audited(
 ) -> None:
     doc = _tax_doc(world)
     purpose = f"case {uuid.uuid4().hex[:6]}: declared income against contributions"
-    code, output, lines = _query(app, "--as", "tax-inspector", "--purpose", purpose, "--subject",
-                                 world["people"][0].national_id, "--request",
-                                 world["requests"]["second-person"])
+    code, output, lines = _query(app, "-t", world["tokens"]["tess"], "--purpose", purpose,
+                                 "--request", world["requests"]["second-person"])
     assert code == 0, output
     (line,) = lines
     assert line["fields"]["income"] == doc["income"]
     assert line["fields"]["tax_paid"] == doc["tax_paid"]
     assert "subject_id" in line["masked"] and line["fields"]["agency"] == TAX_BUREAU
-    reads = [r for r in _audit(settings, action="fields.read") if r.detail["purpose"] == purpose]
+    reads = [r for r in _reads(settings) if r.detail["purpose"] == purpose]
     (record,) = reads
-    assert record.actor.startswith(f"operator:{getpass.getuser()}@")
+    assert record.actor == "person:tess"
     assert record.detail["role"] == "tax-inspector"
-    assert record.detail["reader"] == getpass.getuser()
+    assert record.detail["reader"] == "tess"
     assert record.detail["fields"] == ["attest.document.v1.income", "attest.document.v1.tax_paid"]
     assert record.subject_ids == [doc["event_id"]]
     assert record.detail["request_id"] == world["requests"]["second-person"]
-    assert len(record.detail["approvals"]) == 1
+    assert len(record.detail["approvals"]) == 2  # level 3: two distinct approvers
     assert world["people"][0].national_id not in record.to_bytes().decode()
 
 
 def test_approving_your_own_level_3_read_is_not_enough(app: typer.Typer,
                                                        world: dict[str, Any]) -> None:
-    code, output, lines = _query(app, "--as", "tax-inspector", "--purpose", "self-approved",
-                                 "--subject", world["people"][0].national_id,
+    code, output, lines = _query(app, "-t", world["tokens"]["tova"], "--purpose", "self-approved",
                                  "--request", world["requests"]["self"])
     assert code == 0, output
     assert lines[0]["masked"]["income"] == "second_person_required"
@@ -181,8 +263,7 @@ def test_the_social_security_officer_reads_its_fields_with_level_2(
     app: typer.Typer, world: dict[str, Any]
 ) -> None:
     person = world["people"][1]
-    code, output, lines = _query(app, "--as", "social-security-officer", "--purpose", "benefit claim",
-                                 "--subject", person.national_id,
+    code, output, lines = _query(app, "-t", world["tokens"]["sam"], "--purpose", "benefit claim",
                                  "--request", world["requests"]["level-2"])
     assert code == 0, output
     (line,) = lines  # only the bureau's own contribution record (row-level security)
@@ -191,17 +272,17 @@ def test_the_social_security_officer_reads_its_fields_with_level_2(
     assert "income" in line["masked"] and "body" in line["masked"]
 
 
-def test_no_audit_no_read(app: typer.Typer, world: dict[str, Any],
+def test_no_audit_no_read(app: typer.Typer, settings: Settings, world: dict[str, Any],
                           monkeypatch: pytest.MonkeyPatch) -> None:
-    def down(settings: Settings, records: list[AuditRecord]) -> None:
-        raise BrokerUnavailable("cannot reach Kafka")
+    def down(url: str, records: list[AuditRecord]) -> int:
+        raise RuntimeError("cannot reach the audit log")
 
-    monkeypatch.setattr(query, "publish_audit", down)
+    monkeypatch.setattr(query, "client", lambda token_file: AccessClient(
+        "http://testserver", read_token(token_file), http=_service(settings, append_audit=down)))
     doc = _tax_doc(world)
-    code, output, lines = _query(app, "--as", "tax-inspector", "--purpose", "audit down",
-                                 "--subject", world["people"][0].national_id,
+    code, output, lines = _query(app, "-t", world["tokens"]["tess"], "--purpose", "audit down",
                                  "--request", world["requests"]["second-person"])
-    assert code != 0 and "audit record could not be sent" in output
+    assert code != 0 and "audit record could not be committed" in output
     assert not lines and doc["income"] not in output
 
 
@@ -215,9 +296,10 @@ def test_a_tampered_field_fails_the_read_loudly(app: typer.Typer, settings: Sett
         conn.execute(text("UPDATE document_fields SET income = (SELECT income FROM document_fields "
                           "WHERE event_id = CAST(:o AS uuid)) WHERE event_id = CAST(:v AS uuid)"),
                      {"o": other["event_id"], "v": victim["event_id"]})
-    code, output, _ = _query(app, "--as", "tax-inspector", "--purpose", "check",
-                             "--event-id", victim["event_id"],
-                             "--request", world["requests"]["second-person"])
+    # tampering is found whatever the request: read the victim as the bureau's approved reader
+    victim_request = _approved_request(settings, person.national_id)
+    code, output, _ = _query(app, "-t", world["tokens"]["tess"], "--purpose", "check",
+                             "--event-id", victim["event_id"], "--request", victim_request)
     assert code != 0 and "failed authentication" in output
 
 
@@ -251,7 +333,7 @@ def test_rotating_a_kek_rewraps_keys_and_leaves_fields_alone(
     newest_only = StaticKeyring({**full.tiers, Tier.RESTRICTED: full.tiers[Tier.RESTRICTED][-1:]},
                                 full.index_keys, full.origin)
     write_keyring_file(newest_only, path, replace=True)
-    code, output, lines = _query(app, "--as", "tax-inspector", "--purpose", "after rotation",
+    code, output, lines = _query(app, "-t", world["tokens"]["tess"], "--purpose", "after rotation",
                                  "--event-id", doc["event_id"],
                                  "--request", world["requests"]["second-person"])
     assert code == 0, output
@@ -267,26 +349,37 @@ def test_forgetting_a_subject_shreds_its_fields_and_says_so(
     person = world["people"][1]
     doc = next(d for d in world["docs"] if d["agency"] == TAX_BUREAU
                and d["subject_id"].replace("-", "") == person.national_id)
+    approved_before = _approved_request(settings, person.national_id)
     result = RUNNER.invoke(app, ["forget", "--subject", person.national_id,
                                  "--reason", "erasure request 7", "--yes"])
     assert result.exit_code == 0, result.output
     assert "destroyed" in result.output
-    code, output, lines = _query(app, "--as", "tax-inspector", "--purpose", "after erasure",
-                                 "--event-id", doc["event_id"],
-                                 "--request", world["requests"]["second-person"])
-    assert code == 0, output
-    assert lines[0]["forgotten"] == ["income", "tax_paid"]
-    plain = RUNNER.invoke(app, ["query", "--as", "tax-inspector", "--purpose", "after erasure",
-                                "--event-id", doc["event_id"], "--request",
-                                world["requests"]["second-person"]])
-    assert "forgotten subject" in _flat(plain.output)
-    assert "cannot be recovered" in _flat(plain.output)
-    # The subject no longer joins: a lookup by its national id finds nothing.
-    _, _, by_subject = _query(app, "--as", "tax-inspector", "--purpose", "lookup",
+    # The subject no longer joins: neither a lookup by its national id nor a request approved
+    # for it before finds anything (a request is bound to its subject's blind index).
+    _, _, by_subject = _query(app, "-t", world["tokens"]["tess"], "--purpose", "lookup",
                               "--subject", person.national_id)
     assert by_subject == []
+    code, output, by_request = _query(app, "-t", world["tokens"]["tess"], "--purpose", "after erasure",
+                                      "--event-id", doc["event_id"], "--request", approved_before)
+    assert code == 0 and by_request == [], output
     (record,) = [r for r in _audit(settings, action="subject.forgotten")
                  if r.detail["reason"] == "erasure request 7"]
     assert doc["event_id"] in record.subject_ids and record.detail["data_keys_destroyed"] >= 2
     assert person.national_id not in record.to_bytes().decode()
 
+    # A record still found by its id (level-1 fields of a payment) says its fields are forgotten.
+    payment = transaction_payloads(1, "core-ledger", seed=uuid.uuid4().int)[0]
+    store_events(settings.database_url, stored([payment], TRANSACTION_V1),
+                 protector=writer_protector(settings.state_dir, {}))
+    shred = RUNNER.invoke(app, ["forget", "--subject", payment["account"], "--domain", "account",
+                                "--reason", "erasure request 8", "--yes"])
+    assert shred.exit_code == 0, shred.output
+    code, output, lines = _query(app, "-t", world["tokens"]["pat"], "--purpose", "after erasure",
+                                 "--event-id", payment["event_id"])
+    assert code == 0, output
+    assert lines[0]["forgotten"] == ["reference", "value_date", "direction", "amount",
+                                     "counterparty"]
+    plain = RUNNER.invoke(app, ["query", "-t", world["tokens"]["pat"], "--purpose", "after erasure",
+                                "--event-id", payment["event_id"]])
+    assert "forgotten subject" in _flat(plain.output)
+    assert "cannot be recovered" in _flat(plain.output)
