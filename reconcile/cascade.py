@@ -66,6 +66,7 @@ class Pool:
             pairing=self.pairing, stage=stage, rule=rule, score=round(score, 4), status=status,
             left_ids=tuple(r.record_id for r in left), right_ids=tuple(r.record_id for r in right),
             difference=sum((r.amount for r in right), Decimal(0)) - sum((r.amount for r in left), Decimal(0)),
+            currency=(left or right)[0].currency,
         )
         self.matches.append(match)
         return match

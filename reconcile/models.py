@@ -7,6 +7,7 @@ account number itself.
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass, field
 from datetime import date
 from decimal import Decimal
@@ -90,6 +91,7 @@ class Match:
     left_ids: tuple[str, ...]
     right_ids: tuple[str, ...]
     difference: Decimal = Decimal(0)
+    currency: str = ""
 
     @property
     def kind(self) -> str:
@@ -100,8 +102,6 @@ class Match:
 
     @property
     def match_id(self) -> str:
-        import uuid
-
         name = "|".join([self.pairing, *sorted(self.left_ids), "/", *sorted(self.right_ids)])
         return str(uuid.uuid5(uuid.NAMESPACE_URL, "attest.recon.match:" + name))
 
@@ -121,6 +121,4 @@ class Break:
 
     @property
     def break_id(self) -> str:
-        import uuid
-
         return str(uuid.uuid5(uuid.NAMESPACE_URL, f"attest.recon.break:{self.pairing}|{self.record_id}"))

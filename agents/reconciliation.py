@@ -1,0 +1,202 @@
+"""The reconciliation stage: verified transactions in, matches and breaks out (no Faust here).
+
+It takes what intake accepted in a batch (``(IncomingMessage, VerifiedEvent)`` pairs, the
+payloads verified and stored moments before), turns each transaction into a matcher record
+(the account replaced by its blind index), and steps the ``Reconciler``. The decrypted values
+live only in the matcher's memory and, between batches, in its state sealed with the
+reconciliation key (``reconcile.sealing``): one transaction stores the step's matches, breaks
+and the new sealed state, so a restarted worker resumes exactly where the stored results end.
+
+``process`` returns the audit records (one per match and per break) and the messages for the
+``reconciliation`` topic; the caller publishes both, as with intake.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+import numpy as np
+
+from agents.messages import IncomingMessage
+from agents.retry import until_stored
+from config.settings import Settings
+from reconcile.cascade import PairScorer
+from reconcile.config import MatchConfig
+from reconcile.models import Break, Match, Status
+from reconcile.records import record_from_payload
+from reconcile.sealing import StateKey
+from reconcile.windows import Reconciler, StepResult
+from schemas.audit import AuditAction, AuditRecord, audit_id_for
+from schemas.catalog import TRANSACTION_V1
+from security.blind_index import BlindIndexKey, blind_index
+from security.verification import VerifiedEvent
+from storage.reconciliation import BreakRow, MatchRow, load_state, save_step
+
+log = logging.getLogger("attest.reconciliation")
+
+STATE_NAME = "finance"
+Embedder = Callable[[Sequence[str]], Awaitable[np.ndarray]]
+
+
+@dataclass
+class ReconOutput:
+    """What one batch wants published: audit records and reconciliation-topic messages."""
+
+    audit: list[AuditRecord] = field(default_factory=list)
+    messages: list[tuple[bytes, bytes]] = field(default_factory=list)
+    matches: list[Match] = field(default_factory=list)
+    breaks: list[Break] = field(default_factory=list)
+
+
+def model_scorer(embed: Embedder, loop: asyncio.AbstractEventLoop, timeout_s: float) -> PairScorer:
+    """A blocking ``PairScorer`` over the async model pool, for the matcher's worker thread.
+
+    Each unique text is embedded once per call; a pair's score is its cosine clipped to [0, 1].
+    """
+    def score(pairs: Sequence[tuple[str, str]]) -> list[float]:
+        texts = sorted({t for pair in pairs for t in pair})
+        vectors = asyncio.run_coroutine_threadsafe(embed(texts), loop).result(timeout_s)
+        vectors = np.asarray(vectors, dtype=np.float32)
+        norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+        vectors = vectors / np.where(norms == 0, 1, norms)
+        where = {t: i for i, t in enumerate(texts)}
+        return [max(0.0, float(vectors[where[a]] @ vectors[where[b]])) for a, b in pairs]
+
+    return score
+
+
+class ReconciliationStage:
+    """Feeds verified transactions to the matcher and makes its results durable."""
+
+    def __init__(self, settings: Settings, actor: str, index_key: BlindIndexKey,
+                 embed: Embedder | None = None, name: str = STATE_NAME) -> None:
+        self._settings = settings
+        self._actor = actor
+        self._index_key = index_key
+        self._state_key = StateKey.derive(index_key.material)
+        self._embed = embed if settings.recon_model_similarity else None
+        self._name = name
+        self._version = 0
+        self.reconciler: Reconciler | None = None
+
+    def _context(self) -> bytes:
+        return f"recon_state|{self._name}".encode()
+
+    def _account_index(self, account: str) -> str:
+        return blind_index(self._index_key, account).hex()
+
+    async def _load(self) -> Reconciler:
+        if self.reconciler is None:
+            cfg = MatchConfig.from_settings(self._settings)
+            reconciler = Reconciler(cfg, fuzzy=self._settings.recon_fuzzy)
+            url = self._settings.database_url
+            stored = await until_stored(lambda: load_state(url, self._name), self._settings.db_retry_max_s,
+                                        "loading reconciliation state")
+            if stored is not None:
+                sealed, self._version = stored
+                reconciler.restore(json.loads(self._state_key.open(sealed, self._context())))
+            self.reconciler = reconciler
+        return self.reconciler
+
+    async def process(self, accepted: Sequence[tuple[IncomingMessage, VerifiedEvent]],
+                      flush: bool = False) -> ReconOutput:
+        """Match the batch's transactions; results are stored before this returns."""
+        reconciler = await self._load()
+        sources = {s for pair in reconciler.pairings for s in pair}
+        records = []
+        for _, event in accepted:
+            if event.typ != TRANSACTION_V1 or event.source not in sources:
+                continue
+            try:
+                records.append(record_from_payload(event.payload, self._account_index))
+            except (KeyError, ValueError, ArithmeticError):  # verified, so only a schema gap
+                log.warning("event %s cannot be reconciled", event.event_id)
+        if not records and not flush:
+            return ReconOutput()
+        reconciler.add(records)
+        if self._embed is not None and reconciler.fuzzy:
+            reconciler.similarity = model_scorer(self._embed, asyncio.get_running_loop(),
+                                                 self._settings.inference_timeout_s)
+        step: StepResult = await asyncio.to_thread(reconciler.flush if flush else reconciler.step)
+        return await self._store(step)
+
+    async def flush(self) -> ReconOutput:
+        """Close every window now (the end of a bounded run, e.g. a benchmark or a demo)."""
+        return await self.process([], flush=True)
+
+    async def _store(self, step: StepResult) -> ReconOutput:
+        assert self.reconciler is not None
+        matches = [self._match_row(m) for m in step.matches]
+        breaks = [self._break_row(b) for b in step.breaks]
+        sealed = self._state_key.seal(json.dumps(self.reconciler.state()).encode(), self._context())
+        self._version += 1
+        url, version = self._settings.database_url, self._version
+        await until_stored(lambda: save_step(url, self._name, sealed, version, matches, breaks),
+                           self._settings.db_retry_max_s, "storing reconciliation results")
+        out = ReconOutput(matches=step.matches, breaks=step.breaks)
+        for m in step.matches:
+            out.audit.append(match_record(m, self._actor))
+            out.messages.append((m.match_id.encode(), json.dumps(match_message(m)).encode()))
+        for b in step.breaks:
+            out.audit.append(break_record(b, self._actor))
+            out.messages.append((b.break_id.encode(), json.dumps(break_message(b)).encode()))
+        return out
+
+    def _seal_text(self, text: str, what: str, row_id: str) -> bytes:
+        return self._state_key.seal(text.encode(), f"{what}|{row_id}".encode())
+
+    def _match_row(self, m: Match) -> MatchRow:
+        return MatchRow(
+            match_id=m.match_id, pairing=m.pairing, stage=m.stage.value, rule=m.rule, score=m.score,
+            kind=m.kind, status=m.status.value, left_ids=m.left_ids, right_ids=m.right_ids,
+            currency=m.currency,
+            difference_sealed=self._seal_text(str(m.difference), "difference", m.match_id),
+        )
+
+    def _break_row(self, b: Break) -> BreakRow:
+        return BreakRow(
+            break_id=b.break_id, pairing=b.pairing, record_id=b.record_id, source=b.source,
+            reason=b.reason.value, currency=b.currency,
+            amount_sealed=self._seal_text(str(b.amount), "amount", b.break_id),
+            detail_sealed=self._seal_text(b.detail, "detail", b.break_id), related_ids=b.related_ids,
+        )
+
+    def open_amount(self, sealed: bytes | None, what: str, row_id: str) -> Decimal | None:
+        """An amount or difference sealed by this stage (the report reads them with the same key)."""
+        if sealed is None:
+            return None
+        return Decimal(self._state_key.open(sealed, f"{what}|{row_id}".encode()).decode())
+
+
+def match_message(m: Match) -> dict[str, object]:
+    """The reconciliation-topic message of a match: ids and how it matched, no amounts."""
+    return {"type": "match", "match_id": m.match_id, "pairing": m.pairing, "stage": m.stage.value,
+            "rule": m.rule, "score": m.score, "kind": m.kind, "status": m.status.value,
+            "left_ids": list(m.left_ids), "right_ids": list(m.right_ids)}
+
+
+def break_message(b: Break) -> dict[str, object]:
+    return {"type": "break", "break_id": b.break_id, "pairing": b.pairing, "record_id": b.record_id,
+            "source": b.source, "reason": b.reason.value, "related_ids": list(b.related_ids)}
+
+
+def match_record(m: Match, actor: str) -> AuditRecord:
+    action = AuditAction.RECON_SUGGESTED if m.status is Status.SUGGESTED else AuditAction.RECON_MATCHED
+    return AuditRecord(
+        audit_id=audit_id_for(action, m.match_id), actor=actor, action=action,
+        correlation_id=m.match_id, subject_ids=[*m.left_ids, *m.right_ids],
+        detail={k: v for k, v in match_message(m).items() if k not in {"left_ids", "right_ids", "type"}},
+    )
+
+
+def break_record(b: Break, actor: str) -> AuditRecord:
+    return AuditRecord(
+        audit_id=audit_id_for(AuditAction.RECON_BREAK, b.break_id), actor=actor,
+        action=AuditAction.RECON_BREAK, correlation_id=b.break_id, subject_ids=[b.record_id, *b.related_ids],
+        detail={"break_id": b.break_id, "pairing": b.pairing, "source": b.source, "reason": b.reason.value},
+    )
