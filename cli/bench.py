@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from bench import audit, crypto, inference, verify
+from bench import access, audit, crypto, inference, verify
 
 app = typer.Typer(
     help="Measure throughput and latency; each prints its target and whether it was met.",
@@ -14,3 +14,4 @@ app.command("verify")(verify.command)
 app.command("audit")(audit.command)
 app.command("crypto")(crypto.command)
 app.command("inference")(inference.command)
+app.command("access")(access.command)
