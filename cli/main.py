@@ -11,7 +11,7 @@ import sys
 import typer
 
 from cli import access as access_cli
-from cli import audit, bench, db, dev, dlq, imports, keys
+from cli import audit, bench, db, dev, dlq, imports, keys, recon
 from cli import identity as identity_cli
 from cli.crypto_keys import init as keys_init
 from cli.crypto_keys import rotate_kek
@@ -45,6 +45,7 @@ app.add_typer(audit.app, name="audit")
 app.add_typer(bench.app, name="bench")
 app.add_typer(dlq.app, name="dlq")
 app.add_typer(imports.app, name="import")
+app.add_typer(recon.app, name="recon")
 app.command()(produce)
 app.command()(worker)
 app.command()(demo)
