@@ -138,11 +138,12 @@ def observe(settings: Settings, planned: list[Planned], *, letters: bool = True,
 
     if letters:
         raw = _letters(settings)
-        out.raw_letters = len(raw)
         by_key: dict[LetterKey, str] = {}
         for key, reason in raw:
             by_key.setdefault(key, reason)
-        out.raw_letter_duplicates = len(raw) - len(by_key)
+        mine = [key for key, _ in raw if key in bad]
+        out.raw_letters = len(mine)
+        out.raw_letter_duplicates = len(mine) - len(set(mine))
         known_bad = {(*p.position, p.sha256) for p in universe if p.reason is not None}
         out.dead_lettered = len(set(by_key) & set(bad))
         out.missing_letters = sorted(k[:3] for k in set(bad) - set(by_key))

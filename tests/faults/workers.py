@@ -22,6 +22,9 @@ def worker_env(settings: Settings, extra: dict[str, str] | None = None) -> dict[
             env.pop(key, None)
         else:
             env[key] = str(value).lower() if isinstance(value, bool) else str(value)
+    # Faust's info lines (joins, assignments, the model pool) explain a failed case; a run can
+    # turn them down with ATTEST_FAULTS_WORKER_LOG_LEVEL.
+    env["ATTEST_LOG_LEVEL"] = os.environ.get("ATTEST_FAULTS_WORKER_LOG_LEVEL", "info")
     env.update(extra or {})
     return env
 

@@ -114,14 +114,21 @@ class Workload:
         original = originals[i % len(originals)]
         return Planned(original.topic, original.key, original.value, "replayed", original.event_id)
 
-    def poison(self) -> Planned:
-        """A validly signed event the database cannot hold (a NUL in a text field)."""
-        payload = transaction_payloads(1, self.signers.source, seed=self.seed + 7,
-                                       now=datetime.now(UTC))[0]
-        payload["memo"] = "poison \u0000 memo"
-        token = sign_payload(self.signers.good, payload, TRANSACTION_V1)
-        return Planned(TRANSACTIONS.name(self.settings), b"poison", token, ANY_REASON,
-                       payload["event_id"])
+    def poison(self) -> list[Planned]:
+        """Validly signed events no database column can hold: U+0000 in a public and in an
+        encrypted field, and a lone surrogate (escaped JSON, as some producers write it)."""
+        topic = TRANSACTIONS.name(self.settings)
+        payloads = transaction_payloads(3, self.signers.source, seed=self.seed + 7,
+                                        now=datetime.now(UTC))
+        payloads[0]["currency"] = "E\u0000R"
+        payloads[1]["memo"] = "poison \u0000 memo"
+        payloads[2]["counterparty"] = "\ud83d lone surrogate"
+        out = []
+        for payload in payloads:
+            body = json.dumps(payload, separators=(",", ":")).encode("ascii")
+            token = self.signers.good.sign(body, TRANSACTION_V1)
+            out.append(Planned(topic, b"poison", token, ANY_REASON, payload["event_id"]))
+        return out
 
     def send(self, planned: list[Planned]) -> list[Planned]:
         """Send in order and record the position each landed at (idempotent producer)."""
