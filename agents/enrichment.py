@@ -7,11 +7,15 @@ Results are keyed by model version, so a new model's answer sits beside the old 
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 import logging
 from collections import defaultdict
+from collections.abc import Callable
+from functools import partial
 from typing import Protocol
 
-from agents.messages import IncomingMessage
+from agents.messages import BatchOutput, IncomingMessage
 from agents.retry import until_stored
 from config.settings import Settings
 from inference.errors import InferenceError
@@ -19,7 +23,10 @@ from inference.lanes import Priority
 from inference.tasks import Classification
 from schemas.audit import AuditRecord, audit_id_for
 from schemas.catalog import DOCUMENT_V1, TRANSACTION_V1
-from security.verification import VerifiedEvent
+from security.errors import Rejection
+from security.jws import decode_compact, parse_json_object
+from security.verification import VerifiedEvent, parse_issued_at
+from storage.events import Delivery, already_stored
 from storage.inferences import InferenceResult, store_inferences
 
 log = logging.getLogger("attest.enrichment")
@@ -96,3 +103,76 @@ class Enrichment:
                      "model_version": label.model_version} if label
                     else {"task": task, "error": error[:300] if error else ""}),
         )
+
+
+#: (topic, partition) -> the next offset the intake group will read (-1: none committed).
+IntakeProgress = Callable[[list[tuple[str, int]]], dict[tuple[str, int], int]]
+
+
+def _stored_form(message: IncomingMessage, max_bytes: int) -> tuple[VerifiedEvent, Delivery] | None:
+    """The event this message would be if intake accepted it, and the delivery to look up.
+
+    No signature check here: the event is only classified if intake stored it *from these
+    exact bytes* (same position, same SHA-256), and intake verified those bytes.
+    """
+    try:
+        token = decode_compact(message.value, max_bytes)
+        payload = parse_json_object(token.payload, "payload")
+        event = VerifiedEvent(
+            event_id=str(payload["event_id"]), source=str(payload["source"]), kid=token.kid,
+            alg=token.alg, typ=token.typ, issued_at=parse_issued_at(str(payload["issued_at"])),
+            payload=payload,
+        )
+    except (Rejection, KeyError, ValueError, TypeError):
+        return None  # intake dead-letters it; nothing to classify
+    if TASK_FOR_TYPE.get(event.typ) is None:
+        return None
+    digest = hashlib.sha256(message.value).digest()
+    return event, (event.event_id, message.topic, message.partition, message.offset, digest)
+
+
+class EnrichmentStage:
+    """Classifies what intake stored, reading the intake topics in a consumer group of its own.
+
+    Intake never waits for the model: this stage has its own consumer group, batches and
+    lag (docs/architecture.md). It never runs ahead of intake either: a message is classified
+    once intake stored it from these very bytes, skipped once intake's committed offset has
+    passed it without storing it (intake rejected it), and waited for otherwise.
+    """
+
+    def __init__(self, settings: Settings, enrichment: Enrichment, intake_progress: IntakeProgress,
+                 poll_s: float = 0.2) -> None:
+        self._settings = settings
+        self._enrichment = enrichment
+        self._intake_progress = intake_progress
+        self._poll_s = poll_s
+
+    async def decided(
+        self, batch: list[IncomingMessage]
+    ) -> list[tuple[IncomingMessage, VerifiedEvent]]:
+        """The messages of ``batch`` that intake stored, once intake has decided all of them."""
+        waiting = [(m, *found) for m in batch
+                   if (found := _stored_form(m, self._settings.max_event_bytes)) is not None]
+        stored: list[tuple[IncomingMessage, VerifiedEvent]] = []
+        url, delay = self._settings.database_url, self._poll_s
+        while waiting:
+            positions = sorted({(m.topic, m.partition) for m, _, _ in waiting})
+            # Progress first, rows second: a row is committed before intake's offset moves,
+            # so an offset read before the rows cannot claim a decision the rows do not show.
+            progress = await asyncio.to_thread(self._intake_progress, positions)
+            lookup = partial(already_stored, url, [d for _, _, d in waiting])
+            found = await until_stored(lookup, self._settings.db_retry_max_s, "finding stored events")
+            stored.extend((m, e) for m, e, d in waiting if d in found)
+            waiting = [(m, e, d) for m, e, d in waiting
+                       if d not in found and progress.get((m.topic, m.partition), -1) <= m.offset]
+            if waiting:
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+        return stored
+
+    async def process(self, batch: list[IncomingMessage]) -> BatchOutput:
+        accepted = await self.decided(batch)
+        output = BatchOutput()
+        if accepted:
+            output.audit.extend(await self._enrichment.process(accepted))
+        return output

@@ -1,40 +1,58 @@
-"""``attest worker``: run the Faust worker (every agent, one process)."""
+"""``attest worker``: run the pipeline's stages, one process per stage."""
 
 from __future__ import annotations
 
-from cli.output import console
+import typer
+
+from cli.output import console, fail
 from config.settings import get_settings
 from storage import migrate
 from streams.admin import ensure_topics
 
 
-def worker() -> None:
+def worker(
+    role: str = typer.Option(
+        "all", "--role",
+        help="all: one process per stage (intake and enrichment), supervised; intake: verify, "
+             "store, dead-letter, audit sink; enrichment: the model pool, classifying what "
+             "intake stored (run it on a GPU host, or several).",
+    ),
+) -> None:
     """Run the Faust worker: verify, store, classify and audit every event.
 
-    One process runs the intake agents for transactions, documents and approvals, the shared
-    model pool, and the audit sink. Stop it with Ctrl-C (or SIGTERM); it finishes the batch
-    in hand first. Serves GET /metrics on ATTEST_WORKER_WEB_PORT.
+    Intake (verification, encrypted storage, dead letters, the audit sink) and enrichment
+    (the shared model pool) are separate consumer groups over the same topics, so a slow
+    model makes enrichment lag and never holds intake. With --role all (the default) both
+    run here as two processes; if either stops, both stop, with its exit code. Stop with
+    Ctrl-C or SIGTERM; each finishes the batch in hand first.
 
-    Reads ATTEST_KAFKA_BOOTSTRAP and ATTEST_DATABASE_URL (or the embedded stack).
+    Web endpoints (GET /metrics): intake on ATTEST_WORKER_WEB_PORT, enrichment on
+    ATTEST_ENRICHMENT_WEB_PORT. Reads ATTEST_KAFKA_BOOTSTRAP and ATTEST_DATABASE_URL (or the
+    embedded stack).
     """
+    from streams.app import ROLES
+
+    if role not in (*ROLES, "all"):
+        fail(f"unknown role {role!r}; use all, intake or enrichment")
+    settings = get_settings()
+    current = migrate.current_revision(settings.database_url)
+    head = migrate.head_revision(settings.database_url)
+    if current != head:
+        fail(f"the database is at revision {current or '(empty)'}, not {head}; "
+             "run 'attest db upgrade' first")
+    if settings.model_dir is not None and not settings.model_dir.is_dir():
+        fail(f"ATTEST_MODEL_DIR {settings.model_dir} is not a folder with a local model")
+    ensure_topics(settings)
+    if role == "all":
+        from streams.supervisor import run_stages
+
+        console.print(f"worker starting: broker {settings.kafka_bootstrap}, "
+                      f"batches of up to {settings.batch_size}; stages: {', '.join(ROLES)}")
+        raise typer.Exit(run_stages(settings, ROLES))
+
     from faust.worker import Worker
 
     from streams.app import build_app
 
-    settings = get_settings()
-    current, head = migrate.current_revision(settings.database_url), None
-    head = migrate.head_revision(settings.database_url)
-    if current != head:
-        from cli.output import fail
-
-        fail(f"the database is at revision {current or '(empty)'}, not {head}; "
-             "run 'attest db upgrade' first")
-    if settings.model_dir is not None and not settings.model_dir.is_dir():
-        from cli.output import fail
-
-        fail(f"ATTEST_MODEL_DIR {settings.model_dir} is not a folder with a local model")
-    ensure_topics(settings)
-    console.print(f"worker starting: broker {settings.kafka_bootstrap}, "
-                  f"batches of up to {settings.batch_size}")
-    app = build_app(settings)
+    app = build_app(settings, role)
     Worker(app, loglevel=settings.log_level, quiet=True, redirect_stdouts=False).execute_from_commandline()

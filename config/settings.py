@@ -74,6 +74,9 @@ class Settings(BaseSettings):
 
     # --- worker -----------------------------------------------------------------------
     worker_web_port: int = Field(6066, ge=0, description="Faust web port (metrics, health).")
+    enrichment_web_port: int = Field(
+        6067, ge=0, description="Web port (metrics) of the enrichment stage's process."
+    )
     worker_web_enabled: bool = Field(True, description="Serve the worker's web endpoint (/metrics).")
     worker_web_host: str = Field(
         "127.0.0.1", description="Where `attest status` reaches the worker's web endpoint."

@@ -53,6 +53,7 @@ def worker_environment(settings: Settings) -> dict[str, str]:
         "ATTEST_DATABASE_URL": settings.database_url,
         "ATTEST_STATE_DIR": str(settings.state_dir),
         "ATTEST_WORKER_WEB_PORT": str(choose_port(settings.worker_web_port)),
+        "ATTEST_ENRICHMENT_WEB_PORT": str(choose_port(settings.enrichment_web_port)),
     })
     return env
 

@@ -21,7 +21,7 @@ from faust.types import EventT
 from mode import Service
 
 from agents.audit_sink import AuditSink
-from agents.enrichment import Enrichment
+from agents.enrichment import TASK_FOR_TYPE, Enrichment, EnrichmentStage
 from agents.intake import IntakeProcessor
 from agents.messages import BatchOutput, IncomingMessage
 from agents.retry import until_stored
@@ -31,6 +31,7 @@ from inference.pool import ModelPool
 from inference.tasks import Tasks
 from security.field_protection import writer_protector
 from storage.keys import key_snapshot
+from streams.offsets import CommittedOffsets
 from streams.topics import ALL_TOPICS, AUDIT, DEAD_LETTER, INTAKE_TOPICS, TopicSpec
 
 log = logging.getLogger("attest.worker")
@@ -39,6 +40,9 @@ BatchHandler = Callable[[list[IncomingMessage]], Awaitable[BatchOutput]]
 
 
 WORKER_FAILED = 70
+
+#: Schemas the enrichment stage classifies; its app reads only the topics carrying them.
+INFERRED_TYPES = frozenset(TASK_FOR_TYPE)
 
 
 def exit_worker(reason: str) -> NoReturn:
@@ -102,10 +106,26 @@ class ModelService(Service):
         await self.pool.close()
 
 
-def build_app(settings: Settings) -> faust.App:
-    """The worker's app: intake agents per signed topic, the audit sink, the key refresher."""
+#: The stages a worker process can run; ``attest worker`` runs one process per stage.
+ROLES = ("intake", "enrichment")
+
+
+def group_id(settings: Settings, role: str) -> str:
+    """The consumer group of a stage: each stage keeps its own offsets and its own lag."""
+    return settings.app_id if role == "intake" else f"{settings.app_id}-{role}"
+
+
+def build_app(settings: Settings, role: str = "intake") -> faust.App:
+    """One stage's app. ``intake``: intake agents per signed topic, the audit sink, the key
+    refresher. ``enrichment``: the model pool, classifying what intake stored.
+
+    Separate apps are separate consumer groups over the same intake topics, so a slow model
+    makes enrichment lag and never holds intake (docs/architecture.md).
+    """
+    if role not in ROLES:
+        raise ValueError(f"unknown worker role {role!r}")
     app = faust.App(
-        settings.app_id,
+        group_id(settings, role),
         broker=[f"kafka://{host}" for host in settings.kafka_bootstrap.split(",")],
         store="memory://",
         topic_partitions=settings.partitions,
@@ -116,7 +136,7 @@ def build_app(settings: Settings) -> faust.App:
         producer_acks=-1,
         web_enabled=settings.worker_web_enabled,
         web_port=settings.worker_web_port,
-        datadir=str(settings.state_dir / "worker"),
+        datadir=str(settings.state_dir / f"worker-{role}"),
     )
     topics = {
         spec.suffix: app.topic(
@@ -153,9 +173,27 @@ def build_app(settings: Settings) -> faust.App:
                     log.exception("unexpected failure in %s", spec.suffix)
                     exit_worker(f"{type(exc).__name__} in the {spec.suffix} agent: {exc}")
 
-        app.agent(topics[spec.suffix], name=f"attest.{spec.suffix}")(agent)
+        app.agent(topics[spec.suffix], name=f"attest.{role}.{spec.suffix}")(agent)
 
     actor = worker_actor()
+    if role == "enrichment":
+        _attach_enrichment(app, settings, actor, attach)
+    else:
+        _attach_intake(app, settings, actor, attach)
+
+    @app.page("/metrics")
+    async def metrics(web: Any, request: Any) -> Any:
+        """Prometheus exposition: model pool batches, queue wait, inference time, cache."""
+        # aiohttp refuses a charset inside content_type=, so the full header goes in as is.
+        return web.bytes(metrics_text().encode(), headers={"Content-Type": CONTENT_TYPE})
+
+    return app
+
+
+def _attach_intake(
+    app: faust.App, settings: Settings, actor: str, attach: Callable[[TopicSpec, BatchHandler], None]
+) -> None:
+    """Verify, store, dead-letter and audit; the audit sink; the key refresher. No model."""
     intake = IntakeProcessor(
         settings,
         actor=actor,
@@ -171,29 +209,31 @@ def build_app(settings: Settings) -> faust.App:
         )
         intake.replace_keys(snapshot)
 
-    models = ModelService(settings)
-    app.service(models)
-    enrichment = Enrichment(settings, models.tasks, actor=actor)
-
     async def intake_stage(batch: list[IncomingMessage]) -> BatchOutput:
-        """Verify and store, then classify what was accepted (after it is durable)."""
         if not intake.keys:
             await refresh_keys()
-        output = await intake.process(batch)
-        if output.accepted:
-            await models.ready.wait()
-            output.audit.extend(await enrichment.process(output.accepted))
-        return output
+        return await intake.process(batch)
 
     for spec in INTAKE_TOPICS:
         attach(spec, intake_stage)
     attach(AUDIT, AuditSink(settings, actor=actor).process)
-
-    @app.page("/metrics")
-    async def metrics(web: Any, request: Any) -> Any:
-        """Prometheus exposition: model pool batches, queue wait, inference time, cache."""
-        # aiohttp refuses a charset inside content_type=, so the full header goes in as is.
-        return web.bytes(metrics_text().encode(), headers={"Content-Type": CONTENT_TYPE})
-
     app.timer(settings.registry_refresh_s, name="attest.refresh_keys")(refresh_keys)
-    return app
+
+
+def _attach_enrichment(
+    app: faust.App, settings: Settings, actor: str, attach: Callable[[TopicSpec, BatchHandler], None]
+) -> None:
+    """The model pool, classifying what intake stored; on its own consumer group."""
+    models = ModelService(settings)
+    app.service(models)
+    progress = CommittedOffsets(settings, group_id(settings, "intake"))
+    stage = EnrichmentStage(settings, Enrichment(settings, models.tasks, actor=actor),
+                            progress.committed)
+
+    async def enrichment_stage(batch: list[IncomingMessage]) -> BatchOutput:
+        await models.ready.wait()
+        return await stage.process(batch)
+
+    for spec in INTAKE_TOPICS:
+        if spec.accepted_types & INFERRED_TYPES:
+            attach(spec, enrichment_stage)

@@ -79,6 +79,7 @@ def worker(stack_settings: Settings) -> Iterator[subprocess.Popen[bytes]]:
     log_path = Path(stack_settings.state_dir) / f"worker-{uuid.uuid4().hex[:6]}.log"
     env = settings_env(stack_settings)
     env["ATTEST_WORKER_WEB_PORT"] = str(choose_port(0))
+    env["ATTEST_ENRICHMENT_WEB_PORT"] = str(choose_port(0))
     with log_path.open("wb") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "cli.main", "worker"],
@@ -91,6 +92,7 @@ def worker(stack_settings: Settings) -> Iterator[subprocess.Popen[bytes]]:
     if proc.poll() is not None:
         pytest.fail(f"worker exited at start: {log_path.read_text()[-2000:]}")
     proc.web_port = int(env["ATTEST_WORKER_WEB_PORT"])  # type: ignore[attr-defined]
+    proc.enrichment_web_port = int(env["ATTEST_ENRICHMENT_WEB_PORT"])  # type: ignore[attr-defined]
     try:
         yield proc
     finally:

@@ -122,7 +122,8 @@ def test_accepted_transactions_are_categorized_and_metrics_served(
         bool, timeout_s=30)
     assert inferred and inferred[0].detail["model_version"] == results[0].model_version
 
-    port = worker.web_port  # type: ignore[attr-defined]
+    # The model pool lives in the enrichment stage's process, which serves its own metrics.
+    port = worker.enrichment_web_port  # type: ignore[attr-defined]
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
         body = response.read().decode()
     assert "attest_inference_batch_size" in body

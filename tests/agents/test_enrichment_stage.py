@@ -1,0 +1,90 @@
+"""The enrichment stage follows intake: it classifies exactly what intake stored, from the
+same bytes, and never runs ahead of intake's committed offsets (real Postgres)."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from datetime import UTC, datetime
+
+import pytest
+
+from agents.enrichment import EnrichmentStage
+from agents.intake import IntakeProcessor
+from agents.messages import IncomingMessage
+from config.settings import Settings
+from inference.lanes import Priority
+from inference.tasks import Classification
+from scenarios.finance import transaction_payloads
+from schemas.catalog import TRANSACTION_V1
+from security.field_protection import writer_protector
+from security.keyfiles import generate_key
+from security.registry import KeyRecord
+from streams.producer import sign_payload, tamper
+from streams.topics import TRANSACTIONS
+
+pytestmark = pytest.mark.integration
+
+
+class LabelEverything:
+    """A classifier that records what it was asked: the test is about which events reach
+    the model, not about the model (tests/agents/test_enrichment.py runs the real one)."""
+
+    def __init__(self) -> None:
+        self.texts: list[str] = []
+
+    async def classify(self, task: str, texts: list[str],
+                       priority: Priority = Priority.LIVE) -> list[Classification]:
+        self.texts.extend(texts)
+        return [Classification("other", 0.5, "test-model", task) for _ in texts]
+
+
+async def test_only_what_intake_stored_is_classified_and_undecided_messages_wait(
+    stack_settings: Settings,
+) -> None:
+    from agents.enrichment import Enrichment
+
+    key = generate_key(f"stage-{uuid.uuid4().hex[:6]}")
+    topic = TRANSACTIONS.name(stack_settings)
+    intake = IntakeProcessor(stack_settings, actor="test",
+                             accepted_types={topic: frozenset({TRANSACTION_V1})},
+                             protector=writer_protector(stack_settings.state_dir, {}))
+    intake.replace_keys({key.kid: KeyRecord(key.kid, key.source, key.alg, key.public_jwk)})
+    now = datetime.now(UTC)
+    payloads = transaction_payloads(4, key.source, now=now)
+    tokens = [sign_payload(key, p, TRANSACTION_V1) for p in payloads]
+    tokens[1] = tamper(tokens[1])
+    base = uuid.uuid4().int % 10**9
+    partition = 1
+    messages = [IncomingMessage(topic, partition, base + i, None, t, now) for i, t in enumerate(tokens)]
+    # Intake has decided the first three; the fourth is still ahead of it.
+    await intake.process(messages[:3])
+
+    calls: list[list[tuple[str, int]]] = []
+    caught_up = False
+
+    def progress(positions: list[tuple[str, int]]) -> dict[tuple[str, int], int]:
+        calls.append(positions)
+        return {(topic, partition): base + (4 if caught_up else 3)}
+
+    classifier = LabelEverything()
+    stage = EnrichmentStage(stack_settings, Enrichment(stack_settings, classifier, actor="test"),
+                            progress, poll_s=0.01)
+    running = asyncio.create_task(stage.process(messages))
+    while len(calls) < 3:
+        await asyncio.sleep(0.01)
+    assert not running.done(), "the fourth message is undecided: the stage must wait for intake"
+    await intake.process(messages[3:])
+    caught_up = True
+    output = await asyncio.wait_for(running, 30)
+    classified = {r.correlation_id for r in output.audit}
+    # The tampered one was rejected by intake: intake moved past it, it is never classified.
+    assert classified == {payloads[i]["event_id"] for i in (0, 2, 3)}
+    assert len(classifier.texts) == 3
+
+    # Other bytes claiming a stored event (a replay at another offset) are not classified.
+    replay = IncomingMessage(topic, partition, base + 10, None, tokens[0], now)
+    stage_after = EnrichmentStage(stack_settings,
+                                  Enrichment(stack_settings, LabelEverything(), actor="test"),
+                                  lambda positions: {(topic, partition): base + 11}, poll_s=0.01)
+    assert (await stage_after.process([replay])).audit == []
