@@ -13,7 +13,7 @@ from typing import Annotated, Any
 from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from access.approvals import AccessRequest, ApprovalStatus
 from access.errors import AccessError
@@ -42,7 +42,14 @@ class WhoAmI(BaseModel):
     expires_at: int
 
 
-class ReadBody(BaseModel):
+class _Body(BaseModel):
+    """Request bodies refuse unknown fields: nothing a caller adds (a policy, a role list) is
+    silently ignored, let alone believed."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class ReadBody(_Body):
     purpose: str = Field(description="Why you read; recorded with the read. Required.")
     role: str | None = Field(None, description="One of your token's roles (when it has several).")
     subject: str | None = Field(None, description="An identifier (national id, account); matched "
@@ -77,7 +84,7 @@ class ReadOut(BaseModel):
     records: list[RecordOut]
 
 
-class RequestBody(BaseModel):
+class RequestBody(_Body):
     purpose: str
     typ: str = Field(description="The schema, e.g. attest.document.v1.")
     subject: str = Field(description="The subject's identifier; the service keeps only its blind index.")
@@ -103,7 +110,7 @@ class RequestOut(BaseModel):
     denied_by: list[str]
 
 
-class KeyBody(BaseModel):
+class KeyBody(_Body):
     jwk: dict[str, Any] = Field(description="Your Ed25519 public JWK for signing decisions.")
 
 
@@ -112,7 +119,7 @@ class KeyOut(BaseModel):
     subject: str
 
 
-class DecisionBody(BaseModel):
+class DecisionBody(_Body):
     jws: str = Field(description="Compact JWS by your registered key over {request_id, digest, "
                      "decision, approver, iat}, typ attest.access-decision+jws.")
 
