@@ -18,6 +18,7 @@ import json
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import date
 from decimal import Decimal
 
 import numpy as np
@@ -36,6 +37,7 @@ from schemas.catalog import TRANSACTION_V1
 from security.blind_index import BlindIndexKey, blind_index
 from security.verification import VerifiedEvent
 from storage.reconciliation import BreakRow, MatchRow, load_state, save_step
+from streams.topics import TRANSACTIONS
 
 log = logging.getLogger("attest.reconciliation")
 
@@ -83,6 +85,10 @@ class ReconciliationStage:
         self._name = name
         self._version = 0
         self.reconciler: Reconciler | None = None
+        #: The newest value date seen per topic partition. The watermark is the oldest of
+        #: them: partitions are consumed unevenly, and one that runs ahead must not close
+        #: windows whose partners still wait in another.
+        self._marks: dict[str, str] = {}
 
     def _context(self) -> bytes:
         return f"recon_state|{self._name}".encode()
@@ -99,7 +105,9 @@ class ReconciliationStage:
                                         "loading reconciliation state")
             if stored is not None:
                 sealed, self._version = stored
-                reconciler.restore(json.loads(self._state_key.open(sealed, self._context())))
+                state = json.loads(self._state_key.open(sealed, self._context()))
+                reconciler.restore(state)
+                self._marks = dict(state.get("partition_marks", {}))
             self.reconciler = reconciler
         return self.reconciler
 
@@ -109,21 +117,38 @@ class ReconciliationStage:
         reconciler = await self._load()
         sources = {s for pair in reconciler.pairings for s in pair}
         records = []
-        for _, event in accepted:
+        for message, event in accepted:
             if event.typ != TRANSACTION_V1 or event.source not in sources:
                 continue
             try:
-                records.append(record_from_payload(event.payload, self._account_index))
+                record = record_from_payload(event.payload, self._account_index)
             except (KeyError, ValueError, ArithmeticError):  # verified, so only a schema gap
                 log.warning("event %s cannot be reconciled", event.event_id)
+                continue
+            records.append(record)
+            where, day = f"{message.topic}/{message.partition}", record.value_date.isoformat()
+            self._marks[where] = max(self._marks.get(where, day), day)
         if not records and not flush:
             return ReconOutput()
         reconciler.add(records)
         if self._embed is not None and reconciler.fuzzy:
             reconciler.similarity = model_scorer(self._embed, asyncio.get_running_loop(),
                                                  self._settings.inference_timeout_s)
-        step: StepResult = await asyncio.to_thread(reconciler.flush if flush else reconciler.step)
+        watermark = self._watermark()
+        step: StepResult = await asyncio.to_thread(
+            reconciler.flush if flush else (lambda: reconciler.step(watermark)))
         return await self._store(step)
+
+    def _watermark(self) -> date:
+        """The oldest partition's newest value date, once every partition has spoken."""
+        partitions = TRANSACTIONS.partition_count(self._settings)
+        topics: dict[str, list[str]] = {}
+        for where, day in self._marks.items():
+            topics.setdefault(where.rsplit("/", 1)[0], []).append(day)
+        days = [d for marks in topics.values() if len(marks) >= partitions for d in marks]
+        if not days or any(len(marks) < partitions for marks in topics.values()):
+            return date.min  # nothing closes yet
+        return date.fromisoformat(min(days))
 
     async def flush(self) -> ReconOutput:
         """Close every window now (the end of a bounded run, e.g. a benchmark or a demo)."""
@@ -133,7 +158,8 @@ class ReconciliationStage:
         assert self.reconciler is not None
         matches = [self._match_row(m) for m in step.matches]
         breaks = [self._break_row(b) for b in step.breaks]
-        sealed = self._state_key.seal(json.dumps(self.reconciler.state()).encode(), self._context())
+        state = {**self.reconciler.state(), "partition_marks": self._marks}
+        sealed = self._state_key.seal(json.dumps(state).encode(), self._context())
         self._version += 1
         url, version = self._settings.database_url, self._version
         await until_stored(lambda: save_step(url, self._name, sealed, version, matches, breaks),

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import typer
 
-from bench import access, audit, crypto, inference, verify
+from bench import access, audit, crypto, e2e_command, inference, recon, verify
 
 app = typer.Typer(
     help="Measure throughput and latency; each prints its target and whether it was met.",
     no_args_is_help=True,
 )
 app.command("verify")(verify.command)
+app.command("e2e")(e2e_command.command)
 app.command("audit")(audit.command)
 app.command("crypto")(crypto.command)
 app.command("inference")(inference.command)
 app.command("access")(access.command)
+app.command("recon")(recon.command)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import uuid
 from datetime import UTC, datetime
 
 import pytest
@@ -28,7 +29,7 @@ def _batches(count: int, seed: int, size: int = 300):
     scenario = finance_scenario(count, seed=seed, mess=0.3, now=NOW)
     pairs = []
     for i, p in enumerate(scenario.payloads):
-        message = IncomingMessage("t", 0, i, None, b"", NOW)
+        message = IncomingMessage("t", i % 2, i, None, b"", NOW)  # the session topics have 2
         pairs.append((message, VerifiedEvent(p["event_id"], p["source"], "kid", "Ed25519", TRANSACTION_V1,
                                              NOW, p)))
     return scenario, [pairs[i:i + size] for i in range(0, len(pairs), size)]
@@ -55,14 +56,15 @@ async def test_stage_stores_audits_and_resumes_after_a_restart(stack_settings, d
         assert {r.action for r in audit} <= {AuditAction.RECON_MATCHED, AuditAction.RECON_SUGGESTED,
                                             AuditAction.RECON_BREAK}
         assert len({r.audit_id for r in audit}) == len(audit)
+        assert any(o.breaks for o in outputs[:-1]), "windows close while the run goes on"
         quality = score(matches, breaks, scenario.truth)
         assert quality.precision >= 0.99 and quality.recall >= 0.97, quality.as_dict()
         assert _stored(straight)[0] == {(m.match_id, m.status.value) for m in matches}
 
         # The same run, with the worker "killed" after batch 3 and one batch delivered again.
         first = _stage(stack_settings, cut)
-        for b in batches[:3]:
-            await first.process(b)
+        early = [await first.process(b) for b in batches[:3]]
+        assert any(o.matches for o in early)
         second = _stage(stack_settings, cut)  # a new process: state comes from Postgres
         for b in batches[2:]:
             await second.process(b)
@@ -89,3 +91,23 @@ async def test_pending_state_is_sealed_in_postgres(stack_settings, database_url)
             other = ReconciliationStage(stack_settings, "x", BlindIndexKey("account", os.urandom(32)))
             with pytest.raises(InvalidTag):
                 other.open_amount(row.amount_sealed, "amount", row.break_id)
+
+
+async def test_a_lagging_partition_holds_windows_open(stack_settings, database_url):
+    def event(partition, offset, reference, day):
+        payload = {"event_id": str(uuid.uuid4()), "source": "core-ledger",
+                   "issued_at": "2026-11-30T12:00:00Z", "reference": reference,
+                   "amount": "10.00", "currency": "EUR", "value_date": day,
+                   "account": "DE00123456789", "counterparty": "Acme", "memo": "m", "direction": "debit"}
+        return (IncomingMessage("t", partition, offset, None, b"", NOW),
+                VerifiedEvent(payload["event_id"], "core-ledger", "k", "Ed25519", TRANSACTION_V1, NOW,
+                              payload))
+
+    with scratch_database(database_url, "recon") as url:
+        stage = _stage(stack_settings, url)
+        early = event(0, 0, "RF1000000000001", "2026-10-01")
+        out = await stage.process([early, event(0, 1, "RF1000000000002", "2026-11-20")])
+        assert out.breaks == []  # partition 1 has said nothing yet
+        out = await stage.process([event(1, 0, "RF1000000000003", "2026-11-20")])
+        closed = [(b.record_id, b.reason.value) for b in out.breaks if b.pairing.endswith("statement")]
+        assert closed == [(early[1].event_id, "missing")]

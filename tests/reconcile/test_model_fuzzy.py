@@ -1,0 +1,72 @@
+"""The fuzzy stage with the real bundled MiniLM (slow: loads the model)."""
+
+from __future__ import annotations
+
+import os
+from datetime import UTC, datetime
+
+import numpy as np
+import pytest
+
+from agents.messages import IncomingMessage
+from agents.reconciliation import ReconciliationStage
+from inference.encoder import Encoder
+from inference.pool import ModelPool
+from reconcile.cascade import new_pool, run_cascade
+from reconcile.config import MatchConfig
+from reconcile.models import Stage
+from reconcile.quality import score
+from scenarios.finance import finance_scenario
+from schemas.catalog import TRANSACTION_V1
+from security.blind_index import BlindIndexKey
+from security.verification import VerifiedEvent
+from tests.helpers import scratch_database
+from tests.reconcile.builders import ledger, statement
+
+pytestmark = pytest.mark.slow
+NOW = datetime(2026, 11, 30, 12, tzinfo=UTC)
+
+
+@pytest.fixture(scope="module")
+def encoder() -> Encoder:
+    return Encoder(device="cpu", precision="fp32")
+
+
+def test_model_similarity_tells_twins_apart(encoder: Encoder):
+    def similarity(pairs):
+        a = encoder.encode([p[0] for p in pairs])
+        b = encoder.encode([p[1] for p in pairs])
+        return list(np.clip((a * b).sum(axis=1), 0, 1))
+
+    rent = ledger("RF1212121212121", "250.00", counterparty="Alpine Ski House KG", memo="rent March")
+    fees = ledger("RF1212121212122", "250.00", counterparty="Trey Research AB", memo="consulting fees")
+    s_fees = statement("NONREF", "250.00", counterparty="TREY RES", memo="CONSULTING FEES MARCH")
+    s_rent = statement("NONREF", "250.00", counterparty="ALPINE SKI", memo="MONTHLY RENT MARCH")
+    pool = run_cascade(new_pool("p", [rent, fees], [s_fees, s_rent]), MatchConfig(), similarity)
+    pairs = {(m.left_ids[0], m.right_ids[0]) for m in pool.matches if m.stage is Stage.FUZZY}
+    assert pairs == {(rent.record_id, s_rent.record_id), (fees.record_id, s_fees.record_id)}
+
+
+async def test_stage_with_the_model_pool_meets_the_targets(encoder: Encoder, stack_settings, database_url):
+    scenario = finance_scenario(600, seed=21, mess=0.3, now=NOW)
+    pairs = [(IncomingMessage("t", 0, i, None, b"", NOW),
+              VerifiedEvent(p["event_id"], p["source"], "k", "Ed25519", TRANSACTION_V1, NOW, p))
+             for i, p in enumerate(scenario.payloads)]
+    async with ModelPool(encoder, max_wait_ms=2.0, warmup=False) as model:
+        calls = []
+
+        async def embed(texts):
+            calls.append(len(texts))
+            return await model.embed(list(texts))
+
+        with scratch_database(database_url, "recon") as url:
+            stage = ReconciliationStage(stack_settings.model_copy(update={"database_url": url}), "w",
+                                        BlindIndexKey("account", os.urandom(32)), embed=embed)
+            outputs = [await stage.process(pairs[i:i + 400]) for i in range(0, len(pairs), 400)]
+            outputs.append(await stage.flush())
+    matches = [m for o in outputs for m in o.matches]
+    breaks = [b for o in outputs for b in o.breaks]
+    quality = score(matches, breaks, scenario.truth)
+    assert calls, "the fuzzy stage asked the model"
+    assert quality.precision >= 0.99 and quality.recall >= 0.97, quality.as_dict()
+    assert quality.by_stage["fuzzy"]["links"] > 0
