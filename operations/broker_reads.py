@@ -53,7 +53,9 @@ class BrokerReader:
         self._consumer.close()
 
     def _unreachable(self, exc: Exception) -> BrokerUnavailable:
-        return BrokerUnavailable(f"cannot reach Kafka at {self._settings.kafka_bootstrap} ({exc})")
+        error = exc.args[0] if exc.args else exc
+        reason = error.str() if hasattr(error, "str") else str(error)
+        return BrokerUnavailable(f"cannot reach Kafka at {self._settings.kafka_bootstrap} ({reason})")
 
     def partitions(self, topic: str) -> list[int]:
         """The topic's partition ids; ``UnknownTopic`` when the broker has no such topic."""
