@@ -20,6 +20,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from decimal import Decimal
+from typing import Any
 
 import numpy as np
 
@@ -28,12 +29,13 @@ from agents.retry import until_stored
 from config.settings import Settings
 from reconcile.cascade import PairScorer
 from reconcile.config import MatchConfig
+from reconcile.government import SOCIAL_SECURITY, TAX_BUREAU
 from reconcile.models import Break, Match, Status
 from reconcile.records import record_from_payload
 from reconcile.sealing import StateKey
 from reconcile.windows import Reconciler, StepResult
 from schemas.audit import AuditAction, AuditRecord, audit_id_for
-from schemas.catalog import TRANSACTION_V1
+from schemas.catalog import DOCUMENT_V1, TRANSACTION_V1
 from security.blind_index import BlindIndexKey, blind_index
 from security.verification import VerifiedEvent
 from storage.reconciliation import BreakRow, MatchRow, load_state, save_step
@@ -53,6 +55,7 @@ class ReconOutput:
     messages: list[tuple[bytes, bytes]] = field(default_factory=list)
     matches: list[Match] = field(default_factory=list)
     breaks: list[Break] = field(default_factory=list)
+    discrepancies: list[Any] = field(default_factory=list)
 
 
 def model_scorer(embed: Embedder, loop: asyncio.AbstractEventLoop, timeout_s: float) -> PairScorer:
@@ -226,3 +229,101 @@ def break_record(b: Break, actor: str) -> AuditRecord:
         action=AuditAction.RECON_BREAK, correlation_id=b.break_id, subject_ids=[b.record_id, *b.related_ids],
         detail={"break_id": b.break_id, "pairing": b.pairing, "source": b.source, "reason": b.reason.value},
     )
+
+
+class ConsistencyStage:
+    """Cross-agency checks on documents: each person's facts wait (sealed) for the other agency.
+
+    When a person's tax return and contribution record are both in, the rules run and the
+    person leaves the pending state; ``flush`` closes what is still waiting (a document
+    missing at one agency). Discrepancies are stored in ``recon_breaks`` (reason: the rule)
+    and audited as ``recon.inconsistent``; no field value is stored or audited.
+    """
+
+    PAIRING = "tax-bureau~social-security-bureau"
+
+    def __init__(self, settings: Settings, actor: str, index_key: BlindIndexKey,
+                 readable: dict[str, frozenset[str]], name: str = "government") -> None:
+        self._settings = settings
+        self._actor = actor
+        self._index_key = index_key
+        self._state_key = StateKey.derive(index_key.material)
+        self._readable = readable
+        self._name = name
+        self._version = 0
+        self.pending: dict[str, dict[str, dict[str, str | None]]] | None = None
+
+    def _context(self) -> bytes:
+        return f"recon_state|{self._name}".encode()
+
+    async def _load(self) -> dict[str, dict[str, dict[str, str | None]]]:
+        if self.pending is None:
+            url = self._settings.database_url
+            stored = await until_stored(lambda: load_state(url, self._name), self._settings.db_retry_max_s,
+                                        "loading consistency state")
+            self.pending = {}
+            if stored is not None:
+                sealed, self._version = stored
+                self.pending = json.loads(self._state_key.open(sealed, self._context()))
+        return self.pending
+
+    async def process(self, accepted: Sequence[tuple[IncomingMessage, VerifiedEvent]],
+                      flush: bool = False) -> ReconOutput:
+        from reconcile.government import AgencyFacts, check_person, facts_from_payload
+
+        pending = await self._load()
+        touched: set[str] = set()
+        for _, event in accepted:
+            if event.typ != DOCUMENT_V1 or event.payload.get("agency") not in {TAX_BUREAU, SOCIAL_SECURITY}:
+                continue
+            facts = facts_from_payload(event.payload, lambda nid: blind_index(self._index_key, nid).hex())
+            pending.setdefault(facts.person_key, {})[facts.agency] = {
+                "event_id": facts.event_id, "income": _text(facts.income), "tax_paid": _text(facts.tax_paid),
+                "insurance_status": facts.insurance_status,
+                "contribution_base": _text(facts.contribution_base)}
+            touched.add(facts.person_key)
+        if not touched and not flush:
+            return ReconOutput()
+        found = []
+        for key in sorted(pending if flush else touched):
+            agencies = pending[key]
+            if not flush and len(agencies) < 2:
+                continue
+            facts_list = [AgencyFacts(key, agency, str(f["event_id"]), _num(f["income"]), _num(f["tax_paid"]),
+                                      f["insurance_status"], _num(f["contribution_base"]))
+                          for agency, f in sorted(agencies.items())]
+            found += check_person(facts_list, self._readable, complete=True)
+            del pending[key]
+        rows = [BreakRow(break_id=d.discrepancy_id, pairing=self.PAIRING, record_id=d.event_ids[0],
+                         source=d.agencies[0], reason=d.rule[:32],
+                         detail_sealed=self._state_key.seal(
+                             json.dumps({"rule": d.rule, "visible_to": list(d.visible_to)}).encode(),
+                             f"detail|{d.discrepancy_id}".encode()),
+                         related_ids=d.event_ids[1:]) for d in found]
+        sealed = self._state_key.seal(json.dumps(pending).encode(), self._context())
+        self._version += 1
+        url, version = self._settings.database_url, self._version
+        await until_stored(lambda: save_step(url, self._name, sealed, version, [], rows),
+                           self._settings.db_retry_max_s, "storing consistency results")
+        out = ReconOutput(discrepancies=found)
+        for d in found:
+            detail = {"discrepancy_id": d.discrepancy_id, "rule": d.rule, "agencies": list(d.agencies),
+                      "visible_to": list(d.visible_to)}
+            out.audit.append(AuditRecord(
+                audit_id=audit_id_for(AuditAction.RECON_INCONSISTENT, d.discrepancy_id), actor=self._actor,
+                action=AuditAction.RECON_INCONSISTENT, correlation_id=d.discrepancy_id,
+                subject_ids=list(d.event_ids), detail=detail))
+            message = {"type": "inconsistency", **detail, "event_ids": list(d.event_ids)}
+            out.messages.append((d.discrepancy_id.encode(), json.dumps(message).encode()))
+        return out
+
+    async def flush(self) -> ReconOutput:
+        return await self.process([], flush=True)
+
+
+def _text(value: Decimal | None) -> str | None:
+    return None if value is None else str(value)
+
+
+def _num(value: str | None) -> Decimal | None:
+    return None if value is None else Decimal(value)

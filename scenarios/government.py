@@ -15,6 +15,7 @@ import random
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any
 
 TAX_BUREAU = "tax-bureau"
@@ -139,3 +140,58 @@ def approval_payload(
     if reason is not None:
         payload["reason"] = reason
     return payload
+
+
+# -- the consistency scenario: the same people at both agencies, some inconsistent -----------
+
+INJECTED = ("income_without_insurance", "insured_without_income", "tax_exceeds_income",
+            "missing_at_agency")
+
+
+def consistency_scenario(
+    count: int, seed: int | None = None, rate: float = 0.1, now: datetime | None = None,
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Tax returns and contribution records of ``count`` people; ``rate`` of them inconsistent.
+
+    Consistent people are insured (or pending) with an income and a tax below it. Each
+    inconsistent person gets exactly one injected rule (``INJECTED``). Returns the payloads
+    and the truth: ``{"inconsistent": {national_id: rule}}`` (canonical 12-digit ids).
+    """
+    rng = random.Random(seed)
+    now = now or datetime.now(UTC)
+    year = now.year - 1
+    truth: dict[str, str] = {}
+    payloads: list[dict[str, Any]] = []
+    for person in people(count, seed):
+        income = Decimal(person.income)
+        status = rng.choice(("insured", "insured", "pending"))
+        tax = (income * Decimal(str(round(rng.uniform(0.12, 0.38), 4)))).quantize(Decimal("0.01"))
+        rule = rng.choice(INJECTED) if rng.random() < rate else None
+        if rule == "income_without_insurance":
+            status = "uninsured"
+        elif rule == "insured_without_income":
+            income, tax, status = Decimal("0.00"), Decimal("0.00"), "insured"
+        elif rule == "tax_exceeds_income":
+            tax = (income * Decimal("1.2")).quantize(Decimal("0.01"))
+        if rule:
+            truth[person.national_id] = rule
+        dropped = rng.choice(AGENCIES) if rule == "missing_at_agency" else None
+        for agency in AGENCIES:
+            if agency == dropped:
+                continue
+            prefix = "TR" if agency == TAX_BUREAU else "CR"
+            common = {
+                "event_id": _event_id(rng), "source": agency, "issued_at": _stamp(now),
+                "document_id": f"{prefix}-{year}-{rng.randint(10**7, 10**8 - 1)}",
+                "agency": agency, "subject_id": written(person.national_id, agency),
+            }
+            if agency == TAX_BUREAU:
+                payloads.append({**common, "title": f"Tax return {year}",
+                                 "body": f"Annual income declaration of {person.name} for {year}.",
+                                 "income": f"{income:.2f}", "tax_paid": f"{tax:.2f}"})
+            else:
+                payloads.append({**common, "title": f"Contribution record {year}",
+                                 "body": f"Social insurance contributions of {person.name} for {year}.",
+                                 "insurance_status": status})
+    rng.shuffle(payloads)
+    return payloads, {"seed": seed, "count": count, "inconsistent": truth}
