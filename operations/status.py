@@ -97,7 +97,8 @@ def consumer_groups(settings: Settings) -> dict[str, list[str]]:
             f"{settings.app_id}-enrichment": intake}
 
 
-def collect_broker(settings: Settings, report: StatusReport) -> None:
+def collect_broker(settings: Settings, report: StatusReport, *, dead_letters: bool = True) -> None:
+    """Lag of every group on its topics and, unless told not to, the last hour's dead letters."""
     since = report.checked_at - timedelta(hours=1)
     try:
         with BrokerReader(settings, timeout_s=5.0) as reader:
@@ -109,6 +110,8 @@ def collect_broker(settings: Settings, report: StatusReport) -> None:
                         continue
                     report.lag.extend(lag_rows(group, topic, ends,
                                                reader.committed(group, topic, sorted(ends))))
+        if not dead_letters:
+            return
         summary = summarize(read_letters(settings, since=since), LetterFilter(since=since))
         report.dead_letters_last_hour = dict(summary.by_reason)
         report.repeated_dead_letters_last_hour = summary.duplicates
