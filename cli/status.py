@@ -49,10 +49,9 @@ def print_report(report: StatusReport) -> None:
                       f"seq {cp.last_seq:,} of {cp.audit_rows:,}, {cp.age_s:,.0f}s old")
     elif report.audit_rows is not None:
         facts.add_row("newest audit checkpoint", f"none ({report.audit_rows:,} audit records)")
-    if report.worker:
-        w = report.worker
+    for w in report.workers:
         state = w.status if w.reachable else f"unreachable ({w.error})"
-        facts.add_row("worker", Text(f"{state} at {w.url}"))
+        facts.add_row(f"{w.stage} worker", Text(f"{state} at {w.url}"))
         if w.pool_queue_texts is not None:
             facts.add_row("model pool queue", f"{w.pool_queue_texts:,} texts")
     facts.add_row("keys expiring within 30 days",

@@ -48,6 +48,7 @@ class Checkpoint(BaseModel):
 
 
 class WorkerHealth(BaseModel):
+    stage: str = "intake"
     url: str
     reachable: bool
     status: str | None = None
@@ -72,7 +73,7 @@ class StatusReport(BaseModel):
     expiring_keys: list[ExpiringKey] = Field(default_factory=list)
     checkpoint: Checkpoint | None = None
     audit_rows: int | None = None
-    worker: WorkerHealth | None = None
+    workers: list[WorkerHealth] = Field(default_factory=list)
     problems: list[str] = Field(default_factory=list)
     warnings: list[str] = Field(default_factory=list)
     exit_code: int = 0
@@ -143,21 +144,31 @@ def collect_database(settings: Settings, report: StatusReport) -> None:
         report.database_error = str(exc)
 
 
-def worker_url(settings: Settings) -> str:
-    return f"http://{settings.worker_web_host}:{settings.worker_web_port}"
+def worker_urls(settings: Settings) -> dict[str, str]:
+    """Each stage's web endpoint: intake (and the audit sink) and enrichment run apart."""
+    host = settings.worker_web_host
+    urls = {"intake": f"http://{host}:{settings.worker_web_port}"}
+    enrichment_port = getattr(settings, "enrichment_web_port", None)
+    if enrichment_port:
+        urls["enrichment"] = f"http://{host}:{enrichment_port}"
+    return urls
 
 
-def collect_worker(settings: Settings, report: StatusReport, timeout_s: float = 3.0) -> None:
+def collect_workers(settings: Settings, report: StatusReport, timeout_s: float = 3.0) -> None:
+    for stage, url in worker_urls(settings).items():
+        report.workers.append(probe_health(stage, url, timeout_s))
+
+
+def probe_health(stage: str, base_url: str, timeout_s: float = 3.0) -> WorkerHealth:
     """GET /health (200: its status; 503: not ok, with a body saying why)."""
     import httpx
 
-    health = WorkerHealth(url=f"{worker_url(settings)}/health", reachable=False)
+    health = WorkerHealth(stage=stage, url=f"{base_url}/health", reachable=False)
     try:
         response = httpx.get(health.url, timeout=timeout_s)
     except httpx.HTTPError as exc:
         health.error = str(exc) or type(exc).__name__
-        report.worker = health
-        return
+        return health
     health.reachable = True
     try:
         body = response.json()
@@ -170,7 +181,7 @@ def collect_worker(settings: Settings, report: StatusReport, timeout_s: float = 
     else:
         health.status = "unknown"
         health.error = f"GET /health answered {response.status_code}"
-    report.worker = health
+    return health
 
 
 def assess(report: StatusReport, *, max_lag: int, checkpoint_interval_s: float) -> StatusReport:
@@ -183,13 +194,14 @@ def assess(report: StatusReport, *, max_lag: int, checkpoint_interval_s: float) 
     if report.database_error:
         problems.append(f"database unreachable: {report.database_error}")
         code = code or ExitCode.DATABASE_UNREACHABLE
-    worker = report.worker
-    if worker is not None and not worker.reachable:
-        problems.append(f"worker not reachable at {worker.url} ({worker.error})")
-    elif worker is not None and worker.status not in ("ok", "unknown"):
-        problems.append(f"worker reports {worker.status}")
-    elif worker is not None and worker.status == "unknown":
-        warnings.append(f"worker health unknown ({worker.error or 'no status in /health'})")
+    for worker in report.workers:
+        if not worker.reachable:
+            problems.append(f"{worker.stage} worker not reachable at {worker.url} ({worker.error})")
+        elif worker.status == "unknown":
+            warnings.append(f"{worker.stage} worker health unknown "
+                            f"({worker.error or 'no status in /health'})")
+        elif worker.status != "ok":
+            problems.append(f"{worker.stage} worker reports {worker.status}")
     for row in report.lag:
         if row.lag > max_lag:
             problems.append(f"{row.group} lags {row.lag:,} messages on {row.topic}/{row.partition} "
@@ -215,6 +227,6 @@ def collect_status(settings: Settings, *, include_worker: bool = True) -> Status
     collect_broker(settings, report)
     collect_database(settings, report)
     if include_worker:
-        collect_worker(settings, report)
+        collect_workers(settings, report)
     return assess(report, max_lag=settings.status_max_lag,
                   checkpoint_interval_s=settings.audit_checkpoint_interval_s)

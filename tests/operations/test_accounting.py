@@ -116,7 +116,7 @@ def healthy() -> StatusReport:
     return StatusReport(checked_at=NOW, lag=lag_rows("g", "t", {0: (0, 10)}, {0: 10}),
                         audit_rows=50,
                         checkpoint=Checkpoint(last_seq=40, created_at=NOW, age_s=5, audit_rows=50),
-                        worker=WorkerHealth(url="http://w/health", reachable=True, status="ok"))
+                        workers=[WorkerHealth(url="http://w/health", reachable=True, status="ok")])
 
 
 def test_verdicts_and_exit_codes() -> None:
@@ -141,5 +141,11 @@ def test_verdicts_and_exit_codes() -> None:
     assert assess(no_db, max_lag=100, checkpoint_interval_s=60).exit_code == ExitCode.DATABASE_UNREACHABLE
 
     no_worker = healthy()
-    no_worker.worker = WorkerHealth(url="http://w/health", reachable=False, error="refused")
-    assert assess(no_worker, max_lag=100, checkpoint_interval_s=60).exit_code == ExitCode.UNHEALTHY
+    no_worker.workers = [WorkerHealth(stage="enrichment", url="http://w/health", reachable=False,
+                                      error="refused")]
+    verdict = assess(no_worker, max_lag=100, checkpoint_interval_s=60)
+    assert verdict.exit_code == ExitCode.UNHEALTHY and "enrichment worker" in verdict.problems[0]
+
+    starting = healthy()
+    starting.workers = [WorkerHealth(url="http://w/health", reachable=True, status="starting")]
+    assert assess(starting, max_lag=100, checkpoint_interval_s=60).exit_code == ExitCode.UNHEALTHY

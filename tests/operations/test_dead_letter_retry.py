@@ -93,9 +93,12 @@ def test_unknown_key_letters_are_stored_once_after_the_key_is_registered(
                           lambda records: len(records) >= 8, timeout_s=60)
     assert len({r.correlation_id for r in inferred}) == 8
 
-    status = attest(stack_settings, "status", "--json", "--no-worker")
+    status = attest(stack_settings, "status", "--json",
+                    ATTEST_WORKER_WEB_PORT=str(worker.web_port))  # type: ignore[attr-defined]
     report = json.loads(status.stdout)
     assert status.returncode == report["exit_code"], status.stderr
+    intake = next(w for w in report["workers"] if w["stage"] == "intake")
+    assert intake["reachable"], intake
     assert report["dead_letters_last_hour"].get("unknown_key", 0) >= 8
     groups = {row["group"] for row in report["lag"]}
     assert stack_settings.app_id in groups
