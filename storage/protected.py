@@ -181,8 +181,11 @@ def read_protected(
 ) -> tuple[list[ProtectedRow], KeyRecords]:
     """Rows of ``schema`` with only ``columns`` decrypted-to-be, read as ``db_role``.
 
-    Everything runs in one read-only transaction under ``SET LOCAL ROLE``: Postgres refuses a
-    column the role was not granted and row-level security hides other departments' rows.
+    One read-only transaction. The rows are fetched under ``SET LOCAL ROLE``: Postgres refuses
+    a column the role was not granted and row-level security hides other departments' rows.
+    Then ``RESET ROLE``, and the key records of exactly those ciphertexts are read as the
+    session's own login (the access service's): department roles may not read key records,
+    whose ``subject_ref`` would name every subject by blind index (migration 0008).
     """
     table = FIELD_TABLES[schema.table]
 
@@ -219,6 +222,7 @@ def read_protected(
                 for r in conn.execute(stmt)
             ]
             ids = key_ids_of([c for row in rows for c in row.ciphertexts.values()])
+            conn.execute(text("RESET ROLE"))
             return rows, _key_records(conn, ids)
 
     try:
