@@ -31,7 +31,7 @@ from reconcile.cascade import (
 )
 from reconcile.config import MatchConfig
 from reconcile.models import Break, BreakReason, Match, Record
-from reconcile.text import norm_reference, reference_score
+from reconcile.text import name_score, norm_reference, reference_score
 
 DEFAULT_PAIRINGS: tuple[tuple[str, str], ...] = (
     ("core-ledger", "payment-switch"), ("core-ledger", "bank-statement"),
@@ -52,7 +52,8 @@ class StepResult:
         self.breaks += other.breaks
 
 
-def breaks_for(pool: Pool, closing: Iterable[Record], right_source: str, left_source: str) -> list[Break]:
+def breaks_for(pool: Pool, closing: Iterable[Record], right_source: str, left_source: str,
+               date_days: int = 4) -> list[Break]:
     """Breaks for the unmatched ``closing`` records of ``pool``, each with its reason.
 
     A record whose reference matches an unmatched record of the other side differs in
@@ -72,6 +73,12 @@ def breaks_for(pool: Pool, closing: Iterable[Record], right_source: str, left_so
         ref = norm_reference(record.reference)
         partner = next((o for o in others.values() if ref and bucket_of(o) == bucket_of(record)
                         and reference_score(ref, norm_reference(o.reference)) >= 0.9), None)
+        if partner is None:  # no usable reference: the same counterparty, near date and amount
+            partner = next((o for o in others.values() if bucket_of(o) == bucket_of(record)
+                            and (o.amount > 0) == (record.amount > 0)
+                            and abs(o.amount - record.amount) <= abs(record.amount) * Decimal("0.1")
+                            and abs((o.value_date - record.value_date).days) <= date_days
+                            and name_score(o.counterparty, record.counterparty) >= 0.8), None)
         if partner is not None:
             diff = partner.amount - record.amount
             for r, d in ((record, diff), (partner, -diff)):
@@ -152,7 +159,7 @@ class Reconciler:
                 pool.matches += sub.matches
                 closing = [r for r in [*pool.left.values(), *pool.right.values()]
                            if self._closed(r, watermark)]
-                result.breaks += breaks_for(pool, closing, right, left)
+                result.breaks += breaks_for(pool, closing, right, left, self.cfg.date_days)
             new = pool.matches[before:]
             result.matches += new
             self._remember(name, snapshot, new)

@@ -278,7 +278,9 @@ def finance_scenario(  # noqa: C901 - one generator, one place for every kind of
             wrong = rng.random() < p * 0.02
             if wrong:
                 note("amount_differs")
-                stamount = amount + Decimal(rng.randint(500, 5000)) / 100
+                # Beyond any tolerance (FX and rounding stay under 0.5%): a real discrepancy.
+                stamount = amount + max(Decimal(rng.randint(500, 5000)) / 100,
+                                        (amount * Decimal("0.02")).quantize(Decimal("0.01")))
             elif rng.random() < p * 0.2:
                 note("fx")
                 stamount = (amount * Decimal(1 + rng.uniform(-0.004, 0.004))).quantize(Decimal("0.01"))
