@@ -198,13 +198,16 @@ def _with_dev_stack(settings: Settings) -> Settings:
     """Fill unset addresses from the state folder's stack file written by ``attest dev up``."""
     stack_file = settings.state_dir / STACK_FILE
     unset = {"kafka_bootstrap", "database_url"} - settings.model_fields_set
+    if "database_url" in unset and "access_database_url" not in settings.model_fields_set:
+        # The access service's own login on the same embedded server (never another server's).
+        unset.add("access_database_url")
     if not unset or not stack_file.is_file():
         return settings
     try:
         stack = json.loads(stack_file.read_text())
     except (OSError, ValueError):
         return settings
-    update = {name: stack[name] for name in unset if isinstance(stack.get(name), str)}
+    update = {name: stack[name] for name in unset if isinstance(stack.get(name), str) and stack[name]}
     return settings.model_copy(update=update) if update else settings
 
 

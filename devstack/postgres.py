@@ -8,12 +8,14 @@ that helper listens on a Unix socket only and stops the server when the Python p
 from __future__ import annotations
 
 import os
+import secrets
 import stat
 import subprocess
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
+from urllib.parse import quote
 
 import psycopg2
 from psycopg2 import sql
@@ -23,6 +25,10 @@ from devstack.processes import pid_alive
 
 DATABASE_NAME = "attest"
 SUPERUSER = "postgres"
+#: The access service's login: a member of ``attest_access_service`` (migration 0006) and
+#: nothing else, so it reaches department roles only by ``SET ROLE``.
+ACCESS_LOGIN = "attest_access"
+ACCESS_GROUP = "attest_access_service"
 # Postgres refuses to run as root; as root we run it as this unprivileged system user.
 SYSTEM_USER = "pgserver"
 
@@ -143,6 +149,43 @@ def _create_database(port: int) -> None:
                 cur.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(DATABASE_NAME)))
     finally:
         conn.close()
+
+
+def access_password(path: Path) -> str:
+    """The access login's password, generated once and kept 0600 at ``path``."""
+    if not path.exists():
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(secrets.token_urlsafe(24))
+    if path.stat().st_mode & 0o077:
+        raise ComponentStartError(f"{path} is accessible by group or others; run 'chmod 600' on it")
+    return path.read_text().strip()
+
+
+def ensure_access_login(port: int, password: str) -> str:
+    """Create (or re-key) the access service's login role; return its connection URL.
+
+    The group role is created here when migration 0006 has not run yet; the migration then
+    gives it its grants. The login inherits the group's grants and nothing else.
+    """
+    conn = psycopg2.connect(host="127.0.0.1", port=port, user=SUPERUSER, dbname=DATABASE_NAME)
+    try:
+        conn.autocommit = True
+        with conn.cursor() as cur:
+            cur.execute("SELECT rolname FROM pg_roles WHERE rolname = ANY(%s)",
+                        ([ACCESS_GROUP, ACCESS_LOGIN],))
+            present = {row[0] for row in cur.fetchall()}
+            if ACCESS_GROUP not in present:
+                cur.execute(sql.SQL("CREATE ROLE {} NOLOGIN NOINHERIT").format(
+                    sql.Identifier(ACCESS_GROUP)))
+            verb = "ALTER" if ACCESS_LOGIN in present else "CREATE"
+            cur.execute(sql.SQL(verb + " ROLE {} LOGIN PASSWORD {}").format(
+                sql.Identifier(ACCESS_LOGIN), sql.Literal(password)))
+            cur.execute(sql.SQL("GRANT {} TO {}").format(sql.Identifier(ACCESS_GROUP),
+                                                         sql.Identifier(ACCESS_LOGIN)))
+    finally:
+        conn.close()
+    return f"postgresql://{ACCESS_LOGIN}:{quote(password, safe='')}@127.0.0.1:{port}/{DATABASE_NAME}"
 
 
 def stop_postgres(pgdata: Path) -> bool:

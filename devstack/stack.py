@@ -18,7 +18,13 @@ from access.keys import ensure_local_keys
 from config.settings import STACK_FILE, Settings
 from devstack.broker import is_broker, start_broker, stop_broker
 from devstack.errors import DevStackError
-from devstack.postgres import postmaster_pid, start_postgres, stop_postgres
+from devstack.postgres import (
+    access_password,
+    ensure_access_login,
+    postmaster_pid,
+    start_postgres,
+    stop_postgres,
+)
 from devstack.processes import choose_port
 
 
@@ -32,6 +38,9 @@ class StackInfo:
     postgres_pid: int
     pgdata: str
     started_at: str
+    #: the access service's own login (member of attest_access_service only); carries its
+    #: password, so stack.json is written 0600
+    access_database_url: str = ""
 
     def env_lines(self) -> list[str]:
         return [
@@ -100,6 +109,8 @@ def up(settings: Settings, notice: Callable[[str], None] = print) -> StackInfo:
     try:
         broker = start_broker(kafka_port, state / "broker.log")
         database = start_postgres(pgdata, pg_port)
+        access_url = ensure_access_login(
+            pg_port, access_password(state / "postgres-access.password"))
     except BaseException:
         # Includes Ctrl-C: never leave a broker or a server behind after a failed start.
         if broker:
@@ -113,9 +124,13 @@ def up(settings: Settings, notice: Callable[[str], None] = print) -> StackInfo:
         postgres_pid=database.pid,
         pgdata=str(pgdata.resolve()),
         started_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        access_database_url=access_url,
     )
     tmp = _stack_file(settings).with_suffix(".tmp")
-    tmp.write_text(json.dumps(asdict(info), indent=2))
+    tmp.unlink(missing_ok=True)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(json.dumps(asdict(info), indent=2))
     os.replace(tmp, _stack_file(settings))
     return info
 
