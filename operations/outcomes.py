@@ -62,21 +62,22 @@ def dry_run_outcomes(
         where = stored.get(event.event_id)
         if where is None:
             counts[STORED] += 1
-        elif _same_message(where, message):
+        elif same_message(where, message):
             counts[UNCHANGED] += 1
         else:
             counts[rejected("replayed")] += 1
     for message, rejection in refused:
         claimed = claimed_ids.get(message.position)
         where = stored.get(claimed) if claimed else None
-        if where is not None and _same_message(where, message):
+        if where is not None and same_message(where, message):
             counts[UNCHANGED] += 1
         else:
             counts[rejected(rejection.reason.value)] += 1
     return counts
 
 
-def _same_message(where: StoredPosition, message: IncomingMessage) -> bool:
+def same_message(where: StoredPosition, message: IncomingMessage) -> bool:
+    """The storage layer's redelivery rule: same position, and same bytes when both are known."""
     topic, partition, offset, digest = where
     if (topic, partition, offset) != (message.topic, message.partition, message.offset):
         return False

@@ -30,6 +30,7 @@ from typing import Any
 
 from agents.intake import IntakeProcessor
 from agents.messages import IncomingMessage
+from agents.retry import until_stored
 from config.settings import Settings, secret_environ
 from operations import outcomes
 from operations.broker_reads import BrokerReader
@@ -345,10 +346,22 @@ class Replay:
         if batch and self.selection.dry_run:
             counts.update(await self._dry_run(processor, batch))
         elif batch:
-            output = await processor.process(batch)
-            counts.update(outcomes.count_output(len(batch), output))
-            audit = list(output.audit)
-            audit.extend(await self._infer(output.accepted))
+            stored, fresh = await self._split_stored(batch)
+            audit: list[AuditRecord] = []
+            accepted: list[tuple[IncomingMessage, Any]] = []
+            if stored:
+                # Verified like the rest; already stored from these bytes at this position,
+                # so nothing is written (the decision and its audit exist) whatever the
+                # verdict is today.
+                verified, _ = processor.verify_batch(stored)
+                accepted.extend(verified)
+                counts[outcomes.UNCHANGED] += len(stored)
+            if fresh:
+                output = await processor.process(fresh)
+                counts.update(outcomes.count_output(len(fresh), output))
+                audit.extend(output.audit)
+                accepted.extend(output.accepted)
+            audit.extend(await self._infer(accepted))
             if audit:
                 await asyncio.to_thread(publish_audit, self.settings, audit)
         done_before = progress.done
@@ -362,6 +375,25 @@ class Replay:
                 progress.seen = sorted(seen)
             save_progress(self.settings.state_dir, progress)
         self._on_advance(progress.done - done_before)
+
+    async def _split_stored(
+        self, batch: list[IncomingMessage]
+    ) -> tuple[list[IncomingMessage], list[IncomingMessage]]:
+        """(messages stored earlier from these very bytes at this position, the rest).
+
+        One query per batch spares the stored ones sealing, an insert that conflicts, and
+        audit records that were already published when they were first stored.
+        """
+        claimed = {m.position: str(claimed_payload(m.value).get("event_id", "")) for m in batch}
+        ids = sorted({c for c in claimed.values() if c})
+        where = await until_stored(lambda: event_positions(self.settings.database_url, ids),
+                                   self.settings.db_retry_max_s, "finding stored positions")
+        stored, fresh = [], []
+        for message in batch:
+            position = where.get(claimed[message.position])
+            same = position is not None and outcomes.same_message(position, message)
+            (stored if same else fresh).append(message)
+        return stored, fresh
 
     async def _infer(self, accepted: list[tuple[IncomingMessage, Any]]) -> list[AuditRecord]:
         """Classify the accepted events that have no result of this model yet."""

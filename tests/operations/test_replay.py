@@ -16,6 +16,7 @@ import threading
 import time
 import uuid
 from collections import Counter
+from pathlib import Path
 
 import pytest
 
@@ -31,7 +32,7 @@ from storage import keys as registry
 from storage.events import count_events
 from streams.admin import ensure_topics
 from streams.producer import OutgoingMessage, send_all, sign_payload
-from streams.topics import APPROVALS, AUDIT
+from streams.topics import APPROVALS, AUDIT, TRANSACTIONS
 from tests.conftest import settings_env
 from tests.helpers import read_topic
 
@@ -161,3 +162,39 @@ def test_ctrl_c_stops_the_cli_cleanly_and_the_same_command_resumes(
     finished = [r for r in audit if r["action"] == "replay.finished"]
     assert len(finished) == 2 and finished[-1]["detail"]["counts"] == {"stored": 40}
     assert all(r["actor"].startswith("operator:") for r in finished)
+
+
+def test_a_replay_with_another_model_stores_its_results_beside_the_old(
+    own: Settings, tmp_path: Path
+) -> None:
+    from inference.encoder import bundled_model_dir
+    from scenarios.finance import transaction_payloads
+    from schemas.catalog import TRANSACTION_V1
+    from storage.inferences import inferences_for
+
+    url = own.database_url
+    key = generate_key(f"ledger-{uuid.uuid4().hex[:6]}")
+    registry.add_key(url, key.kid, key.source, key.alg, key.public_jwk)
+    payloads = transaction_payloads(4, key.source)
+    send_all(own, TRANSACTIONS.name(own),
+             [OutgoingMessage(None, sign_payload(key, p, TRANSACTION_V1)) for p in payloads])
+    first = run(own, Selection("transactions"))
+    assert first.counts == {"stored": 4}
+    before = {p["event_id"]: inferences_for(url, p["event_id"]) for p in payloads}
+    assert all(len(results) == 1 for results in before.values())
+
+    # Another model folder: the same weights under another name are another model version.
+    other = tmp_path / "minilm-candidate"
+    other.mkdir()
+    for item in bundled_model_dir().iterdir():
+        (other / item.name).symlink_to(item)
+    second = run(own, Selection("transactions", model_dir=str(other)))
+    assert second.counts == {"unchanged": 4}
+    assert second.model_version and second.model_version.startswith("minilm-candidate@")
+    for p in payloads:
+        versions = {r.model_version for r in inferences_for(url, p["event_id"])}
+        assert versions == {before[p["event_id"]][0].model_version, second.model_version}
+    # Again with the same model: nothing new to infer.
+    third = run(own, Selection("transactions", model_dir=str(other)))
+    assert third.counts == {"unchanged": 4}
+    assert all(len(inferences_for(url, p["event_id"])) == 2 for p in payloads)
