@@ -18,6 +18,7 @@ A read, in order (``read``):
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import uuid
 from collections.abc import Callable, Mapping, Sequence
@@ -41,7 +42,7 @@ from access.approvals import (
     new_request_id,
     read_decision,
 )
-from access.errors import AccessError, AuditUnavailable, Conflict, Forbidden, NotFound
+from access.errors import AccessError, AuditUnavailable, Conflict, Forbidden, NotFound, RateLimited
 from access.identity import Identity
 from access.ratelimit import SlidingWindowLimit
 from schemas.audit import AuditAction, AuditRecord, audit_id_for
@@ -181,6 +182,13 @@ class AccessService:
                 return policy
         raise NotFound(f"no loaded policy has role {role_name!r}")
 
+    def _subject_ref(self, domain: str, identifier: str) -> bytes:
+        """The identifier's blind index, computed here: readers never hold index keys."""
+        try:
+            return subject_reference(self._keyring, domain, identifier)
+        except ValueError as exc:
+            raise AccessError(str(exc)) from None
+
     def is_approver(self, identity: Identity, policy: AccessPolicy) -> bool:
         return bool(policy.approver_roles & identity.roles)
 
@@ -233,7 +241,7 @@ class AccessService:
         if new.valid_for <= timedelta(0) or new.valid_for > self._max_age:
             raise AccessError(f"a request is valid for at most {self._max_age.days} days")
         self._limit.take(identity.subject)
-        ref = subject_reference(self._keyring, schema.subject_domain, new.subject)
+        ref = self._subject_ref(schema.subject_domain, new.subject)
         request = AccessRequest(
             request_id=new_request_id(), requester=identity.subject, department=identity.department,
             role=role.name, purpose=new.purpose.strip(), typ=schema.typ,
@@ -361,6 +369,28 @@ class AccessService:
         return AccessDecision(spec, role.name, False, AccessReason.APPROVAL_MISSING, level)
 
     def read(self, identity: Identity, query: ReadQuery) -> ReadResult:
+        """A read, or a refusal; a refusal of an authenticated person is audited too."""
+        try:
+            return self._read(identity, query)
+        except (Forbidden, NotFound, RateLimited) as refusal:
+            self._audit_refusal(identity, query, refusal)
+            raise
+
+    def _audit_refusal(self, identity: Identity, query: ReadQuery, refusal: AccessError) -> None:
+        """Best effort: the refusal stands whether or not its record could be written."""
+        record = self._record(identity, AuditAction.FIELDS_READ, str(uuid.uuid4()), [], {
+            "reader": identity.subject, "role": query.role, "department": identity.department,
+            "purpose": (query.purpose or "").strip(), "request_id": query.request_id,
+            "refused": str(refusal),
+            "filters": {"subject": query.subject is not None, "event_id": query.event_id,
+                        "typ": query.typ, "source": query.source},
+        })
+        record = record.model_copy(update={"outcome": "rejected",
+                                           "reason": type(refusal).__name__.lower()})
+        with contextlib.suppress(AuditUnavailable):
+            self._audit(record)
+
+    def _read(self, identity: Identity, query: ReadQuery) -> ReadResult:
         if not query.purpose or not query.purpose.strip():
             raise AccessError("a read needs a stated purpose")
         policy, role = self.role_of(identity, query.role)
@@ -378,14 +408,14 @@ class AccessService:
             grant = (request, self.status_of(request))
             refs[request.subject_domain] = request.subject_ref
             typs = [request.typ]
-            if query.subject is not None and subject_reference(
-                    self._keyring, request.subject_domain, query.subject) != request.subject_ref:
+            if query.subject is not None and self._subject_ref(
+                    request.subject_domain, query.subject) != request.subject_ref:
                 raise Forbidden("the subject is not the one the request names")
         elif query.subject is not None:
             self._limit.take(identity.subject)
             for typ in typs:
                 domain = catalog.schema(typ).subject_domain
-                refs.setdefault(domain, subject_reference(self._keyring, domain, query.subject))
+                refs.setdefault(domain, self._subject_ref(domain, query.subject))
         if query.typ is not None:
             if query.typ not in typs:
                 raise Forbidden(f"role {role.name!r} reads no protected field of {query.typ} here")

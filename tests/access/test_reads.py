@@ -53,10 +53,16 @@ def test_a_tax_token_cannot_read_social_security_fields_whatever_it_asks(world: 
         "fields": ["insurance_status", "subject_id"]})
     assert asked.status_code == 403
     assert world.read("tess", role="tax-inspector").status_code == 200  # its own role works
+    refusals = [r for r in find_records(world.url, action=AuditAction.FIELDS_READ)
+                if r.outcome == "rejected" and r.actor == "person:tess"]
+    assert any(r.detail["role"] == "social-security-officer" and r.reason == "forbidden"
+               for r in refusals)  # refused reads are on the record too
 
 
 def test_no_purpose_or_no_reading_role_is_refused(world: AccessWorld) -> None:
     assert world.post("tess", "/v1/reads", {"purpose": "  "}).status_code == 400
+    empty = world.read("tess", subject=" - ")
+    assert empty.status_code == 400 and "empty" in empty.json()["detail"]
     response = world.read("nora")  # a clerk: no reading role in any policy
     assert response.status_code == 403 and "role" in response.json()["detail"]
 
