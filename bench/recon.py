@@ -156,9 +156,13 @@ def command(
         encoder = Encoder(settings.model_dir, "cpu" if settings.inference_device == "cpu" else "auto",
                           settings.inference_precision)
 
+        cache: dict[str, np.ndarray] = {}  # the worker's pool caches by content hash too
+
         def similarity(pairs: Sequence[tuple[str, str]]) -> list[float]:
-            a, b = encoder.encode([p[0] for p in pairs]), encoder.encode([p[1] for p in pairs])
-            return list(np.clip((a * b).sum(axis=1), 0.0, 1.0))
+            new = sorted({t for pair in pairs for t in pair} - cache.keys())
+            if new:
+                cache.update(zip(new, encoder.encode(new), strict=True))
+            return [max(0.0, min(1.0, float(cache[a] @ cache[b]))) for a, b in pairs]
     for label, fuzzy, sim in (("matcher, no fuzzy", False, None), ("matcher, fuzzy (string)", True, None),
                               *([("matcher, fuzzy (string + model)", True, similarity)] if model else [])):
         rows.append((label, matcher_run(scenario, fuzzy, sim)))

@@ -14,6 +14,7 @@ stage in two for callers whose scorer is asynchronous.
 
 from __future__ import annotations
 
+import hashlib
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -34,10 +35,13 @@ def bucket_of(record: Record) -> Bucket:
     return (record.account_key, record.currency)
 
 
-def fingerprint(record: Record) -> tuple[object, ...]:
-    """What two records must share to be the same record sent twice (a duplicate)."""
-    return (record.source, record.account_key, record.currency, norm_reference(record.reference),
-            record.amount, record.value_date, record.counterparty.upper(), record.memo.upper())
+def fingerprint(record: Record) -> str:
+    """What two records must share to be the same record sent twice (a duplicate), hashed:
+    kept only inside the sealed state, and compact there."""
+    parts = (record.source, record.account_key, record.currency, norm_reference(record.reference),
+             str(record.amount), record.value_date.isoformat(), record.counterparty.upper(),
+             record.memo.upper())
+    return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()
 
 
 def describe(record: Record) -> str:
@@ -87,7 +91,7 @@ def _near(cfg: MatchConfig, a: Record, b: Record) -> bool:
 # -- duplicates and reversals -------------------------------------------------------------------
 
 
-def mark_duplicates(pool: Pool, known: dict[tuple[object, ...], str] | None = None) -> None:
+def mark_duplicates(pool: Pool, known: dict[str, str] | None = None) -> None:
     """Set aside a record identical to an earlier one of the same source (first one wins).
 
     ``known`` maps fingerprints of records already matched earlier (streaming) to their id.
@@ -332,7 +336,7 @@ def finish_fuzzy(pool: Pool, cfg: MatchConfig, candidates: list[Candidate],
 
 def run_cascade(
     pool: Pool, cfg: MatchConfig, similarity: PairScorer | None = None, *,
-    fuzzy: bool = True, known: dict[tuple[object, ...], str] | None = None,
+    fuzzy: bool = True, known: dict[str, str] | None = None,
 ) -> Pool:
     """Run every stage over ``pool`` in order, in place; returns the pool for chaining."""
     mark_duplicates(pool, known)

@@ -100,10 +100,13 @@ class Match:
         right = "1" if len(self.right_ids) == 1 else ("N" if left == "1" else "M")
         return f"{left}:{right}"
 
-    @property
-    def match_id(self) -> str:
-        name = "|".join([self.pairing, *sorted(self.left_ids), "/", *sorted(self.right_ids)])
-        return str(uuid.uuid5(uuid.NAMESPACE_URL, "attest.recon.match:" + name))
+    match_id: str = field(default="", compare=False)
+
+    def __post_init__(self) -> None:
+        if not self.match_id:  # derived once from the pairing and the records it joins
+            name = "|".join([self.pairing, *sorted(self.left_ids), "/", *sorted(self.right_ids)])
+            object.__setattr__(self, "match_id",
+                               str(uuid.uuid5(uuid.NAMESPACE_URL, "attest.recon.match:" + name)))
 
 
 @dataclass(frozen=True, slots=True)

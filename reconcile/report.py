@@ -22,7 +22,8 @@ AGEING = ((timedelta(days=1), "< 1 day"), (timedelta(days=7), "1-7 days"), (time
 
 def as_match(row: Any) -> Match:
     return Match(pairing=row.pairing, stage=Stage(row.stage), rule=row.rule, score=row.score,
-                 status=Status(row.status), left_ids=tuple(row.left_ids), right_ids=tuple(row.right_ids))
+                 status=Status(row.status), left_ids=tuple(row.left_ids), right_ids=tuple(row.right_ids),
+                 match_id=row.match_id)
 
 
 def as_break(row: Any) -> Break:

@@ -107,7 +107,7 @@ class Reconciler:
         self.similarity = similarity
         self.fuzzy = fuzzy
         self.pools = {pairing_name(*p): new_pool(pairing_name(*p), [], []) for p in self.pairings}
-        self.known: dict[str, dict[tuple[object, ...], tuple[str, date]]] = {k: {} for k in self.pools}
+        self.known: dict[str, dict[str, tuple[str, date]]] = {k: {} for k in self.pools}
         self.watermark: date | None = None
         #: Every record taken in, by id, until it is older than the horizon: a record
         #: delivered again (a worker restart) is recognised and not matched twice.
@@ -222,7 +222,7 @@ class Reconciler:
             "pools": {name: {"left": [r.to_dict() for r in p.left.values()],
                              "right": [r.to_dict() for r in p.right.values()]}
                       for name, p in self.pools.items()},
-            "known": {name: [[_fp_to_json(fp), rid, day.isoformat()] for fp, (rid, day) in k.items()]
+            "known": {name: [[fp, rid, day.isoformat()] for fp, (rid, day) in k.items()]
                       for name, k in self.known.items()},
             "seen": [[rid, day.isoformat()] for rid, day in self.seen.items()],
         }
@@ -237,14 +237,6 @@ class Reconciler:
         self.seen = {rid: date.fromisoformat(day) for rid, day in state.get("seen", [])}
         for name, rows in state.get("known", {}).items():
             if name in self.known:
-                self.known[name] = {_fp_from_json(fp): (rid, date.fromisoformat(day))
+                self.known[name] = {fp: (rid, date.fromisoformat(day))
                                     for fp, rid, day in rows}
 
-
-def _fp_to_json(fp: tuple[object, ...]) -> list[str]:
-    return [str(x) for x in fp]
-
-
-def _fp_from_json(values: list[str]) -> tuple[object, ...]:
-    source, account, currency, ref, amount, day, name, memo = values
-    return (source, account, currency, ref, Decimal(amount), date.fromisoformat(day), name, memo)
