@@ -10,9 +10,9 @@ import typer
 from cli.keys import operator
 from cli.output import console, fail
 from config.settings import get_settings, secret_environ
-from schemas.audit import AuditRecord, audit_id_for
+from schemas.audit import AuditAction, AuditRecord, audit_id_for
 from security.field_protection import subject_reference
-from security.keyring import open_keyring
+from security.keyring import open_index_keyring
 from security.tiers import protection_catalog
 from storage.protected import ForgetOutcome, forget_subject
 from streams.audit_publisher import publish_audit
@@ -44,7 +44,7 @@ def forget(
     unknown = set(domains) - set(subject_domains)
     if unknown:
         fail(f"unknown subject domain {sorted(unknown)[0]!r} (known: {', '.join(subject_domains)})")
-    keyring = open_keyring(settings.state_dir, secret_environ(), readable=())
+    keyring = open_index_keyring(settings.state_dir, secret_environ())  # index keys only
     try:
         refs = {d: subject_reference(keyring, d, subject) for d in domains}
     except ValueError as exc:
@@ -56,8 +56,9 @@ def forget(
 
     def audit(outcome: ForgetOutcome) -> None:
         publish_audit(settings, [AuditRecord(
-            audit_id=audit_id_for("subject.forgotten", forget_id, datetime.now(UTC).isoformat()),
-            actor=operator(), action="subject.forgotten", correlation_id=forget_id,
+            audit_id=audit_id_for(AuditAction.SUBJECT_FORGOTTEN, forget_id,
+                                  datetime.now(UTC).isoformat()),
+            actor=operator(), action=AuditAction.SUBJECT_FORGOTTEN, correlation_id=forget_id,
             subject_ids=list(outcome.event_ids),
             detail={"reason": reason, "domains": domains, "data_keys_destroyed": outcome.data_keys,
                     "tiers": list(outcome.tiers), "records": len(outcome.event_ids)},

@@ -384,6 +384,17 @@ def open_writer_keyring(state_dir: Path, environ: Mapping[str, str]) -> StaticKe
     return keyring
 
 
+def open_index_keyring(state_dir: Path, environ: Mapping[str, str]) -> StaticKeyring:
+    """A keyring for blind indexes only (``attest forget``): no private tier key is loaded.
+
+    The worker's file is enough; the service's is used only where it is the one present.
+    """
+    if environ_has_keys(environ):
+        return keyring_from_environ(environ, readable=())
+    worker = worker_keyring_path(state_dir)
+    return load_keyring_file(worker if worker.exists() else keyring_path(state_dir), readable=())
+
+
 # -- the environment provider -----------------------------------------------------------------
 
 
