@@ -147,3 +147,12 @@ def score_government(found: Iterable[Discrepancy], truth: Mapping[str, Any],
     false = sorted(key for key in flagged if key not in expected)
     return {"injected": len(expected), "flagged_correctly": caught, "missed": len(expected) - caught,
             "consistent_flagged": len(false)}
+
+
+def readable_from_policy(source: str = "government") -> dict[str, frozenset[str]]:
+    """``readable_fields`` of a bundled policy name or a policy file path."""
+    import yaml
+
+    from security.policy import policy_path
+
+    return readable_fields(yaml.safe_load(policy_path(source).read_text(encoding="utf-8")))

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import os
 from datetime import UTC, datetime
-from pathlib import Path
 
 import pytest
-import yaml
 
 from agents.messages import IncomingMessage
 from agents.reconciliation import ConsistencyStage
@@ -17,6 +15,7 @@ from reconcile.government import (
     check_all,
     facts_from_payload,
     readable_fields,
+    readable_from_policy,
     score_government,
 )
 from scenarios.government import consistency_scenario
@@ -29,8 +28,7 @@ from tests.helpers import scratch_database
 
 NOW = datetime(2026, 12, 1, tzinfo=UTC)
 KEY = BlindIndexKey("national_id", os.urandom(32))
-POLICY = yaml.safe_load((Path(__file__).parents[2] / "policies" / "government.yaml").read_text())
-READABLE = readable_fields(POLICY)
+READABLE = readable_from_policy("government")
 
 
 def index(nid: str) -> str:
@@ -38,6 +36,8 @@ def index(nid: str) -> str:
 
 
 def test_readable_fields_come_from_the_policy():
+    policy = {"roles": {"r": {"department": "d", "fields": {"attest.document.v1": {"x": 2}}}}}
+    assert readable_fields(policy) == {"d": frozenset({"x"})}
     assert READABLE[SOCIAL_SECURITY] == {"subject_id", "insurance_status"}
     assert READABLE[TAX_BUREAU] == {"income", "tax_paid"}
 
