@@ -19,7 +19,7 @@ from pydantic import ValidationError
 from agents.messages import BatchOutput, DeadLetter, IncomingMessage
 from agents.retry import until_stored
 from config.settings import Settings
-from schemas.audit import AuditRecord, audit_id_for
+from schemas.audit import AuditRecord, audit_id_for, records_in
 from security.audit_chain import CHECKPOINT_ACTION, CheckpointSigner, load_or_create_service_key
 from security.reasons import RejectReason
 from storage.audit import Checkpoint, CheckpointPolicy, append_chained, record_problem
@@ -70,17 +70,22 @@ class AuditSink:
         output = BatchOutput()
         for message in batch:
             try:
-                record = AuditRecord.from_bytes(message.value)
+                found = records_in(message.value)
             except ValidationError as exc:
                 self._reject(output, message, RejectReason.MALFORMED,
-                             f"not an attest.audit.v1 record: {exc.error_count()} errors")
+                             f"not an attest.audit.v1 record or batch: {exc.error_count()} errors")
                 continue
-            problem = record_problem(record)
-            if problem is not None:
-                self._reject(output, message, RejectReason.SCHEMA_INVALID,
-                             f"audit record cannot be stored: {problem}")
-                continue
-            records.append(record)
+            problems = [(i, p) for i, r in enumerate(found) if (p := record_problem(r)) is not None]
+            if problems:
+                # The message is the unit of a dead letter: it keeps its original bytes, so
+                # its storable records are stored now and a retry stores nothing twice.
+                index, problem = problems[0]
+                detail = (f"audit record cannot be stored: {problem}" if len(found) == 1 else
+                          f"{len(problems)} of {len(found)} audit records cannot be stored, "
+                          f"first #{index}: {problem}")
+                self._reject(output, message, RejectReason.SCHEMA_INVALID, detail)
+            bad = {i for i, _ in problems}
+            records.extend(r for i, r in enumerate(found) if i not in bad)
         url, policy = self._settings.database_url, self.policy()
         result = await until_stored(
             lambda: append_chained(url, records, policy), self._settings.db_retry_max_s,

@@ -20,7 +20,7 @@ from sqlalchemy.exc import ProgrammingError
 
 from cli.output import console, err_console, fail
 from config.settings import Settings, get_settings
-from schemas.audit import AuditRecord
+from schemas.audit import AuditRecord, records_in
 from security.audit_chain import CheckpointSigner, NoteVerifier, load_or_create_service_key
 from security.errors import SecurityError
 from security.keyfiles import load_private_key
@@ -89,7 +89,8 @@ def tail(
             last = time.monotonic()
             seen += 1
             try:
-                console.print(format_record(AuditRecord.from_bytes(msg.value())))
+                for record in records_in(msg.value()):
+                    console.print(format_record(record))
             except ValidationError:
                 console.print(f"[red]unparseable audit record at offset {msg.offset()}[/]")
     except KeyboardInterrupt:

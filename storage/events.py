@@ -16,10 +16,10 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, Row, func, select
-from sqlalchemy.dialects.postgresql import insert
 
 from security.field_protection import FieldProtector
 from storage import protected
+from storage.columnar import columnar_insert
 from storage.db import engine_for, run_db
 from storage.models import EventRow
 
@@ -78,6 +78,14 @@ def _same_message(
     return digest is None or sha256 is None or digest == sha256
 
 
+_EVENT_COLUMNS = (
+    ("event_id", "uuid"), ("typ", "text"), ("source", "text"), ("kid", "text"), ("topic", "text"),
+    ("partition", "int"), ("offset", "bigint"), ("issued_at", "timestamptz"),
+    ("received_at", "timestamptz"), ("verified_at", "timestamptz"), ("payload", "jsonb"),
+    ("message_sha256", "bytea"),
+)
+
+
 def _insert_events(
     conn: Connection, events: Sequence[StoredEvent], payloads: Mapping[str, dict[str, Any]]
 ) -> StoreOutcome:
@@ -87,22 +95,15 @@ def _insert_events(
     our own earlier delivery of this very message (at-least-once), not an attack; any other
     conflict is a replay.
     """
-    rows = [
-        {
-            "event_id": e.event_id, "typ": e.typ, "source": e.source, "kid": e.kid,
-            "topic": e.topic, "partition": e.partition, "offset": e.offset,
-            "issued_at": e.issued_at, "received_at": e.received_at,
-            "verified_at": e.verified_at, "payload": payloads[e.event_id],
-            "message_sha256": e.message_sha256,
-        }
-        for e in events
-    ]
-    stmt = (
-        insert(EventRow).values(rows)
-        .on_conflict_do_nothing(index_elements=["event_id"])
-        .returning(EventRow.event_id)
-    )
-    inserted = {str(r[0]) for r in conn.execute(stmt)}
+    inserted = {str(event_id) for event_id in columnar_insert(
+        conn, "events", _EVENT_COLUMNS,
+        [[e.event_id for e in events], [e.typ for e in events], [e.source for e in events],
+         [e.kid for e in events], [e.topic for e in events], [e.partition for e in events],
+         [e.offset for e in events], [e.issued_at for e in events],
+         [e.received_at for e in events], [e.verified_at for e in events],
+         [payloads[e.event_id] for e in events], [e.message_sha256 for e in events]],
+        conflict_key="event_id", returning="event_id",
+    )}
     conflicts = [e for e in events if e.event_id not in inserted]
     stored = _stored_rows(conn, [e.event_id for e in conflicts]) if conflicts else {}
     redelivered = {

@@ -29,6 +29,7 @@ from config.settings import Settings, secret_environ
 from inference.metrics import CONTENT_TYPE, metrics_text
 from inference.pool import ModelPool
 from inference.tasks import Tasks
+from schemas.audit import encode_batches
 from security.field_protection import writer_protector
 from storage.keys import key_snapshot
 from streams.offsets import CommittedOffsets
@@ -155,10 +156,8 @@ def build_app(settings: Settings, role: str = "intake") -> faust.App:
             pending.append(await dead_letter.send(
                 key=letter.message.key, value=letter.message.value, headers=letter.headers()
             ))
-        for record in output.audit:
-            pending.append(await audit.send(
-                key=(record.correlation_id or record.audit_id).encode(), value=record.to_bytes()
-            ))
+        for value in encode_batches(output.audit):
+            pending.append(await audit.send(key=None, value=value))
         if pending:
             await asyncio.gather(*pending)
 

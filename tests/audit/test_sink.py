@@ -87,3 +87,22 @@ async def test_unparseable_and_unstorable_records_are_dead_lettered(
         "actor is longer than 200 characters", "audit_id is not a UUID",
         "a text field contains a NUL character"}
     assert verify_stored_chain(chain_db, []).problem is None
+
+
+async def test_a_batch_message_is_stored_record_by_record_and_a_bad_record_dead_letters_it(
+    chain_db: str, tmp_path: Path
+) -> None:
+    from schemas.audit import encode_batches, records_in
+
+    good = make_records(5)
+    nul = good[0].model_copy(update={"audit_id": "1" * 8 + good[0].audit_id[8:], "reason": "a\x00b"})
+    values = encode_batches([*good, nul], size=4)
+    assert len(values) == 2 and [len(records_in(v)) for v in values] == [4, 2]
+    batch = [IncomingMessage("t.audit", 0, i, None, v, datetime.now(UTC)) for i, v in enumerate(values)]
+    sink = AuditSink(sink_settings(chain_db, tmp_path))
+    out = await sink.process(batch)
+    assert out.stored == 5
+    assert [(d.reason, d.message.offset) for d in out.dead_letters] == [("schema_invalid", 1)]
+    assert "1 of 2 audit records cannot be stored" in out.dead_letters[0].detail
+    # Delivered again (a crash before the commit): nothing is stored twice.
+    assert (await sink.process(batch)).stored == 0

@@ -1,0 +1,283 @@
+"""``attest bench e2e``: the whole pipeline, measured from outside, against its slowest part.
+
+Backlog mode: N signed events are produced before a worker starts, then one ``attest worker
+--role intake`` drains them; throughput is counted on the database's clock, from the first
+to the last stored row (start-up excluded), and the audit trail is waited for too. Load
+mode: concurrent producers offer fixed rates to a running worker; latency is measured from
+``issued_at`` to the committed row and to its audit record. The same run measures ``bench
+verify``'s full path, so the ratio e2e / verify says what the pipeline costs beyond the one
+part no design can avoid. Each run gets its own topics and consumer group on the stack.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import psutil
+from sqlalchemy import text
+
+from bench.verify import measure as measure_verify
+from config.settings import Settings
+from devstack.processes import choose_port, terminate_tree
+from scenarios.finance import transaction_payloads
+from schemas.catalog import TRANSACTION_V1
+from security.keyfiles import generate_key
+from storage import keys as registry
+from storage.db import engine_for
+from streams.admin import ensure_topics
+from streams.producer import OutgoingMessage, send_all, sign_payload
+from streams.topics import TRANSACTIONS
+
+#: The reference system's published table: concurrent clients -> (ops/s, avg ms, p99 ms),
+#: on three 8-core nodes.
+REFERENCE = {10: (1250, 8.2, 15.3), 50: (4680, 10.7, 22.1), 100: (5120, 19.4, 41.6)}
+RESULTS = Path(__file__).parent / "results"
+
+
+@dataclass
+class BacklogResult:
+    events: int
+    stored: int
+    seconds: float
+    events_per_s: float
+    audit_records: int
+    audit_seconds: float
+    audit_per_s: float
+    verify_full_per_s: float
+    ratio_to_verify: float
+    rss_start_mib: float
+    rss_end_mib: float
+    batch_size: int
+    partitions: int
+    cpu_count: int = field(default_factory=lambda: os.cpu_count() or 1)
+
+
+def bench_settings(settings: Settings, tag: str) -> Settings:
+    """Topics and a consumer group of this run's own, on the same broker and database."""
+    return settings.model_copy(update={
+        "topic_prefix": f"bench{tag}.", "app_id": f"bench-e2e-{tag}",
+    })
+
+
+def worker_env(settings: Settings) -> dict[str, str]:
+    env = dict(os.environ)
+    for name in Settings.model_fields:
+        value = getattr(settings, name)
+        if value is not None:
+            env[f"ATTEST_{name.upper()}"] = str(value).lower() if isinstance(value, bool) else str(value)
+    env["ATTEST_WORKER_WEB_PORT"] = str(choose_port(0))
+    env["ATTEST_ENRICHMENT_WEB_PORT"] = str(choose_port(0))
+    return env
+
+
+def start_worker(settings: Settings, role: str, log_path: Path) -> subprocess.Popen[bytes]:
+    with log_path.open("ab") as log:
+        return subprocess.Popen([sys.executable, "-m", "cli.main", "worker", "--role", role],
+                                env=worker_env(settings), stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+
+
+def _stored_window(url: str, source: str) -> tuple[int, float]:
+    """(rows stored for ``source``, seconds from the first to the last, database clock)."""
+    with engine_for(url).connect() as conn:
+        n, first, last = conn.execute(text(
+            "SELECT count(*), min(stored_at), max(stored_at) FROM events WHERE source = :s"
+        ), {"s": source}).one()
+    return int(n), (last - first).total_seconds() if n else 0.0
+
+
+def _audit_window(url: str, topic: str) -> tuple[int, float]:
+    with engine_for(url).connect() as conn:
+        n, first, last = conn.execute(text(
+            "SELECT count(*), min(recorded_at), max(recorded_at) FROM audit_log "
+            "WHERE source_topic = :t"
+        ), {"t": topic}).one()
+    return int(n), (last - first).total_seconds() if n else 0.0
+
+
+def produce(settings: Settings, source: str, count: int, chunk: int = 5000) -> None:
+    key = generate_key(source)
+    registry.add_key(settings.database_url, key.kid, key.source, key.alg, key.public_jwk)
+    topic = TRANSACTIONS.name(settings)
+    sent = 0
+    while sent < count:
+        n = min(chunk, count - sent)
+        payloads = transaction_payloads(n, key.source, seed=sent)
+        for i, p in enumerate(payloads):  # seeded generators repeat ids across chunks
+            p["event_id"] = str(uuid.UUID(int=uuid.uuid4().int ^ i, version=4))
+        send_all(settings, topic, [OutgoingMessage(p["reference"].encode(),
+                                                   sign_payload(key, p, TRANSACTION_V1))
+                                   for p in payloads])
+        sent += n
+
+
+def run_backlog(settings: Settings, events: int, timeout_s: float,
+                say: callable = print) -> BacklogResult:  # type: ignore[valid-type]
+    tag = uuid.uuid4().hex[:6]
+    run = bench_settings(settings, tag)
+    source = f"bench-{tag}"
+    ensure_topics(run)
+    say(f"producing {events:,} signed events to {TRANSACTIONS.name(run)} ...")
+    produce(run, source, events)
+    log_path = Path(settings.state_dir) / f"bench-e2e-{tag}.log"
+    say(f"starting one intake worker (log {log_path}) and draining ...")
+    proc = start_worker(run, "intake", log_path)
+    rss: list[float] = []
+    try:
+        deadline = time.monotonic() + timeout_s
+        stored = 0
+        while time.monotonic() < deadline:
+            stored, _ = _stored_window(run.database_url, source)
+            with_children = [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(True)]
+            rss.append(sum(p.memory_info().rss for p in with_children) / 2**20)
+            if stored >= events:
+                break
+            if proc.poll() is not None:
+                raise RuntimeError(f"the worker exited; see {log_path}")
+            time.sleep(0.5)
+        stored, seconds = _stored_window(run.database_url, source)
+        expected_audit = 2 * stored
+        audited, audit_seconds = 0, 0.0
+        while time.monotonic() < deadline:
+            audited, audit_seconds = _audit_window(run.database_url, TRANSACTIONS.name(run))
+            if audited >= expected_audit:
+                break
+            time.sleep(0.5)
+    finally:
+        terminate_tree(proc.pid, timeout_s=15)
+    say("measuring bench verify's full path in the same run ...")
+    verify_full, _ = measure_verify("Ed25519", 5000, 3)
+    rate = stored / seconds if seconds else 0.0
+    return BacklogResult(
+        events=events, stored=stored, seconds=round(seconds, 3), events_per_s=round(rate, 1),
+        audit_records=audited, audit_seconds=round(audit_seconds, 3),
+        audit_per_s=round(audited / audit_seconds, 1) if audit_seconds else 0.0,
+        verify_full_per_s=round(verify_full, 1),
+        ratio_to_verify=round(rate / verify_full, 3) if verify_full else 0.0,
+        rss_start_mib=round(rss[0] if rss else 0.0, 1), rss_end_mib=round(rss[-1] if rss else 0.0, 1),
+        batch_size=run.batch_size, partitions=run.partitions,
+    )
+
+
+@dataclass
+class LoadResult:
+    clients: int
+    offered_per_s: float
+    sent: int
+    stored: int
+    achieved_per_s: float
+    stored_p50_ms: float
+    stored_p95_ms: float
+    stored_p99_ms: float
+    stored_max_ms: float
+    audit_p50_ms: float
+    audit_p99_ms: float
+
+
+def _offer(settings: Settings, key: object, clients: int, rate: float, seconds: float) -> int:
+    """``clients`` threads, each sending its share of ``rate`` events/s for ``seconds``."""
+    from confluent_kafka import Producer
+
+    from streams.producer import producer_config
+
+    topic = TRANSACTIONS.name(settings)
+    counts = [0] * clients
+
+    def client(index: int) -> None:
+        producer = Producer(producer_config(settings))
+        interval = clients / rate
+        start = time.monotonic()
+        n = 0
+        while time.monotonic() - start < seconds:
+            due = start + n * interval
+            delay = due - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            payload = transaction_payloads(1, key.source)[0]  # type: ignore[attr-defined]
+            payload["event_id"] = str(uuid.uuid4())
+            producer.produce(topic, sign_payload(key, payload, TRANSACTION_V1))  # type: ignore[arg-type]
+            producer.poll(0)
+            n += 1
+        producer.flush(30)
+        counts[index] = n
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return sum(counts)
+
+
+def _latencies(url: str, source: str, topic: str) -> tuple[list[float], list[float]]:
+    """Milliseconds from issued_at to the committed row, and to the event.stored record."""
+    with engine_for(url).connect() as conn:
+        stored = [float(r[0]) for r in conn.execute(text(
+            "SELECT extract(epoch FROM stored_at - issued_at) * 1000 FROM events WHERE source = :s"
+        ), {"s": source})]
+        audited = [float(r[0]) for r in conn.execute(text(
+            "SELECT extract(epoch FROM a.recorded_at - e.issued_at) * 1000 FROM audit_log a "
+            "JOIN events e ON a.correlation_id = e.event_id::text "
+            "WHERE e.source = :s AND a.action = 'event.stored' AND a.source_topic = :t"
+        ), {"s": source, "t": topic})]
+    return stored, audited
+
+
+def _pct(values: list[float], q: float) -> float:
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))], 1)
+
+
+def run_load(settings: Settings, clients: int, rate: float, seconds: float,
+             say: callable = print) -> LoadResult:  # type: ignore[valid-type]
+    tag = uuid.uuid4().hex[:6]
+    run = bench_settings(settings, tag)
+    ensure_topics(run)
+    key = generate_key(f"load-{tag}")
+    registry.add_key(run.database_url, key.kid, key.source, key.alg, key.public_jwk)
+    log_path = Path(settings.state_dir) / f"bench-e2e-{tag}.log"
+    proc = start_worker(run, "intake", log_path)
+    try:
+        # Warm-up: the worker has joined and stored one event before the clock starts.
+        produce_one = transaction_payloads(1, key.source)[0]
+        send_all(run, TRANSACTIONS.name(run), [OutgoingMessage(None, sign_payload(
+            key, produce_one, TRANSACTION_V1))])
+        deadline = time.monotonic() + 120
+        while _stored_window(run.database_url, key.source)[0] < 1 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        say(f"offering {rate:,.0f} events/s from {clients} clients for {seconds:.0f}s ...")
+        sent = _offer(run, key, clients, rate, seconds) + 1
+        deadline = time.monotonic() + 120
+        while _stored_window(run.database_url, key.source)[0] < sent and time.monotonic() < deadline:
+            time.sleep(0.5)
+        time.sleep(2)  # the last batch's audit records
+        stored_ms, audit_ms = _latencies(run.database_url, key.source, TRANSACTIONS.name(run))
+    finally:
+        terminate_tree(proc.pid, timeout_s=15)
+    stored = len(stored_ms)
+    return LoadResult(
+        clients=clients, offered_per_s=rate, sent=sent, stored=stored,
+        achieved_per_s=round(stored / seconds, 1),
+        stored_p50_ms=_pct(stored_ms, 0.50), stored_p95_ms=_pct(stored_ms, 0.95),
+        stored_p99_ms=_pct(stored_ms, 0.99), stored_max_ms=_pct(stored_ms, 1.0),
+        audit_p50_ms=_pct(audit_ms, 0.50), audit_p99_ms=_pct(audit_ms, 0.99),
+    )
+
+
+def write_results(kind: str, results: list[object]) -> Path:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    path = RESULTS / f"e2e-{kind}-{stamp}.json"
+    path.write_text(json.dumps([asdict(r) for r in results], indent=2) + "\n")  # type: ignore[call-overload]
+    return path
