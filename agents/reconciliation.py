@@ -153,6 +153,16 @@ class ReconciliationStage:
             return date.min  # nothing closes yet
         return date.fromisoformat(min(days))
 
+    async def process_batch(self, batch: Sequence[IncomingMessage], output: Any) -> ReconOutput:
+        """``process`` for an intake batch and its ``BatchOutput``, redeliveries included.
+
+        A message intake neither accepted nor dead-lettered was stored on an earlier delivery
+        (a crash came between intake's commit and this stage's): intake checked that these
+        exact bytes at this position were verified and stored, so their payload is read
+        as is and handed on too. Records the matcher already took are recognised by id.
+        """
+        return await self.process([*output.accepted, *redelivered(batch, output)])
+
     async def flush(self) -> ReconOutput:
         """Close every window now (the end of a bounded run, e.g. a benchmark or a demo)."""
         return await self.process([], flush=True)
@@ -200,6 +210,30 @@ class ReconciliationStage:
         if sealed is None:
             return None
         return Decimal(self._state_key.open(sealed, f"{what}|{row_id}".encode()).decode())
+
+
+def redelivered(batch: Sequence[IncomingMessage], output: Any) -> list[tuple[IncomingMessage, VerifiedEvent]]:
+    """The batch's messages intake recognised as stored before, decoded (see ``process_batch``)."""
+    import base64
+
+    from security.verification import parse_issued_at
+
+    decided = {m.position for m, _ in output.accepted} | {d.message.position for d in output.dead_letters}
+    out = []
+    for message in batch:
+        if message.position in decided:
+            continue
+        try:
+            header_b64, payload_b64, _ = message.value.split(b".")
+            header = json.loads(base64.urlsafe_b64decode(header_b64 + b"=" * (-len(header_b64) % 4)))
+            payload = json.loads(base64.urlsafe_b64decode(payload_b64 + b"=" * (-len(payload_b64) % 4)))
+            out.append((message, VerifiedEvent(
+                event_id=payload["event_id"], source=payload["source"], kid=header.get("kid", ""),
+                alg=header.get("alg", ""), typ=header.get("typ", ""),
+                issued_at=parse_issued_at(payload["issued_at"]), payload=payload)))
+        except (ValueError, KeyError, TypeError):
+            log.warning("a redelivered message at %s could not be read again", message.position)
+    return out
 
 
 def match_message(m: Match) -> dict[str, object]:
@@ -316,6 +350,10 @@ class ConsistencyStage:
             message = {"type": "inconsistency", **detail, "event_ids": list(d.event_ids)}
             out.messages.append((d.discrepancy_id.encode(), json.dumps(message).encode()))
         return out
+
+    async def process_batch(self, batch: Sequence[IncomingMessage], output: Any) -> ReconOutput:
+        """As ``ReconciliationStage.process_batch``: accepted and redelivered documents."""
+        return await self.process([*output.accepted, *redelivered(batch, output)])
 
     async def flush(self) -> ReconOutput:
         return await self.process([], flush=True)
