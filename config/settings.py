@@ -178,6 +178,10 @@ class Settings(BaseSettings):
     dev_postgres_port: int = Field(
         15432, ge=0, description="Preferred port of the embedded Postgres (0: any free port)."
     )
+    dev_postgres_auth: Literal["trust", "scram-sha-256"] = Field(
+        "trust", description="Authentication of a newly initialised embedded Postgres: scram-sha-256 "
+        "gives the superuser a generated password kept 0600 in the state folder."
+    )
 
     @property
     def service_key_path(self) -> Path:

@@ -12,7 +12,7 @@ import secrets
 import stat
 import subprocess
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
 from urllib.parse import quote
@@ -31,6 +31,9 @@ ACCESS_LOGIN = "attest_access"
 ACCESS_GROUP = "attest_access_service"
 # Postgres refuses to run as root; as root we run it as this unprivileged system user.
 SYSTEM_USER = "pgserver"
+#: The superuser's generated password (scram-sha-256 clusters only), beside the data folder.
+SUPERUSER_PASSWORD_FILE = "postgres-superuser.password"  # noqa: S105 - a file name
+AUTH_METHODS = ("trust", "scram-sha-256")
 
 
 @dataclass(frozen=True)
@@ -40,10 +43,13 @@ class PostgresHandle:
     pgdata: Path
     port: int
     pid: int
+    password: str | None = field(default=None, repr=False)
 
     @property
     def url(self) -> str:
-        return f"postgresql://{SUPERUSER}@127.0.0.1:{self.port}/{DATABASE_NAME}"
+        """The superuser's URL; with scram-sha-256 it carries the password (keep it 0600)."""
+        secret = f":{quote(self.password, safe='')}" if self.password else ""
+        return f"postgresql://{SUPERUSER}{secret}@127.0.0.1:{self.port}/{DATABASE_NAME}"
 
 
 def _pgserver_utils() -> ModuleType:
@@ -105,8 +111,38 @@ def postmaster_pid(pgdata: Path) -> int | None:
     return pid if pid_alive(pid) else None
 
 
-def start_postgres(pgdata: Path, port: int) -> PostgresHandle:
-    """Initialise (once) and start a server on 127.0.0.1:``port``; create the database."""
+def _initdb(pgdata: Path, auth: str, log: Path) -> None:
+    """``initdb`` with ``auth`` for every connection; scram-sha-256 gets a generated superuser
+    password (kept 0600 beside the data folder; handed to initdb in a file removed after)."""
+    if auth not in AUTH_METHODS:
+        raise ComponentStartError(f"unknown Postgres authentication {auth!r} (one of {AUTH_METHODS})")
+    args = [f"--auth={auth}", "--encoding=utf8", "--no-sync", "-U", SUPERUSER, "-D", str(pgdata)]
+    if auth == "trust":
+        _pg("initdb", *args, log=log)
+        return
+    password = generated_password(pgdata.parent / SUPERUSER_PASSWORD_FILE)
+    pwfile = pgdata.parent / f".initdb-{os.getpid()}.pw"
+    fd = os.open(pwfile, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "w") as out:
+            out.write(password + "\n")
+        if _run_as():
+            entry = _pgserver_utils().ensure_user_exists(SYSTEM_USER)
+            os.chown(pwfile, entry.pw_uid, entry.pw_gid)
+        _pg("initdb", *args, f"--pwfile={pwfile}", log=log)
+    finally:
+        pwfile.unlink(missing_ok=True)
+
+
+def superuser_password(pgdata: Path) -> str | None:
+    """The generated superuser password of a scram-sha-256 cluster (None for a trust one)."""
+    path = Path(pgdata).resolve().parent / SUPERUSER_PASSWORD_FILE
+    return generated_password(path) if path.exists() else None
+
+
+def start_postgres(pgdata: Path, port: int, auth: str = "trust") -> PostgresHandle:
+    """Initialise (once, with ``auth``) and start a server on 127.0.0.1:``port``; create the
+    database. A cluster keeps the authentication it was initialised with."""
     pgdata = pgdata.resolve()
     pgdata.mkdir(parents=True, exist_ok=True)
     os.chmod(pgdata, 0o700)
@@ -117,30 +153,21 @@ def start_postgres(pgdata: Path, port: int) -> PostgresHandle:
         entry = _pgserver_utils().ensure_user_exists(SYSTEM_USER)
         os.chown(log, entry.pw_uid, entry.pw_gid)
     if not (pgdata / "PG_VERSION").exists():
-        _pg(
-            "initdb",
-            "--auth=trust",
-            "--encoding=utf8",
-            "--no-sync",
-            "-U",
-            SUPERUSER,
-            "-D",
-            str(pgdata),
-            log=log,
-        )
+        _initdb(pgdata, auth, log)
     options = f"-h 127.0.0.1 -p {port} -k {pgdata} -c max_connections=100"
     _pg("pg_ctl", "-w", "-t", "60", "-D", str(pgdata), "-l", str(log), "-o", options, "start",
         log=log)
     pid = postmaster_pid(pgdata)
     if pid is None:
         raise ComponentStartError(f"Postgres did not stay up; see {log}.")
-    handle = PostgresHandle(pgdata=pgdata, port=port, pid=pid)
-    _create_database(port)
+    handle = PostgresHandle(pgdata=pgdata, port=port, pid=pid, password=superuser_password(pgdata))
+    _create_database(port, handle.password)
     return handle
 
 
-def _create_database(port: int) -> None:
-    conn = psycopg2.connect(host="127.0.0.1", port=port, user=SUPERUSER, dbname="postgres")
+def _create_database(port: int, password: str | None) -> None:
+    conn = psycopg2.connect(host="127.0.0.1", port=port, user=SUPERUSER, dbname="postgres",
+                            password=password)
     try:
         conn.autocommit = True
         with conn.cursor() as cur:
@@ -151,8 +178,8 @@ def _create_database(port: int) -> None:
         conn.close()
 
 
-def access_password(path: Path) -> str:
-    """The access login's password, generated once and kept 0600 at ``path``."""
+def generated_password(path: Path) -> str:
+    """A password generated once and kept 0600 at ``path`` (the superuser's, the access login's)."""
     if not path.exists():
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as out:
@@ -162,13 +189,14 @@ def access_password(path: Path) -> str:
     return path.read_text().strip()
 
 
-def ensure_access_login(port: int, password: str) -> str:
+def ensure_access_login(port: int, password: str, superuser_password: str | None = None) -> str:
     """Create (or re-key) the access service's login role; return its connection URL.
 
     The group role is created here when migration 0006 has not run yet; the migration then
     gives it its grants. The login inherits the group's grants and nothing else.
     """
-    conn = psycopg2.connect(host="127.0.0.1", port=port, user=SUPERUSER, dbname=DATABASE_NAME)
+    conn = psycopg2.connect(host="127.0.0.1", port=port, user=SUPERUSER, dbname=DATABASE_NAME,
+                            password=superuser_password)
     try:
         conn.autocommit = True
         with conn.cursor() as cur:

@@ -19,8 +19,8 @@ from config.settings import STACK_FILE, Settings
 from devstack.broker import is_broker, start_broker, stop_broker
 from devstack.errors import DevStackError
 from devstack.postgres import (
-    access_password,
     ensure_access_login,
+    generated_password,
     postmaster_pid,
     start_postgres,
     stop_postgres,
@@ -108,9 +108,9 @@ def up(settings: Settings, notice: Callable[[str], None] = print) -> StackInfo:
     pgdata = state / "pg"
     try:
         broker = start_broker(kafka_port, state / "broker.log")
-        database = start_postgres(pgdata, pg_port)
+        database = start_postgres(pgdata, pg_port, auth=settings.dev_postgres_auth)
         access_url = ensure_access_login(
-            pg_port, access_password(state / "postgres-access.password"))
+            pg_port, generated_password(state / "postgres-access.password"), database.password)
     except BaseException:
         # Includes Ctrl-C: never leave a broker or a server behind after a failed start.
         if broker:
