@@ -38,12 +38,14 @@ from schemas.audit import AuditAction, AuditRecord, audit_id_for
 from schemas.catalog import DOCUMENT_V1, TRANSACTION_V1
 from security.blind_index import BlindIndexKey, blind_index
 from security.verification import VerifiedEvent
-from storage.reconciliation import BreakRow, MatchRow, load_state, save_step
+from storage.reconciliation import BreakRow, MatchRow, load_state, reconciled_ids, save_step
 from streams.topics import TRANSACTIONS
 
 log = logging.getLogger("attest.reconciliation")
 
 STATE_NAME = "finance"
+#: Document ids the consistency stage remembers (to recognise a redelivery); oldest dropped.
+SEEN_DOCUMENTS = 200_000
 Embedder = Callable[[Sequence[str]], Awaitable[np.ndarray]]
 
 
@@ -92,6 +94,7 @@ class ReconciliationStage:
         #: them: partitions are consumed unevenly, and one that runs ahead must not close
         #: windows whose partners still wait in another.
         self._marks: dict[str, str] = {}
+        self._loading = asyncio.Lock()
 
     def _context(self) -> bytes:
         return f"recon_state|{self._name}".encode()
@@ -100,6 +103,10 @@ class ReconciliationStage:
         return blind_index(self._index_key, account).hex()
 
     async def _load(self) -> Reconciler:
+        async with self._loading:  # two agents (two topics) may ask first at the same time
+            return await self._load_once()
+
+    async def _load_once(self) -> Reconciler:
         if self.reconciler is None:
             cfg = MatchConfig.from_settings(self._settings)
             reconciler = Reconciler(cfg, fuzzy=self._settings.recon_fuzzy)
@@ -133,6 +140,12 @@ class ReconciliationStage:
             self._marks[where] = max(self._marks.get(where, day), day)
         if not records and not flush:
             return ReconOutput()
+        old = {r.record_id for r in reconciler.forgotten(records)}
+        if old:
+            url = self._settings.database_url
+            done = await until_stored(lambda: reconciled_ids(url, sorted(old)), self._settings.db_retry_max_s,
+                                      "checking old records")
+            records = [r for r in records if r.record_id not in done]
         reconciler.add(records)
         if self._embed is not None and reconciler.fuzzy:
             reconciler.similarity = model_scorer(self._embed, asyncio.get_running_loop(),
@@ -286,11 +299,17 @@ class ConsistencyStage:
         self._name = name
         self._version = 0
         self.pending: dict[str, dict[str, dict[str, str | None]]] | None = None
+        self._seen: dict[str, None] = {}  # document ids taken in, oldest first
+        self._loading = asyncio.Lock()
 
     def _context(self) -> bytes:
         return f"recon_state|{self._name}".encode()
 
     async def _load(self) -> dict[str, dict[str, dict[str, str | None]]]:
+        async with self._loading:
+            return await self._load_once()
+
+    async def _load_once(self) -> dict[str, dict[str, dict[str, str | None]]]:
         if self.pending is None:
             url = self._settings.database_url
             stored = await until_stored(lambda: load_state(url, self._name), self._settings.db_retry_max_s,
@@ -298,7 +317,9 @@ class ConsistencyStage:
             self.pending = {}
             if stored is not None:
                 sealed, self._version = stored
-                self.pending = json.loads(self._state_key.open(sealed, self._context()))
+                state = json.loads(self._state_key.open(sealed, self._context()))
+                self.pending = state.get("pending", {})
+                self._seen = dict.fromkeys(state.get("seen", []))
         return self.pending
 
     async def process(self, accepted: Sequence[tuple[IncomingMessage, VerifiedEvent]],
@@ -310,6 +331,11 @@ class ConsistencyStage:
         for _, event in accepted:
             if event.typ != DOCUMENT_V1 or event.payload.get("agency") not in {TAX_BUREAU, SOCIAL_SECURITY}:
                 continue
+            if event.event_id in self._seen:  # delivered again after a restart
+                continue
+            self._seen[event.event_id] = None
+            while len(self._seen) > SEEN_DOCUMENTS:
+                self._seen.pop(next(iter(self._seen)))
             facts = facts_from_payload(event.payload, lambda nid: blind_index(self._index_key, nid).hex())
             pending.setdefault(facts.person_key, {})[facts.agency] = {
                 "event_id": facts.event_id, "income": _text(facts.income), "tax_paid": _text(facts.tax_paid),
@@ -334,7 +360,8 @@ class ConsistencyStage:
                              json.dumps({"rule": d.rule, "visible_to": list(d.visible_to)}).encode(),
                              f"detail|{d.discrepancy_id}".encode()),
                          related_ids=d.event_ids[1:]) for d in found]
-        sealed = self._state_key.seal(json.dumps(pending).encode(), self._context())
+        state = {"pending": pending, "seen": list(self._seen)}
+        sealed = self._state_key.seal(json.dumps(state).encode(), self._context())
         self._version += 1
         url, version = self._settings.database_url, self._version
         await until_stored(lambda: save_step(url, self._name, sealed, version, [], rows),
@@ -365,3 +392,36 @@ def _text(value: Decimal | None) -> str | None:
 
 def _num(value: str | None) -> Decimal | None:
     return None if value is None else Decimal(value)
+
+
+class ReconciliationWorker:
+    """The reconciliation role: both stages behind intake, on a consumer group of their own.
+
+    Like enrichment, it reads the intake topics itself and hands on only what intake stored
+    from these very bytes (``EnrichmentStage.decided``: it waits for intake, and skips what
+    intake rejected), so a redelivery after a crash is reconciled again and recognised by
+    record id. Its offsets move only after its results are stored.
+    """
+
+    def __init__(self, settings: Settings, actor: str, account_key: BlindIndexKey,
+                 national_id_key: BlindIndexKey, intake_progress: Callable[..., Any],
+                 embed: Embedder | None = None, policy: str = "government") -> None:
+        from agents.enrichment import EnrichmentStage
+        from reconcile.government import readable_from_policy
+
+        # Only its ``decided`` gate is used: which messages intake stored.
+        self._gate = EnrichmentStage(settings, None, intake_progress)  # type: ignore[arg-type]
+        self.finance = ReconciliationStage(settings, actor, account_key, embed=embed)
+        self.government = ConsistencyStage(settings, actor, national_id_key, readable_from_policy(policy))
+
+    async def process(self, batch: list[IncomingMessage]) -> ReconOutput:
+        accepted = await self._gate.decided(batch)
+        out = ReconOutput()
+        for stage in (self.finance, self.government):
+            part = await stage.process(accepted)
+            out.audit += part.audit
+            out.messages += part.messages
+            out.matches += part.matches
+            out.breaks += part.breaks
+            out.discrepancies += part.discrepancies
+        return out

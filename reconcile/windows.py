@@ -115,6 +115,15 @@ class Reconciler:
 
     # -- input -------------------------------------------------------------------------------
 
+    def forgotten(self, records: Iterable[Record]) -> list[Record]:
+        """Records older than the matcher remembers ids for, and not among those it does: a
+        redelivery of old records or a very late one. The caller checks them against what is
+        stored before adding them."""
+        if self.watermark is None:
+            return []
+        horizon = self.watermark - timedelta(days=2 * self.cfg.window_days)
+        return [r for r in records if r.record_id not in self.seen and r.value_date < horizon]
+
     def add(self, records: Iterable[Record]) -> None:
         """Route each record to every pairing its source takes part in (redeliveries ignored)."""
         for record in records:

@@ -234,3 +234,27 @@ def decide_match(url: str, match_id: str, status: str, actor: str, reason: str,
         return _match_row(row) if row else None
 
     return run_db(write)
+
+
+def reconciled_ids(url: str, record_ids: Sequence[str]) -> set[str]:
+    """Which of ``record_ids`` already sit in a stored match or break (any pairing).
+
+    Asked only for records older than the matcher's memory (a redelivery of old records),
+    so the array scans it needs stay off the common path.
+    """
+    if not record_ids:
+        return set()
+    ids = _uuids(record_ids)
+
+    def read() -> set[str]:
+        with engine_for(url).connect() as conn:
+            found = set()
+            for column in (recon_matches.c.left_ids, recon_matches.c.right_ids):
+                rows = conn.execute(select(column).where(column.overlap(ids))).all()
+                found |= {str(i) for r in rows for i in r[0]}
+            query = select(recon_breaks.c.record_id).where(recon_breaks.c.record_id.in_(ids))
+            rows = conn.execute(query).all()
+            found |= {str(r.record_id) for r in rows}
+        return found & {str(i) for i in ids}
+
+    return run_db(read)
