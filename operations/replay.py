@@ -35,7 +35,7 @@ from config.settings import Settings, secret_environ
 from operations import outcomes
 from operations.broker_reads import BrokerReader
 from operations.errors import AuditUnavailable, OffsetOutOfRange, UnknownEvent
-from operations.letters import LetterFilter, claimed_payload
+from operations.letters import LetterFilter, claimed_event_id, claimed_payload
 from operations.resume import ReplayProgress, clear_progress, load_progress, save_progress
 from operations.selection import Selection, event_ranges, offset_ranges
 from operations.times import to_millis
@@ -210,6 +210,7 @@ class Replay:
         self._model_settings = model_settings
         self._enrichment = _LazyEnrichment(model_settings, actor)
         self._model_version: str | None = None
+        self._mostly_stored = True
 
     # -- audit of the operator action ---------------------------------------------------
 
@@ -346,15 +347,13 @@ class Replay:
         if batch and self.selection.dry_run:
             counts.update(await self._dry_run(processor, batch))
         elif batch:
-            stored, fresh = await self._split_stored(batch)
+            stored, fresh, verified = await self._split_stored(processor, batch)
             audit: list[AuditRecord] = []
-            accepted: list[tuple[IncomingMessage, Any]] = []
+            accepted: list[tuple[IncomingMessage, Any]] = list(verified)
+            # The stored ones were verified like the rest, but they were stored from these
+            # bytes at this position, so nothing is written (the decision and its audit
+            # exist) whatever the verdict is today.
             if stored:
-                # Verified like the rest; already stored from these bytes at this position,
-                # so nothing is written (the decision and its audit exist) whatever the
-                # verdict is today.
-                verified, _ = processor.verify_batch(stored)
-                accepted.extend(verified)
                 counts[outcomes.UNCHANGED] += len(stored)
             if fresh:
                 output = await processor.process(fresh)
@@ -377,23 +376,38 @@ class Replay:
         self._on_advance(progress.done - done_before)
 
     async def _split_stored(
-        self, batch: list[IncomingMessage]
-    ) -> tuple[list[IncomingMessage], list[IncomingMessage]]:
-        """(messages stored earlier from these very bytes at this position, the rest).
+        self, processor: IntakeProcessor, batch: list[IncomingMessage]
+    ) -> tuple[list[IncomingMessage], list[IncomingMessage], list[tuple[IncomingMessage, Any]]]:
+        """(messages stored earlier from these bytes at this position, the rest, and the
+        stored ones that verify today).
 
         One query per batch spares the stored ones sealing, an insert that conflicts, and
-        audit records that were already published when they were first stored.
+        audit records that were already published when they were first stored. While the
+        query runs in its thread, the batch is verified here when the last batch was mostly
+        stored (a replay of stored events), so the round trip costs no time; otherwise the
+        stored ones are verified after it, and the rest by the intake itself.
         """
-        claimed = {m.position: str(claimed_payload(m.value).get("event_id", "")) for m in batch}
+        claimed = {m.position: claimed_event_id(m.value) for m in batch}
         ids = sorted({c for c in claimed.values() if c})
-        where = await until_stored(lambda: event_positions(self.settings.database_url, ids),
-                                   self.settings.db_retry_max_s, "finding stored positions")
+        url = self.settings.database_url
+        lookup = asyncio.ensure_future(until_stored(lambda: event_positions(url, ids),
+                                                    self.settings.db_retry_max_s,
+                                                    "finding stored positions"))
+        await asyncio.sleep(0)  # let the lookup reach its thread before verifying here
+        early = processor.verify_batch(batch)[0] if self._mostly_stored else None
+        where = await lookup
         stored, fresh = [], []
         for message in batch:
-            position = where.get(claimed[message.position])
+            position = where.get(claimed[message.position] or "")
             same = position is not None and outcomes.same_message(position, message)
             (stored if same else fresh).append(message)
-        return stored, fresh
+        self._mostly_stored = 2 * len(stored) >= len(batch)
+        if early is None:
+            verified = processor.verify_batch(stored)[0] if stored else []
+        else:
+            positions = {m.position for m in stored}
+            verified = [(m, e) for m, e in early if m.position in positions]
+        return stored, fresh, verified
 
     async def _infer(self, accepted: list[tuple[IncomingMessage, Any]]) -> list[AuditRecord]:
         """Classify the accepted events that have no result of this model yet."""
