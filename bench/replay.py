@@ -16,16 +16,18 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
+from agents.messages import IncomingMessage
 from bench.verify import measure as verify_measure
 from config.settings import Settings
 from operations.broker_reads import BrokerReader
-from operations.replay import Replay, ReplayResult, plan
+from operations.replay import Replay, ReplayResult, intake_processor, plan
 from operations.selection import Selection
 from scenarios.government import approval_payload
 from schemas.catalog import APPROVAL_V1
@@ -44,6 +46,8 @@ class ReplayBench:
     verify_per_s: float
     first_replay: ReplayResult
     stored_replay: ReplayResult
+    #: The intake's verify_batch over the very messages replayed, one pass, no I/O.
+    verify_same_per_s: float = 0.0
 
     @property
     def ratio(self) -> float:
@@ -74,14 +78,20 @@ def run_bench(settings: Settings, events: int) -> ReplayBench:
         send_all(settings, topic, [OutgoingMessage(None, sign_payload(key, p, APPROVAL_V1))
                                    for p in payloads])
     with BrokerReader(settings) as reader:
-        ranges = [r for r in plan(settings, Selection("approvals", dry_run=True), reader).remaining_ranges()]
+        ranges = plan(settings, Selection("approvals", dry_run=True), reader).remaining_ranges()
         started = time.perf_counter()
-        read = sum(1 for _ in reader.read(topic, ranges))
-        read_per_s = read / (time.perf_counter() - started)
+        messages = [IncomingMessage(m.topic(), m.partition(), m.offset(), m.key(), m.value(),
+                                    datetime.now(UTC)) for m in reader.read(topic, ranges)]
+        read_per_s = len(messages) / (time.perf_counter() - started)
     verify_per_s, _raw = verify_measure("Ed25519", 5000, 3)
+    processor = intake_processor(settings, "operator:bench")
+    started = time.perf_counter()
+    for i in range(0, len(messages), settings.batch_size):
+        processor.verify_batch(messages[i:i + settings.batch_size])
+    same_tokens_per_s = len(messages) / (time.perf_counter() - started)
     first = _replay(settings, Selection("approvals"))
     again = _replay(settings, Selection("approvals"))
-    return ReplayBench(events, read_per_s, verify_per_s, first, again)
+    return ReplayBench(events, read_per_s, verify_per_s, first, again, same_tokens_per_s)
 
 
 def command(
@@ -103,7 +113,8 @@ def command(
         stack.down(base)
     table = Table("measure", "events/s", title=f"replay over {events:,} approvals")
     table.add_row("raw read of the topic (confluent-kafka)", f"{result.read_per_s:,.0f}")
-    table.add_row("verify only (bench verify, Ed25519)", f"{result.verify_per_s:,.0f}")
+    table.add_row("verify only (bench verify, Ed25519, best of 3)", f"{result.verify_per_s:,.0f}")
+    table.add_row("verify only, the same messages, one pass", f"{result.verify_same_per_s:,.0f}")
     table.add_row(f"first replay: stores all {result.first_replay.counts}",
                   f"{result.first_replay.rate:,.0f}")
     table.add_row(f"replay of stored events {result.stored_replay.counts}",
@@ -111,7 +122,8 @@ def command(
     Console().print(table)
     verdict = "met" if result.ratio >= TARGET else "MISSED"
     Console().print(f"replay of stored events / verify only: {result.ratio:.1%} "
-                    f"(target >= {TARGET:.0%}: {verdict})")
+                    f"(target >= {TARGET:.0%}: {verdict}); against the same messages verified "
+                    f"in one pass: {result.stored_replay.rate / result.verify_same_per_s:.1%}")
 
 
 if __name__ == "__main__":

@@ -79,7 +79,7 @@ def retry(
     with operator_errors():
         selection = Selection(topic=DEAD_LETTER.suffix, reasons=tuple(reason),
                               since=parse_time(since) if since else None, source=source,
-                              dry_run=dry_run)
+                              dry_run=dry_run, extra={"since": since} if since else {})
         result = run_replay(settings, selection, why or f"retry of {', '.join(reason)} dead letters",
                             rate)
     finish(result)

@@ -114,6 +114,7 @@ def replay(
             topic=topic, partition=partition, from_offset=from_offset, to_offset=to_offset,
             since=parse_time(since) if since else None, until=parse_time(until) if until else None,
             event_ids=tuple(event_id), model_dir=model_version, dry_run=dry_run,
+            extra={name: text for name, text in (("since", since), ("until", until)) if text},
         )
         result = run_replay(settings, selection, reason, rate)
     finish(result)

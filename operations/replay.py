@@ -234,6 +234,13 @@ class Replay:
     # -- the run ----------------------------------------------------------------------------
 
     async def run(self, progress: ReplayProgress) -> ReplayResult:
+        # A resumed dead-letter retry filters by the instants its first run resolved.
+        times = {name: datetime.fromisoformat(str(progress.selection[name]))
+                 for name in ("since", "until") if name in progress.selection}
+        if times:
+            self._letter_filter = LetterFilter(
+                reasons=self.selection.reasons, source=self.selection.source,
+                since=times.get("since"), until=times.get("until"))
         resumed = progress.done > 0 or bool(progress.counts)
         run_id = f"{datetime.now(UTC).isoformat()}/{progress.runs}"
         dry = self.selection.dry_run

@@ -70,8 +70,16 @@ class Selection:
 
     def key(self, topic_name: str = "") -> str:
         """Same selection of the same topic (full name), same key: where a resumed run
-        finds its progress."""
-        encoded = json.dumps([topic_name, self.describe()], sort_keys=True, separators=(",", ":"))
+        finds its progress.
+
+        Times count as the operator typed them (``extra["since"]``, ``extra["until"]``) when
+        given: ``--since 2h`` means another instant a minute later, and the same command
+        must still find its progress (which keeps the instants the first run resolved).
+        """
+        described = self.describe()
+        described.update({name: f"as typed: {text}" for name, text in self.extra.items()
+                          if name in ("since", "until")})
+        encoded = json.dumps([topic_name, described], sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(encoded.encode()).hexdigest()[:20]
 
 

@@ -88,3 +88,10 @@ def test_exit_codes_are_distinct() -> None:
     codes = [ExitCode.UNKNOWN_TOPIC, ExitCode.OFFSET_OUT_OF_RANGE, ExitCode.BAD_TIME,
              ExitCode.BROKER_UNREACHABLE, ExitCode.DATABASE_UNREACHABLE]
     assert len(set(codes)) == len(codes) and 0 not in codes and 1 not in codes
+
+
+def test_a_relative_time_keeps_its_key_as_typed() -> None:
+    a = Selection("dead-letter", since=NOW - timedelta(hours=2), extra={"since": "2h"})
+    b = Selection("dead-letter", since=NOW - timedelta(hours=1, minutes=59), extra={"since": "2h"})
+    assert a.key("t") == b.key("t")
+    assert a.key("t") != Selection("dead-letter", since=NOW, extra={"since": "3h"}).key("t")
