@@ -29,6 +29,9 @@ SUPERUSER = "postgres"
 #: nothing else, so it reaches department roles only by ``SET ROLE``.
 ACCESS_LOGIN = "attest_access"
 ACCESS_GROUP = "attest_access_service"
+#: The workers' login: a member of the writer role ``attest_app`` and nothing else.
+WORKER_LOGIN = "attest_worker"
+WORKER_GROUP = "attest_app"
 # Postgres refuses to run as root; as root we run it as this unprivileged system user.
 SYSTEM_USER = "pgserver"
 #: The superuser's generated password (scram-sha-256 clusters only), beside the data folder.
@@ -189,31 +192,40 @@ def generated_password(path: Path) -> str:
     return path.read_text().strip()
 
 
-def ensure_access_login(port: int, password: str, superuser_password: str | None = None) -> str:
-    """Create (or re-key) the access service's login role; return its connection URL.
+def ensure_login(port: int, login: str, group: str, password: str,
+                 superuser_password: str | None = None, *, group_options: str = "NOLOGIN") -> str:
+    """Create (or re-key) ``login``, a member of ``group`` and nothing else; return its URL.
 
-    The group role is created here when migration 0006 has not run yet; the migration then
-    gives it its grants. The login inherits the group's grants and nothing else.
+    ``group`` is created here when its migration has not run yet; the migration then gives it
+    its grants (it only creates the role when absent).
     """
     conn = psycopg2.connect(host="127.0.0.1", port=port, user=SUPERUSER, dbname=DATABASE_NAME,
                             password=superuser_password)
     try:
         conn.autocommit = True
         with conn.cursor() as cur:
-            cur.execute("SELECT rolname FROM pg_roles WHERE rolname = ANY(%s)",
-                        ([ACCESS_GROUP, ACCESS_LOGIN],))
+            cur.execute("SELECT rolname FROM pg_roles WHERE rolname = ANY(%s)", ([group, login],))
             present = {row[0] for row in cur.fetchall()}
-            if ACCESS_GROUP not in present:
-                cur.execute(sql.SQL("CREATE ROLE {} NOLOGIN NOINHERIT").format(
-                    sql.Identifier(ACCESS_GROUP)))
-            verb = "ALTER" if ACCESS_LOGIN in present else "CREATE"
+            if group not in present:
+                cur.execute(sql.SQL("CREATE ROLE {} " + group_options).format(sql.Identifier(group)))
+            verb = "ALTER" if login in present else "CREATE"
             cur.execute(sql.SQL(verb + " ROLE {} LOGIN PASSWORD {}").format(
-                sql.Identifier(ACCESS_LOGIN), sql.Literal(password)))
-            cur.execute(sql.SQL("GRANT {} TO {}").format(sql.Identifier(ACCESS_GROUP),
-                                                         sql.Identifier(ACCESS_LOGIN)))
+                sql.Identifier(login), sql.Literal(password)))
+            cur.execute(sql.SQL("GRANT {} TO {}").format(sql.Identifier(group), sql.Identifier(login)))
     finally:
         conn.close()
-    return f"postgresql://{ACCESS_LOGIN}:{quote(password, safe='')}@127.0.0.1:{port}/{DATABASE_NAME}"
+    return f"postgresql://{login}:{quote(password, safe='')}@127.0.0.1:{port}/{DATABASE_NAME}"
+
+
+def ensure_access_login(port: int, password: str, superuser_password: str | None = None) -> str:
+    """The access service's login: a member of ``attest_access_service`` (NOINHERIT) only."""
+    return ensure_login(port, ACCESS_LOGIN, ACCESS_GROUP, password, superuser_password,
+                        group_options="NOLOGIN NOINHERIT")
+
+
+def ensure_worker_login(port: int, password: str, superuser_password: str | None = None) -> str:
+    """The workers' login: a member of the writer role ``attest_app`` only (migrations 0002-0009)."""
+    return ensure_login(port, WORKER_LOGIN, WORKER_GROUP, password, superuser_password)
 
 
 def stop_postgres(pgdata: Path) -> bool:

@@ -20,6 +20,7 @@ from devstack.broker import is_broker, start_broker, stop_broker
 from devstack.errors import DevStackError
 from devstack.postgres import (
     ensure_access_login,
+    ensure_worker_login,
     generated_password,
     postmaster_pid,
     start_postgres,
@@ -41,6 +42,8 @@ class StackInfo:
     #: the access service's own login (member of attest_access_service only); carries its
     #: password, so stack.json is written 0600
     access_database_url: str = ""
+    #: the workers' own login (member of attest_app only), for running workers least-privileged
+    worker_database_url: str = ""
 
     def env_lines(self) -> list[str]:
         return [
@@ -111,6 +114,8 @@ def up(settings: Settings, notice: Callable[[str], None] = print) -> StackInfo:
         database = start_postgres(pgdata, pg_port, auth=settings.dev_postgres_auth)
         access_url = ensure_access_login(
             pg_port, generated_password(state / "postgres-access.password"), database.password)
+        worker_url = ensure_worker_login(
+            pg_port, generated_password(state / "postgres-worker.password"), database.password)
     except BaseException:
         # Includes Ctrl-C: never leave a broker or a server behind after a failed start.
         if broker:
@@ -125,6 +130,7 @@ def up(settings: Settings, notice: Callable[[str], None] = print) -> StackInfo:
         pgdata=str(pgdata.resolve()),
         started_at=datetime.now(UTC).isoformat(timespec="seconds"),
         access_database_url=access_url,
+        worker_database_url=worker_url,
     )
     tmp = _stack_file(settings).with_suffix(".tmp")
     tmp.unlink(missing_ok=True)
