@@ -1,12 +1,13 @@
 """``attest bench e2e``: the whole pipeline, measured from outside, against its slowest part.
 
-Backlog mode: N signed events are produced before a worker starts, then one ``attest worker
---role intake`` drains them; throughput is counted on the database's clock, from the first
-to the last stored row (start-up excluded), and the audit trail is waited for too. Load
-mode: concurrent producers offer fixed rates to a running worker; latency is measured from
-``issued_at`` to the committed row and to its audit record. The same run measures ``bench
-verify``'s full path, so the ratio e2e / verify says what the pipeline costs beyond the one
-part no design can avoid. Each run gets its own topics and consumer group on the stack.
+Backlog mode: N signed events are produced before a worker starts, then one ``attest
+worker --role intake,audit`` (no model: enrichment has its own consumer group) drains them;
+throughput is counted on the database's clock, from the first to the last stored row
+(start-up excluded), and the audit trail is waited for too. Load mode: concurrent
+producers offer fixed rates to a running worker; latency is measured from ``issued_at`` to
+the committed row and to its audit record. The same run measures ``bench verify``'s full
+path, so the ratio e2e / verify says what the pipeline costs beyond the one part no design
+can avoid. Each run gets its own topics and consumer groups on the stack.
 """
 
 from __future__ import annotations
@@ -130,7 +131,7 @@ def run_backlog(settings: Settings, events: int, timeout_s: float,
     produce(run, source, events)
     log_path = Path(settings.state_dir) / f"bench-e2e-{tag}.log"
     say(f"starting one intake worker (log {log_path}) and draining ...")
-    proc = start_worker(run, "intake", log_path)
+    proc = start_worker(run, "intake,audit", log_path)
     rss: list[float] = []
     try:
         deadline = time.monotonic() + timeout_s
@@ -247,7 +248,7 @@ def run_load(settings: Settings, clients: int, rate: float, seconds: float,
     key = generate_key(f"load-{tag}")
     registry.add_key(run.database_url, key.kid, key.source, key.alg, key.public_jwk)
     log_path = Path(settings.state_dir) / f"bench-e2e-{tag}.log"
-    proc = start_worker(run, "intake", log_path)
+    proc = start_worker(run, "intake,audit", log_path)
     try:
         # Warm-up: the worker has joined and stored one event before the clock starts.
         produce_one = transaction_payloads(1, key.source)[0]

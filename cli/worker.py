@@ -13,18 +13,19 @@ from streams.admin import ensure_topics
 def worker(
     role: str = typer.Option(
         "all", "--role",
-        help="all: one process per stage (intake and enrichment), supervised; intake: verify, "
-             "store, dead-letter, audit sink; enrichment: the model pool, classifying what "
-             "intake stored (run it on a GPU host, or several).",
+        help="all: one process per stage, supervised; or one stage, or several joined by "
+             "commas. intake: verify, store, dead-letter; audit: the audit sink (hash chain); "
+             "enrichment: the model pool, classifying what intake stored (run it on a GPU "
+             "host, or several).",
     ),
 ) -> None:
     """Run the Faust worker: verify, store, classify and audit every event.
 
-    Intake (verification, encrypted storage, dead letters, the audit sink) and enrichment
-    (the shared model pool) are separate consumer groups over the same topics, so a slow
-    model makes enrichment lag and never holds intake. With --role all (the default) both
-    run here as two processes; if either stops, both stop, with its exit code. Stop with
-    Ctrl-C or SIGTERM; each finishes the batch in hand first.
+    Intake (verification, encrypted storage, dead letters), the audit sink and enrichment
+    (the shared model pool) are separate consumer groups, so a slow model makes enrichment
+    lag and never holds intake. With --role all (the default) the three run here as three
+    processes; if one stops, all stop, with its exit code. Stop with Ctrl-C or SIGTERM; each
+    finishes the batch in hand first.
 
     Web endpoints (GET /metrics): intake on ATTEST_WORKER_WEB_PORT, enrichment on
     ATTEST_ENRICHMENT_WEB_PORT. Reads ATTEST_KAFKA_BOOTSTRAP and ATTEST_DATABASE_URL (or the
@@ -32,8 +33,10 @@ def worker(
     """
     from streams.app import ROLES
 
-    if role not in (*ROLES, "all"):
-        fail(f"unknown role {role!r}; use all, intake or enrichment")
+    roles = list(ROLES) if role == "all" else [r.strip() for r in role.split(",") if r.strip()]
+    unknown = [r for r in roles if r not in ROLES]
+    if unknown or not roles:
+        fail(f"unknown role {', '.join(unknown) or role!r}; use all or any of {', '.join(ROLES)}")
     settings = get_settings()
     current = migrate.current_revision(settings.database_url)
     head = migrate.head_revision(settings.database_url)
@@ -43,16 +46,16 @@ def worker(
     if settings.model_dir is not None and not settings.model_dir.is_dir():
         fail(f"ATTEST_MODEL_DIR {settings.model_dir} is not a folder with a local model")
     ensure_topics(settings)
-    if role == "all":
+    if len(roles) > 1:
         from streams.supervisor import run_stages
 
         console.print(f"worker starting: broker {settings.kafka_bootstrap}, "
-                      f"batches of up to {settings.batch_size}; stages: {', '.join(ROLES)}")
-        raise typer.Exit(run_stages(settings, ROLES))
+                      f"batches of up to {settings.batch_size}; stages: {', '.join(roles)}")
+        raise typer.Exit(run_stages(settings, roles))
 
     from faust.worker import Worker
 
     from streams.app import build_app
 
-    app = build_app(settings, role)
+    app = build_app(settings, roles[0])
     Worker(app, loglevel=settings.log_level, quiet=True, redirect_stdouts=False).execute_from_commandline()

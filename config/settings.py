@@ -50,6 +50,9 @@ class Settings(BaseSettings):
     )
     heartbeat_interval_s: float = Field(1.0, gt=0, description="Consumer heartbeat interval.")
     batch_size: int = Field(500, ge=1, description="Most events an agent handles in one batch.")
+    intake_concurrency: int = Field(
+        2, ge=1, le=16, description="Batches each intake agent works on at once (pipelining)."
+    )
     batch_within_s: float = Field(
         0.2, gt=0, description="Longest wait to fill a batch before processing what arrived."
     )

@@ -32,6 +32,7 @@ from security.audit_chain import (
     row_hash,
     verify_chain,
 )
+from storage.columnar import columnar_insert
 from storage.db import engine_for, run_db
 from storage.models import AuditCheckpointRow, AuditLogRow
 
@@ -144,8 +145,17 @@ def _append(conn: Connection, records: list[AuditRecord]) -> tuple[int, int, str
         row["seq"], row["prev_hash"] = seq, prev
         row["row_hash"] = prev = row_hash(hashed_view(row), prev, seq)
     if fresh:
-        conn.execute(insert(AuditLogRow), fresh)
+        columnar_insert(conn, "audit_log", _AUDIT_COLUMNS,
+                        [[row[name] for row in fresh] for name, _ in _AUDIT_COLUMNS])
     return len(fresh), seq, prev
+
+
+_AUDIT_COLUMNS = (
+    ("seq", "bigint"), ("audit_id", "uuid"), ("time", "timestamptz"), ("actor", "text"),
+    ("action", "text"), ("outcome", "text"), ("reason", "text"), ("correlation_id", "text"),
+    ("subject_ids", "text[]"), ("source_topic", "text"), ("source_partition", "int"),
+    ("source_offset", "bigint"), ("detail", "jsonb"), ("prev_hash", "text"), ("row_hash", "text"),
+)
 
 
 def _maybe_checkpoint(

@@ -6,7 +6,8 @@ executemany is slower still. Here each column of a batch travels as ONE text par
 (values joined by commas; bytes, text and JSON as hex, so no value can contain a comma) and
 is split server-side with ``unnest``; the statement text depends only on the table and its
 columns, so it is built once. Values stay parameters; only our own table and column names
-are formatted into the statement. An empty item is NULL. Measured on a 500-row batch of
+are formatted into the statement. An empty item is NULL; every other hex value starts
+with "x", so an empty string is not NULL. Measured on a 500-row batch of
 protected fields: ~5 ms, against ~15 ms for unnest over bytea[] arrays and ~35 ms for
 SQLAlchemy's executemany.
 """
@@ -25,20 +26,24 @@ _DECODE = {
     "int": "NULLIF({c}, '')::integer",
     "bigint": "NULLIF({c}, '')::bigint",
     "timestamptz": "NULLIF({c}, '')::timestamptz",
-    "bytea": "decode(NULLIF({c}, ''), 'hex')",
-    "text": "convert_from(decode(NULLIF({c}, ''), 'hex'), 'UTF8')",
-    "jsonb": "convert_from(decode(NULLIF({c}, ''), 'hex'), 'UTF8')::jsonb",
+    # Hex values carry an "x" in front, so an empty string or empty bytes stay apart from NULL.
+    "bytea": "decode(substr(NULLIF({c}, ''), 2), 'hex')",
+    "text": "convert_from(decode(substr(NULLIF({c}, ''), 2), 'hex'), 'UTF8')",
+    "jsonb": "convert_from(decode(substr(NULLIF({c}, ''), 2), 'hex'), 'UTF8')::jsonb",
+    # A text[] travels as a JSON array of strings.
+    "text[]": "ARRAY(SELECT jsonb_array_elements_text("
+              "convert_from(decode(substr(NULLIF({c}, ''), 2), 'hex'), 'UTF8')::jsonb))",
 }
 
 
 def _encode_column(values: Sequence[Any], kind: str) -> str:
     if kind == "bytea":
-        return ",".join("" if v is None else v.hex() for v in values)
+        return ",".join("" if v is None else "x" + v.hex() for v in values)
     if kind == "text":
-        return ",".join("" if v is None else str(v).encode("utf-8").hex() for v in values)
-    if kind == "jsonb":
+        return ",".join("" if v is None else "x" + str(v).encode("utf-8").hex() for v in values)
+    if kind in ("jsonb", "text[]"):
         return ",".join(
-            "" if v is None else json.dumps(v, separators=(",", ":"), ensure_ascii=False)
+            "" if v is None else "x" + json.dumps(v, separators=(",", ":"), ensure_ascii=False)
             .encode("utf-8").hex()
             for v in values
         )

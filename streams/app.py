@@ -108,7 +108,7 @@ class ModelService(Service):
 
 
 #: The stages a worker process can run; ``attest worker`` runs one process per stage.
-ROLES = ("intake", "enrichment")
+ROLES = ("intake", "audit", "enrichment")
 
 
 def group_id(settings: Settings, role: str) -> str:
@@ -117,11 +117,13 @@ def group_id(settings: Settings, role: str) -> str:
 
 
 def build_app(settings: Settings, role: str = "intake") -> faust.App:
-    """One stage's app. ``intake``: intake agents per signed topic, the audit sink, the key
-    refresher. ``enrichment``: the model pool, classifying what intake stored.
+    """One stage's app. ``intake``: intake agents per signed topic and the key refresher.
+    ``audit``: the audit sink, chaining the audit topic into ``audit_log``. ``enrichment``:
+    the model pool, classifying what intake stored.
 
-    Separate apps are separate consumer groups over the same intake topics, so a slow model
-    makes enrichment lag and never holds intake (docs/architecture.md).
+    Separate apps are separate consumer groups (and processes), so a slow model makes
+    enrichment lag and never holds intake, and the audit chain's hashing runs on another
+    core than verification (docs/architecture.md).
     """
     if role not in ROLES:
         raise ValueError(f"unknown worker role {role!r}")
@@ -161,7 +163,7 @@ def build_app(settings: Settings, role: str = "intake") -> faust.App:
         if pending:
             await asyncio.gather(*pending)
 
-    def attach(spec: TopicSpec, handler: BatchHandler) -> None:
+    def attach(spec: TopicSpec, handler: BatchHandler, concurrency: int = 1) -> None:
         async def agent(stream: faust.StreamT) -> None:
             async for events in stream.take_events(settings.batch_size, settings.batch_within_s):
                 try:
@@ -172,11 +174,14 @@ def build_app(settings: Settings, role: str = "intake") -> faust.App:
                     log.exception("unexpected failure in %s", spec.suffix)
                     exit_worker(f"{type(exc).__name__} in the {spec.suffix} agent: {exc}")
 
-        app.agent(topics[spec.suffix], name=f"attest.{role}.{spec.suffix}")(agent)
+        app.agent(topics[spec.suffix], name=f"attest.{role}.{spec.suffix}",
+                  concurrency=concurrency)(agent)
 
     actor = worker_actor()
     if role == "enrichment":
         _attach_enrichment(app, settings, actor, attach)
+    elif role == "audit":
+        attach(AUDIT, AuditSink(settings, actor=actor).process)
     else:
         _attach_intake(app, settings, actor, attach)
 
@@ -192,7 +197,7 @@ def build_app(settings: Settings, role: str = "intake") -> faust.App:
 def _attach_intake(
     app: faust.App, settings: Settings, actor: str, attach: Callable[[TopicSpec, BatchHandler], None]
 ) -> None:
-    """Verify, store, dead-letter and audit; the audit sink; the key refresher. No model."""
+    """Verify, store, dead-letter and publish audit records; the key refresher. No model."""
     intake = IntakeProcessor(
         settings,
         actor=actor,
@@ -214,8 +219,9 @@ def _attach_intake(
         return await intake.process(batch)
 
     for spec in INTAKE_TOPICS:
-        attach(spec, intake_stage)
-    attach(AUDIT, AuditSink(settings, actor=actor).process)
+        # Two batches in flight: one is verified while the other waits on Postgres and the
+        # broker. Effects stay idempotent and offsets still commit only what is done.
+        attach(spec, intake_stage, concurrency=settings.intake_concurrency)
     app.timer(settings.registry_refresh_s, name="attest.refresh_keys")(refresh_keys)
 
 
