@@ -62,7 +62,7 @@ def _replay(settings: Settings, selection: Selection) -> ReplayResult:
     return asyncio.run(replay.run(progress))
 
 
-def run_bench(settings: Settings, events: int) -> ReplayBench:
+def run_bench(settings: Settings, events: int, rounds: int = 3) -> ReplayBench:
     """Everything on ``settings``' stack, under a fresh topic prefix."""
     from storage import keys as registry
 
@@ -85,17 +85,27 @@ def run_bench(settings: Settings, events: int) -> ReplayBench:
         read_per_s = len(messages) / (time.perf_counter() - started)
     verify_per_s, _raw = verify_measure("Ed25519", 5000, 3)
     processor = intake_processor(settings, "operator:bench")
-    started = time.perf_counter()
-    for i in range(0, len(messages), settings.batch_size):
-        processor.verify_batch(messages[i:i + settings.batch_size])
-    same_tokens_per_s = len(messages) / (time.perf_counter() - started)
+
+    def verify_pass() -> float:
+        started = time.perf_counter()
+        for i in range(0, len(messages), settings.batch_size):
+            processor.verify_batch(messages[i:i + settings.batch_size])
+        return len(messages) / (time.perf_counter() - started)
+
     first = _replay(settings, Selection("approvals"))
-    again = _replay(settings, Selection("approvals"))
-    return ReplayBench(events, read_per_s, verify_per_s, first, again, same_tokens_per_s)
+    # Alternated, best of each: this machine is shared, and a burst of someone else's load
+    # should not decide the ratio.
+    verify_rates, replays = [], []
+    for _ in range(rounds):
+        verify_rates.append(verify_pass())
+        replays.append(_replay(settings, Selection("approvals")))
+    best = max(replays, key=lambda r: r.rate)
+    return ReplayBench(events, read_per_s, verify_per_s, first, best, max(verify_rates))
 
 
 def command(
     events: int = typer.Option(100_000, "--events", "-n", min=1000, help="Signed approvals to replay."),
+    rounds: int = typer.Option(3, min=1, help="Alternated verify-only and replay runs; best of each."),
 ) -> None:
     """Start an embedded stack of its own, measure, print, stop it."""
     from devstack import stack
@@ -108,22 +118,22 @@ def command(
         settings = base.model_copy(update={"kafka_bootstrap": info.kafka_bootstrap,
                                            "database_url": info.database_url})
         migrate.upgrade(settings.database_url)
-        result = run_bench(settings, events)
+        result = run_bench(settings, events, rounds)
     finally:
         stack.down(base)
     table = Table("measure", "events/s", title=f"replay over {events:,} approvals")
     table.add_row("raw read of the topic (confluent-kafka)", f"{result.read_per_s:,.0f}")
     table.add_row("verify only (bench verify, Ed25519, best of 3)", f"{result.verify_per_s:,.0f}")
-    table.add_row("verify only, the same messages, one pass", f"{result.verify_same_per_s:,.0f}")
+    table.add_row("verify only, the same messages (best pass)", f"{result.verify_same_per_s:,.0f}")
     table.add_row(f"first replay: stores all {result.first_replay.counts}",
                   f"{result.first_replay.rate:,.0f}")
-    table.add_row(f"replay of stored events {result.stored_replay.counts}",
+    table.add_row(f"replay of stored events, best run {result.stored_replay.counts}",
                   f"{result.stored_replay.rate:,.0f}")
     Console().print(table)
     verdict = "met" if result.ratio >= TARGET else "MISSED"
     Console().print(f"replay of stored events / verify only: {result.ratio:.1%} "
                     f"(target >= {TARGET:.0%}: {verdict}); against the same messages verified "
-                    f"in one pass: {result.stored_replay.rate / result.verify_same_per_s:.1%}")
+                    f"alone: {result.stored_replay.rate / result.verify_same_per_s:.1%}")
 
 
 if __name__ == "__main__":
