@@ -16,6 +16,7 @@ mattered; a batch redone after a crash is recognised as a redelivery.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import inspect
 import logging
@@ -261,6 +262,16 @@ class Replay:
         try:
             with BrokerReader(self.settings) as reader:
                 await self._consume(reader, processor, progress, dry_counts)
+        except Exception as exc:
+            # Progress is saved up to the last durable batch, so the same command resumes;
+            # the audit trail says this run ended in an error, and where.
+            if not dry:
+                failed = self._operator_record(finished, run_id, progress, {
+                    "counts": dict(progress.counts), "done": progress.done, "interrupted": True,
+                    "error": f"{type(exc).__name__}: {exc}"[:300]}, outcome="error")
+                with contextlib.suppress(BrokerUnavailable):
+                    await asyncio.to_thread(publish_audit, self.settings, [failed])
+            raise
         finally:
             await self._enrichment.close()
         seconds = time.monotonic() - t0
