@@ -44,7 +44,10 @@ def fault_stack() -> Iterator[FaultStack]:
         yield stack
     finally:
         stack.close()
-        shutil.rmtree(stack.state, ignore_errors=True)
+        if os.environ.get("ATTEST_FAULTS_KEEP"):
+            print(f"\nfault suite state (logs) kept in {stack.state}")
+        else:
+            shutil.rmtree(stack.state, ignore_errors=True)
 
 
 @dataclass
