@@ -291,6 +291,11 @@ class AccessService:
             if existing[kid].subject != identity.subject:
                 raise Conflict("this key is registered to someone else")
             return existing[kid]
+        if store.approver_keys(self._url, subject=identity.subject):
+            # One key per person: a stolen token must not add a key of its own to a person
+            # who already signs with theirs. Replacing a key is an operator's act.
+            raise Conflict("you already have a registered approval key; ask an operator to "
+                           "replace it")
         registered = ApproverKey(kid, identity.subject, public,
                                  self._attestor.attest(key_attestation_body(kid, identity.subject,
                                                                             public)))

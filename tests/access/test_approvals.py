@@ -166,3 +166,19 @@ def test_only_authorised_approvers_with_registered_keys_decide(world: AccessWorl
     assert unregistered.status_code == 403 and "registered" in unregistered.json()["detail"]
     assert world.client.get(f"/v1/requests/{request['request_id']}",
                             headers=world.auth("sam")).status_code == 404
+
+
+def test_a_person_registers_one_approval_key(world: AccessWorld) -> None:
+    from joserfc.jwk import OKPKey
+
+    mine = load_person_key(world.state, "dana").as_dict(private=False)
+    again = world.client.put("/v1/me/approval-key", headers=world.auth("dana"), json={"jwk": mine})
+    assert again.status_code == 200  # the same key: idempotent
+    stolen = world.client.put("/v1/me/approval-key", headers=world.auth("dana"),
+                              json={"jwk": OKPKey.generate_key("Ed25519").as_dict(private=False)})
+    assert stolen.status_code == 409
+    theirs = world.client.put("/v1/me/approval-key", headers=world.auth("sam"), json={"jwk": mine})
+    assert theirs.status_code == 409  # dana's key cannot become sam's
+    private = world.client.put("/v1/me/approval-key", headers=world.auth("nora"),
+                               json={"jwk": OKPKey.generate_key("Ed25519").as_dict(private=True)})
+    assert private.status_code == 400
