@@ -54,14 +54,19 @@ def request_command(
     _show_request(made)
 
 
-def _decide(token_file: Path, request_id: str, decision: str, key_file: Path | None) -> None:
+def _decide(token_file: Path, request_id: str, decision: str, key_file: Path | None,
+            yes: bool) -> None:
+    """Show what is to be signed, confirm, then sign the digest with the person's own key."""
     try:
         with client(token_file) as service:
             me = service.me()["subject"]
+            request = service.request(request_id)
+            _show_request(request)
+            if not yes and not typer.confirm(f"{decision} this request as {me}?"):
+                fail("nothing was signed")
             key = (load_person_key(get_settings().state_dir, me) if key_file is None
                    else OKPKey.import_key(read_private_json(key_file)))
             service.register_key(key.as_dict(private=False))  # once; idempotent after
-            request = service.request(request_id)
             jws = sign_decision(request["request_id"], request["digest"], decision, me, key)
             decided = service.decide(request_id, jws)
     except AccessError as exc:
@@ -71,6 +76,7 @@ def _decide(token_file: Path, request_id: str, decision: str, key_file: Path | N
 
 KEY_FILE = typer.Option(None, "--key", help="Your approval-signing key (default: "
                         "ATTEST_STATE_DIR/people/<you>.jwk, made by `attest identity add-person`).")
+YES = typer.Option(False, "--yes", "-y", help="Sign without asking (the request is still shown).")
 
 
 @app.command()
@@ -78,9 +84,10 @@ def approve(
     request_id: str = typer.Argument(..., help="The request to approve."),
     token_file: Path = TOKEN_FILE,
     key: Path | None = KEY_FILE,
+    yes: bool = YES,
 ) -> None:
-    """Approve a colleague's request: sign its digest with your own key."""
-    _decide(token_file, request_id, "approve", key)
+    """Approve a colleague's request: shown first, then its digest is signed with your own key."""
+    _decide(token_file, request_id, "approve", key, yes)
 
 
 @app.command()
@@ -88,9 +95,10 @@ def deny(
     request_id: str = typer.Argument(..., help="The request to deny."),
     token_file: Path = TOKEN_FILE,
     key: Path | None = KEY_FILE,
+    yes: bool = YES,
 ) -> None:
     """Deny a request (a signed denial vetoes it, whatever else was approved)."""
-    _decide(token_file, request_id, "deny", key)
+    _decide(token_file, request_id, "deny", key, yes)
 
 
 @app.command()
