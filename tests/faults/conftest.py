@@ -30,8 +30,9 @@ from tests.helpers import scratch_database, wait_until
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every test that uses the fault stack is a `faults` test (`make test-faults`)."""
     for item in items:
-        if "tests/faults/" in str(item.fspath).replace(os.sep, "/"):
+        if "fault_stack" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.faults)
             item.add_marker(pytest.mark.integration)
 

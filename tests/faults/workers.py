@@ -8,20 +8,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+from bench.ledger import child_env
 from config.settings import Settings
 from devstack.processes import terminate_tree
 
 
 def worker_env(settings: Settings, extra: dict[str, str] | None = None) -> dict[str, str]:
     """The environment that gives a child process exactly these settings."""
-    env = dict(os.environ)
-    for name in Settings.model_fields:
-        value = getattr(settings, name)
-        key = f"ATTEST_{name.upper()}"
-        if value is None:
-            env.pop(key, None)
-        else:
-            env[key] = str(value).lower() if isinstance(value, bool) else str(value)
+    env = child_env(settings)
     # Faust's info lines (joins, assignments, the model pool) explain a failed case; a run can
     # turn them down with ATTEST_FAULTS_WORKER_LOG_LEVEL.
     env["ATTEST_LOG_LEVEL"] = os.environ.get("ATTEST_FAULTS_WORKER_LOG_LEVEL", "info")

@@ -7,44 +7,19 @@ broker gave it, so the checks can find it by position, exactly as the product re
 
 from __future__ import annotations
 
-import hashlib
 import json
 import random
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from bench.ledger import ANY_REASON, Planned, send_planned
 from config.settings import Settings
 from scenarios.finance import transaction_payloads
 from schemas.catalog import TRANSACTION_V1
 from security.keyfiles import SigningKey, generate_key
 from storage import keys as registry
-from streams.producer import OutgoingMessage, deliver, sign_payload, tamper
+from streams.producer import sign_payload, tamper
 from streams.topics import TRANSACTIONS
-
-#: A planned rejection whose reason code is not pinned (the product may name it either way).
-ANY_REASON = "*"
-
-
-@dataclass
-class Planned:
-    """One message to send and what must become of it."""
-
-    topic: str
-    key: bytes | None
-    value: bytes
-    #: None: must be stored exactly once; otherwise the dead letter's reason code.
-    reason: str | None
-    event_id: str | None = None
-    partition: int = -1
-    offset: int = -1
-
-    @property
-    def position(self) -> tuple[str, int, int]:
-        return (self.topic, self.partition, self.offset)
-
-    @property
-    def sha256(self) -> str:
-        return hashlib.sha256(self.value).hexdigest()
 
 
 @dataclass
@@ -132,12 +107,7 @@ class Workload:
 
     def send(self, planned: list[Planned]) -> list[Planned]:
         """Send in order and record the position each landed at (idempotent producer)."""
-        by_topic: dict[str, list[Planned]] = {}
-        for p in planned:
-            by_topic.setdefault(p.topic, []).append(p)
-        for topic, items in by_topic.items():
-            for d in deliver(self.settings, topic, [OutgoingMessage(p.key, p.value) for p in items]):
-                items[d.index].partition, items[d.index].offset = d.partition, d.offset
+        send_planned(self.settings, planned)
         self.sent.extend(planned)
         return planned
 

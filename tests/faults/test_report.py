@@ -1,0 +1,44 @@
+"""The reliability table is generated from the recorded rows, never typed by hand."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from bench.reliability_report import END, START, render, update
+
+
+def _row(fault: str, **kw: object) -> dict[str, object]:
+    row = {"fault": fault, "sent": 10, "expected_stored": 8, "expected_rejected": 2, "stored": 8,
+           "dead_lettered": 2, "lost": 0, "lost_upstream": 0, "duplicated": 0,
+           "raw_dead_letters": 3, "raw_dead_letter_duplicates": 1, "recovery_s": 4.0,
+           "note": "a note", "at": "2026-12-01T01:02:03+00:00"}
+    return {**row, **kw}
+
+
+def test_rows_render_in_the_issue_order_with_upstream_loss_shown(tmp_path: Path) -> None:
+    rows = {"Postgres fast shutdown": _row("Postgres fast shutdown"),
+            "worker SIGKILL x3": _row("worker SIGKILL x3"),
+            "broker killed and restarted (memory broker)":
+                _row("broker killed and restarted (memory broker)", lost_upstream=7)}
+    (tmp_path / "faults.json").write_text(json.dumps(rows))
+    table = render(tmp_path)
+    lines = [line for line in table.splitlines() if line.startswith("| ") and "---" not in line]
+    assert [line.split(" | ")[0] for line in lines[1:]] == [
+        "| worker SIGKILL x3", "| Postgres fast shutdown", "| broker killed and restarted (memory broker)"]
+    assert "| 0 (+7 upstream) |" in table
+    assert "| 8/8 | 2/2 | 0 | 0 | 1 | 4.0 s |" in lines[1]
+    assert "No soak run recorded yet" in table
+
+
+def test_update_replaces_only_the_generated_block(tmp_path: Path) -> None:
+    doc = tmp_path / "doc.md"
+    doc.write_text(f"before\n{START}\nold table\n{END}\nafter\n")
+    update(doc, "new table")
+    assert doc.read_text() == f"before\n{START}\nnew table\n{END}\nafter\n"
+    bare = tmp_path / "bare.md"
+    bare.write_text("no markers")
+    with pytest.raises(SystemExit):
+        update(bare, "x")
