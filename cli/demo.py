@@ -42,6 +42,7 @@ def demo(
     for reason, n in sorted(summary.rejected.items()):
         table.add_row(f"rejected: {reason}", str(n))
     table.add_row("stored rows (events)", str(summary.stored_rows))
+    table.add_row("classified (event.inferred)", str(summary.classified))
     table.add_row("audit records", str(summary.audit_records))
     table.add_row("wall time", f"{summary.seconds:.1f}s")
     console.print(table)

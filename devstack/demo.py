@@ -42,6 +42,7 @@ class DemoSummary:
     accepted: int
     rejected: Counter[str] = field(default_factory=Counter)
     stored_rows: int = 0
+    classified: int = 0
     audit_records: int = 0
     seconds: float = 0.0
 
@@ -149,7 +150,9 @@ def run_demo(
         last_report = 0.0
         while True:
             counts = decision_counts(settings.database_url, since=run_start)
-            if counts.decided >= len(messages):
+            # Every message decided, and every accepted one classified by the enrichment
+            # stage, which follows intake on a consumer group of its own.
+            if counts.decided >= len(messages) and counts.inferred >= counts.accepted:
                 break
             if worker.poll() is not None:
                 raise DevStackError(
@@ -162,7 +165,8 @@ def run_demo(
                     f"{timeout_s:.0f}s; see {settings.state_dir / 'worker.log'}"
                 )
             if time.monotonic() - last_report > 5:
-                say(f"  decided {counts.decided}/{len(messages)}")
+                say(f"  decided {counts.decided}/{len(messages)}, "
+                    f"classified {counts.inferred}/{counts.accepted}")
                 last_report = time.monotonic()
             time.sleep(0.5)
         time.sleep(1.0)  # let the sink append the last batch's stored records
@@ -172,6 +176,7 @@ def run_demo(
             accepted=counts.accepted,
             rejected=counts.rejected,
             stored_rows=count_events(settings.database_url, since=run_start),
+            classified=counts.inferred,
             audit_records=counts.audit_records,
             seconds=time.monotonic() - started,
         )

@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import Connection, func, insert, select, text
 from sqlalchemy.exc import IntegrityError
 
-from schemas.audit import AuditRecord
+from schemas.audit import AuditAction, AuditRecord
 from security.audit_chain import (
     CHECKPOINT_ACTION,
     GENESIS,
@@ -341,6 +341,8 @@ class DecisionCounts:
     accepted: int
     rejected: Counter[str]
     audit_records: int
+    #: event.inferred records: the enrichment stage runs on its own consumer group, behind intake.
+    inferred: int = 0
 
     @property
     def decided(self) -> int:
@@ -360,12 +362,13 @@ def decision_counts(url: str, since: datetime | None = None) -> DecisionCounts:
                 .where(*where)
                 .group_by(AuditLogRow.action, AuditLogRow.reason)
             ).all()
-        accepted = sum(n for action, _, n in rows if action == "event.accepted")
+        accepted = sum(n for action, _, n in rows if action == AuditAction.EVENT_ACCEPTED)
+        inferred = sum(n for action, _, n in rows if action == AuditAction.EVENT_INFERRED)
         rejected: Counter[str] = Counter()
         for action, reason, n in rows:
-            if action == "event.rejected":
+            if action == AuditAction.EVENT_REJECTED:
                 rejected[reason or "unknown"] += n
-        return DecisionCounts(accepted, rejected, sum(n for _, _, n in rows))
+        return DecisionCounts(accepted, rejected, sum(n for _, _, n in rows), inferred)
 
     return run_db(read)
 
