@@ -20,7 +20,8 @@ from access.errors import AccessError
 from access.identity import Identity, TokenVerifier, load_jwks
 from access.issuer import jwks_path
 from access.keys import load_attestor
-from access.service import AccessService, NewRequest, ReadQuery, ReadResult
+from access.service import AccessService
+from access.views import NewRequest, ReadQuery, ReadResult
 from config.settings import Settings, secret_environ
 from security.keyring import open_keyring
 from security.policy import load_policy

@@ -22,7 +22,7 @@ import contextlib
 import threading
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -45,94 +45,23 @@ from access.approvals import (
 from access.errors import AccessError, AuditUnavailable, Conflict, Forbidden, NotFound, RateLimited
 from access.identity import Identity
 from access.ratelimit import SlidingWindowLimit
+from access.views import (
+    FieldView,
+    NewRequest,
+    ReadQuery,
+    ReadResult,
+    RecordView,
+    TierLimitedKeyring,
+)
 from schemas.audit import AuditAction, AuditRecord, audit_id_for
-from security.blind_index import BlindIndexKey
 from security.field_protection import FieldReader, subject_reference
 from security.keyring import Keyring
 from security.policy import AccessDecision, AccessPolicy, AccessReason, Role
-from security.protection_errors import FieldProtectionError, KeyNotHeld
-from security.tiers import FieldSpec, SchemaProtection, Tier
+from security.protection_errors import FieldProtectionError
+from security.tiers import FieldSpec, SchemaProtection
 from storage import access_requests as store
 from storage.audit import append_records
 from storage.protected import RowFilter, read_protected
-
-FieldState = str  # "public", "clear", "masked", "forgotten", "absent"
-
-
-@dataclass(frozen=True)
-class ReadQuery:
-    """What a reader asks for. The identity is not in here: it comes from the token."""
-
-    purpose: str
-    role: str | None = None
-    subject: str | None = None
-    event_id: str | None = None
-    typ: str | None = None
-    source: str | None = None
-    request_id: str | None = None
-    limit: int = 20
-
-
-@dataclass(frozen=True)
-class FieldView:
-    name: str
-    tier: str
-    state: FieldState
-    value: Any = None
-    note: str | None = None
-
-
-@dataclass(frozen=True)
-class RecordView:
-    event_id: str
-    typ: str
-    source: str
-    issued_at: datetime
-    department: str
-    fields: list[FieldView]
-
-
-@dataclass(frozen=True)
-class ReadResult:
-    read_id: str
-    role: str
-    records: list[RecordView]
-    audit: AuditRecord = field(repr=False)
-
-
-@dataclass(frozen=True)
-class NewRequest:
-    purpose: str
-    typ: str
-    subject: str = field(repr=False)
-    fields: tuple[str, ...]
-    role: str | None = None
-    valid_for: timedelta = timedelta(days=7)
-
-
-class _TierLimited:
-    """A keyring view that opens only ``tiers`` (the read's role), whatever the service holds."""
-
-    def __init__(self, keyring: Keyring, tiers: frozenset[Tier]) -> None:
-        self._keyring = keyring
-        self._tiers = tiers & keyring.readable_tiers()
-
-    def readable_tiers(self) -> frozenset[Tier]:
-        return self._tiers
-
-    def current_version(self, tier: Tier) -> int:
-        return self._keyring.current_version(tier)
-
-    def seal_to_tier(self, tier: Tier, secret: bytes, context: bytes) -> bytes:
-        return self._keyring.seal_to_tier(tier, secret, context)
-
-    def open_from_tier(self, tier: Tier, sealed: bytes, context: bytes) -> bytes:
-        if tier not in self._tiers:
-            raise KeyNotHeld(f"this read's role does not hold the {tier.label} tier")
-        return self._keyring.open_from_tier(tier, sealed, context)
-
-    def blind_index_key(self, domain: str) -> BlindIndexKey:
-        return self._keyring.blind_index_key(domain)
 
 
 class AccessService:
@@ -460,7 +389,7 @@ class AccessService:
                         "typ": query.typ, "source": query.source},
         })
         self._audit(audit)  # committed, or AuditUnavailable: nothing below runs
-        reader = FieldReader(_TierLimited(self._keyring, role.tiers), catalog)
+        reader = FieldReader(TierLimitedKeyring(self._keyring, role.tiers), catalog)
         records = [self._view(reader, schema, decided, row, keys)
                    for schema, decided, rows, keys in fetched for row in rows]
         return ReadResult(read_id, role.name, records, audit)
