@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 
 from schemas.audit import AuditRecord
 from security.blind_index import BlindIndexKey
@@ -16,7 +16,7 @@ from security.keyring import Keyring
 from security.protection_errors import KeyNotHeld
 from security.tiers import Tier
 
-FieldState = str  # "public", "clear", "masked", "forgotten", "absent"
+FieldState = Literal["public", "clear", "masked", "forgotten", "absent"]
 
 
 @dataclass(frozen=True)
