@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import typer
-from rich.table import Table
+from rich.table import Column, Table
 
 from cli.output import console, err_console, fail
 from config.settings import Settings, get_settings
@@ -162,7 +162,10 @@ def import_jwks(
 def list_keys() -> None:
     """Show every registered key: source, algorithm, validity and revocation."""
     rows = registry.list_keys(get_settings().database_url)
-    table = Table("kid", "source", "alg", "not after", "revoked")
+    # The kid is what an operator copies into `keys revoke`: never cut it short, whatever
+    # the terminal's width; the other columns give way.
+    kid = Column("kid", no_wrap=True, min_width=max((len(r.kid) for r in rows), default=3))
+    table = Table(kid, "source", "alg", "not after", "revoked")
     for r in rows:
         table.add_row(
             r.kid, r.source, r.alg,
