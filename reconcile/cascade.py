@@ -58,14 +58,19 @@ class Pool:
     right: dict[str, Record]
     matches: list[Match] = field(default_factory=list)
     duplicates: dict[str, str] = field(default_factory=dict)
+    #: When set, a match is only taken if ``allow(its records)``; otherwise its records are
+    #: set aside (left out of this pool) without a match. Windows use it (reconcile.windows).
+    allow: Callable[[list[Record]], bool] | None = None
 
     def take(self, stage: Stage, rule: str, score: float, status: Status,
-             left: Iterable[Record], right: Iterable[Record]) -> Match:
+             left: Iterable[Record], right: Iterable[Record]) -> Match | None:
         left, right = list(left), list(right)
         for r in left:
             del self.left[r.record_id]
         for r in right:
             del self.right[r.record_id]
+        if self.allow is not None and not self.allow([*left, *right]):
+            return None
         match = Match(
             pairing=self.pairing, stage=stage, rule=rule, score=round(score, 4), status=status,
             left_ids=tuple(r.record_id for r in left), right_ids=tuple(r.record_id for r in right),

@@ -53,7 +53,7 @@ class StepResult:
 
 
 def breaks_for(pool: Pool, closing: Iterable[Record], right_source: str, left_source: str,
-               date_days: int = 4) -> list[Break]:
+               date_days: int = 4, cfg: MatchConfig | None = None) -> list[Break]:
     """Breaks for the unmatched ``closing`` records of ``pool``, each with its reason.
 
     A record whose reference matches an unmatched record of the other side differs in
@@ -74,8 +74,10 @@ def breaks_for(pool: Pool, closing: Iterable[Record], right_source: str, left_so
         partner = next((o for o in others.values() if ref and bucket_of(o) == bucket_of(record)
                         and reference_score(ref, norm_reference(o.reference)) >= 0.9), None)
         if partner is None:  # no usable reference: the same counterparty, near date and amount
+            # (an amount within tolerance is no discrepancy: that record may be another's match)
             partner = next((o for o in others.values() if bucket_of(o) == bucket_of(record)
                             and (o.amount > 0) == (record.amount > 0)
+                            and not (cfg or MatchConfig()).amounts_agree(o.amount, record.amount)
                             and abs(o.amount - record.amount) <= abs(record.amount) * Decimal("0.1")
                             and abs((o.value_date - record.value_date).days) <= date_days
                             and name_score(o.counterparty, record.counterparty) >= 0.8), None)
@@ -109,6 +111,9 @@ class Reconciler:
         self.pools = {pairing_name(*p): new_pool(pairing_name(*p), [], []) for p in self.pairings}
         self.known: dict[str, dict[str, tuple[str, date]]] = {k: {} for k in self.pools}
         self.watermark: date | None = None
+        #: The watermark of the last step (with several partitions, behind ``watermark``):
+        #: what is older than it by two windows is forgotten.
+        self.closed_through: date | None = None
         #: Every record taken in, by id, until it is older than the horizon: a record
         #: delivered again (a worker restart) is recognised and not matched twice.
         self.seen: dict[str, date] = {}
@@ -119,9 +124,10 @@ class Reconciler:
         """Records older than the matcher remembers ids for, and not among those it does: a
         redelivery of old records or a very late one. The caller checks them against what is
         stored before adding them."""
-        if self.watermark is None:
+        span = timedelta(days=2 * self.cfg.window_days)
+        if self.closed_through is None or self.closed_through <= date.min + span:
             return []
-        horizon = self.watermark - timedelta(days=2 * self.cfg.window_days)
+        horizon = self.closed_through - span
         return [r for r in records if r.record_id not in self.seen and r.value_date < horizon]
 
     def add(self, records: Iterable[Record]) -> None:
@@ -146,6 +152,8 @@ class Reconciler:
     def step(self, watermark: date | None = None) -> StepResult:
         """Match what can be matched now; records whose window closed are matched or broken."""
         watermark = watermark or self.watermark
+        if watermark is not None and (self.closed_through is None or watermark > self.closed_through):
+            self.closed_through = watermark
         result = StepResult()
         for (left, right), (name, pool) in zip(self.pairings, self.pools.items(), strict=True):
             before = len(pool.matches)
@@ -154,11 +162,19 @@ class Reconciler:
             mark_duplicates(pool, known)
             match_reversals(pool)
             match_exact(pool)
-            closing_buckets = {bucket_of(r) for r in [*pool.left.values(), *pool.right.values()]
-                               if watermark is not None and self._closed(r, watermark)}
-            if closing_buckets:
+            if watermark is not None and any(self._closed(r, watermark)
+                                             for r in [*pool.left.values(), *pool.right.values()]):
+                # Looser stages decide only matches that hold a record whose window closed:
+                # by then every partner it could have has arrived (the window is longer than
+                # the date tolerance plus lateness), so what they decide does not depend on
+                # how the stream was cut into batches. They see every pending record of the
+                # bucket (for uniqueness and runners-up); a pair of open records is set aside
+                # for this step instead of matched.
+                closing_buckets = {bucket_of(r) for r in [*pool.left.values(), *pool.right.values()]
+                                   if self._closed(r, watermark)}
                 sub = new_pool(name, [r for r in pool.left.values() if bucket_of(r) in closing_buckets],
                                [r for r in pool.right.values() if bucket_of(r) in closing_buckets])
+                sub.allow = lambda records, wm=watermark: any(self._closed(r, wm) for r in records)
                 self._loose_stages(sub)
                 for m in sub.matches:
                     for rid in m.left_ids:
@@ -168,7 +184,7 @@ class Reconciler:
                 pool.matches += sub.matches
                 closing = [r for r in [*pool.left.values(), *pool.right.values()]
                            if self._closed(r, watermark)]
-                result.breaks += breaks_for(pool, closing, right, left, self.cfg.date_days)
+                result.breaks += breaks_for(pool, closing, right, left, self.cfg.date_days, self.cfg)
             new = pool.matches[before:]
             result.matches += new
             self._remember(name, snapshot, new)
@@ -192,7 +208,9 @@ class Reconciler:
     def _remember(self, name: str, records: dict[str, Record], matches: list[Match]) -> None:
         """Fingerprints of matched records, so a copy arriving later is seen as a duplicate."""
         known = self.known[name]
-        horizon = (self.watermark or date.min) - timedelta(days=2 * self.cfg.window_days)
+        span = timedelta(days=2 * self.cfg.window_days)
+        closed = self.closed_through
+        horizon = closed - span if closed is not None and closed > date.min + span else date.min
         for fp, (_rid, day) in list(known.items()):
             if day < horizon:
                 del known[fp]
@@ -228,6 +246,7 @@ class Reconciler:
         """Everything needed to resume: pending records, known fingerprints, the watermark."""
         return {
             "watermark": self.watermark.isoformat() if self.watermark else None,
+            "closed_through": self.closed_through.isoformat() if self.closed_through else None,
             "pools": {name: {"left": [r.to_dict() for r in p.left.values()],
                              "right": [r.to_dict() for r in p.right.values()]}
                       for name, p in self.pools.items()},
@@ -238,6 +257,8 @@ class Reconciler:
 
     def restore(self, state: dict[str, Any]) -> None:
         self.watermark = date.fromisoformat(state["watermark"]) if state.get("watermark") else None
+        closed = state.get("closed_through")
+        self.closed_through = date.fromisoformat(closed) if closed else None
         for name, sides in state.get("pools", {}).items():
             if name in self.pools:
                 pool = self.pools[name]
