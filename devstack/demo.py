@@ -141,7 +141,10 @@ def run_demo(
         payments = demo_transactions(settings, count, tampered, seed)
         documents = demo_documents(settings, documents_count, seed)
         messages = payments + documents
-        worker = start_worker(settings)
+        # The worker logs in as the least-privilege role `attest dev up` created (exactly the
+        # grants the pipeline needs), not as the database owner.
+        worker = start_worker(settings.model_copy(
+            update={"database_url": info.worker_database_url or info.database_url}))
         say(f"worker started (pid {worker.pid}); sending {len(payments)} payments "
             f"and {len(documents)} agency documents")
         send_all(settings, TRANSACTIONS.name(settings), payments)
