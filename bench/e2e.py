@@ -282,3 +282,61 @@ def write_results(kind: str, results: list[object]) -> Path:
     path = RESULTS / f"e2e-{kind}-{stamp}.json"
     path.write_text(json.dumps([asdict(r) for r in results], indent=2) + "\n")  # type: ignore[call-overload]
     return path
+
+
+def write_chart(results: list[LoadResult], path: Path) -> Path:
+    """Latency (p50, p99 from issued_at to the committed row) against achieved throughput."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display: a file is the output
+    import matplotlib.pyplot as plt
+
+    ordered = sorted(results, key=lambda r: r.achieved_per_s)
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    x = [r.achieved_per_s for r in ordered]
+    ax.plot(x, [r.stored_p50_ms for r in ordered], "o-", label="Attest p50")
+    ax.plot(x, [r.stored_p99_ms for r in ordered], "s-", label="Attest p99")
+    for r in ordered:
+        ax.annotate(f"{r.clients} clients", (r.achieved_per_s, r.stored_p99_ms),
+                    textcoords="offset points", xytext=(4, 4), fontsize=8)
+    ref = sorted(REFERENCE.items())
+    ax.plot([v[0] for _, v in ref], [v[2] for _, v in ref], "^--", color="grey",
+            label="reference p99 (3 x 8 cores)")
+    ax.set_xlabel("events/s stored")
+    ax.set_ylabel("ms from issued_at to committed row")
+    ax.set_title("attest bench e2e: latency against throughput")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def markdown_table(backlog: BacklogResult | None, load: list[LoadResult]) -> str:
+    """The tables docs/performance.md carries, generated from a run's own results."""
+    lines = []
+    if backlog is not None:
+        lines += [
+            "| measure | value |", "| --- | --- |",
+            f"| backlog drained (events) | {backlog.stored:,} of {backlog.events:,} |",
+            f"| stored events/s (db clock) | {backlog.events_per_s:,.0f} |",
+            f"| audit records/s | {backlog.audit_per_s:,.0f} |",
+            f"| bench verify full path, same run (events/s, one core) | {backlog.verify_full_per_s:,.0f} |",
+            f"| e2e / verify | {backlog.ratio_to_verify:.2f} |",
+            f"| worker RSS start -> end (MiB) | {backlog.rss_start_mib:.0f} -> {backlog.rss_end_mib:.0f} |",
+            "",
+        ]
+    if load:
+        lines += ["| clients | offered/s | achieved/s | stored p50 / p95 / p99 / max ms | "
+                  "audit p50 / p99 ms | reference ops/s (avg / p99 ms) |",
+                  "| --- | --- | --- | --- | --- | --- |"]
+        for r in load:
+            ref = REFERENCE.get(r.clients)
+            lines.append(
+                f"| {r.clients} | {r.offered_per_s:,.0f} | {r.achieved_per_s:,.0f} | "
+                f"{r.stored_p50_ms} / {r.stored_p95_ms} / {r.stored_p99_ms} / {r.stored_max_ms} | "
+                f"{r.audit_p50_ms} / {r.audit_p99_ms} | "
+                + (f"{ref[0]:,} ({ref[1]} / {ref[2]}) |" if ref else "- |"))
+    return "\n".join(lines) + "\n"

@@ -6,7 +6,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from bench.e2e import REFERENCE, run_backlog, run_load, write_results
+from bench.e2e import REFERENCE, RESULTS, markdown_table, run_backlog, run_load, write_chart, write_results
 from config.settings import get_settings
 
 BACKLOG_TARGET = 5000.0
@@ -28,8 +28,10 @@ def command(
     """Throughput and latency of the whole pipeline on the running stack (`attest dev up`).
 
     Each run uses topics and a consumer group of its own and starts its own intake worker,
-    so nothing else on the stack is disturbed. Writes bench/results/e2e-*.json and prints the
-    reference system's table beside its own. Targets: backlog >= 5,000 events/s and e2e /
+    so nothing else on the stack is disturbed. Writes bench/results/e2e-*.json, the markdown
+    tables of docs/performance.md (bench/results/e2e-latest.md) and, in load mode, a chart of
+    latency against throughput (bench/results/e2e-latency.png); prints the reference system's
+    table beside its own. Targets: backlog >= 5,000 events/s and e2e /
     verify >= 0.6; load p99 issued_at -> committed row <= 50 ms at half the backlog rate.
     """
     console = Console()
@@ -54,6 +56,7 @@ def command(
     console.print(table)
     console.print(f"results: {write_results('backlog', [backlog])}")
     if mode == "backlog":
+        (RESULTS / "e2e-latest.md").write_text(markdown_table(backlog, []))
         return
     offered = rate or backlog.events_per_s / 2
     results = [run_load(settings, n, offered, seconds, say=console.print) for n in clients]
@@ -71,3 +74,5 @@ def command(
     console.print(f"p99 target <= {P99_TARGET_MS:.0f} ms: "
                   f"{'met' if all(r.stored_p99_ms <= P99_TARGET_MS for r in results) else 'MISSED'}")
     console.print(f"results: {write_results('load', results)}")
+    console.print(f"chart: {write_chart(results, RESULTS / 'e2e-latency.png')}")
+    (RESULTS / "e2e-latest.md").write_text(markdown_table(backlog, results))
