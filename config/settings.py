@@ -54,7 +54,9 @@ class Settings(BaseSettings):
         2, ge=1, le=16, description="Batches each intake agent works on at once (pipelining)."
     )
     batch_within_s: float = Field(
-        0.2, gt=0, description="Longest wait to fill a batch before processing what arrived."
+        0.02, gt=0,
+        description="Longest wait to fill a batch before processing what arrived (the floor of "
+                    "latency at low rates; a backlog fills batches at once).",
     )
     db_retry_max_s: float = Field(
         30.0, gt=0, description="Cap of the backoff while the database is unreachable."
