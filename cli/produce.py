@@ -13,7 +13,7 @@ from rich.progress import Progress
 from cli.output import console, fail
 from config.settings import Settings, get_settings
 from scenarios.finance import finance_scenario, transaction_payloads
-from scenarios.government import AGENCIES, document_payloads
+from scenarios.government import AGENCIES, consistency_scenario, document_payloads
 from schemas.catalog import DOCUMENT_V1, TRANSACTION_V1
 from security.keyfiles import SigningKey, keys_for_source
 from streams.admin import ensure_topics
@@ -64,7 +64,8 @@ def produce(
     mess: float | None = typer.Option(
         None, "--mess", min=0.0, max=1.0,
         help="Finance reconciliation run: the same payments from core-ledger, payment-switch and "
-             "bank-statement, this share of them messy (typos, FX, splits, duplicates, ...).",
+             "bank-statement, this share of them messy (typos, FX, splits, duplicates, ...). "
+             "Government: COUNT people at both agencies, this share of them inconsistent.",
     ),
     truth: Path | None = typer.Option(
         None, "--truth", dir_okay=False,
@@ -85,8 +86,6 @@ def produce(
     settings = get_settings()
     if tampered > count:
         fail("--tampered cannot exceed --count")
-    if scenario is Scenario.government and (mess is not None or truth is not None):
-        fail("--mess and --truth belong to the finance scenario")
     topic: TopicSpec
     truth_data = None
     if scenario is Scenario.finance and (mess is not None or truth is not None):
@@ -99,6 +98,10 @@ def produce(
         topic, typ = TRANSACTIONS, TRANSACTION_V1
         payloads = transaction_payloads(count, source, seed)
         signers = {source: key}
+    elif mess is not None or truth is not None:  # government consistency run: COUNT people
+        topic, typ = DOCUMENTS, DOCUMENT_V1
+        payloads, truth_data = consistency_scenario(count, seed, 0.1 if mess is None else mess)
+        signers = {agency: _newest_key(settings, agency) for agency in AGENCIES}
     else:
         topic, typ = DOCUMENTS, DOCUMENT_V1
         payloads = document_payloads(count, seed)

@@ -12,7 +12,7 @@ import pytest
 
 from config.settings import Settings
 from security.keyfiles import generate_key, write_private_key
-from streams.topics import TRANSACTIONS
+from streams.topics import DOCUMENTS, TRANSACTIONS
 from tests.conftest import settings_env
 from tests.helpers import read_topic
 
@@ -45,3 +45,21 @@ def test_finance_run_with_truth(stack_settings: Settings, tmp_path: Path):
     linked = {i for part in data["pairings"].values() for link in part["links"] for i in link}
     assert linked <= {json.loads(base64.urlsafe_b64decode(m.value().split(b".")[1] + b"==="))["event_id"]
                       for m in messages}
+
+
+@pytest.mark.integration
+def test_government_run_with_truth(stack_settings: Settings, tmp_path: Path):
+    settings = stack_settings.model_copy(update={"topic_prefix": stack_settings.topic_prefix + "gov."})
+    for agency in ("tax-bureau", "social-security-bureau"):
+        write_private_key(generate_key(agency), settings.keys_dir)
+    truth = tmp_path / "gov.json"
+    args = ["produce", "--scenario", "government", "--count", "30", "--seed", "3", "--mess", "0.4",
+            "--truth", str(truth)]
+    done = subprocess.run([sys.executable, "-m", "cli.main", *args], env=settings_env(settings),
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
+    data = json.loads(truth.read_text())
+    assert data["count"] == 30 and data["inconsistent"]
+    sent = read_topic(settings, DOCUMENTS.name(settings), idle_s=1.5)
+    missing = sum(1 for rule in data["inconsistent"].values() if rule == "missing_at_agency")
+    assert len(sent) == 60 - missing
