@@ -74,7 +74,8 @@ def build_report(matches: Sequence[Any], breaks: Sequence[Any], now: datetime,
         "timeline": timeline,
     }
     if truth is not None:
-        report["quality"] = score([as_match(m) for m in matches], [as_break(b) for b in breaks],
+        finance = [b for b in breaks if b.reason in {r.value for r in BreakReason}]  # not agency rules
+        report["quality"] = score([as_match(m) for m in matches], [as_break(b) for b in finance],
                                   truth).as_dict()
     return report
 

@@ -36,13 +36,16 @@ def test_report_counts_and_quality():
     l1, r1, l2, r2, l3 = _ids(5)
     matches = [_match("exact", "matched", (l1,), (r1,)), _match("fuzzy", "suggested", (l2,), (r2,))]
     breaks = [BreakRow(str(uuid.uuid4()), "core-ledger~bank-statement", l3, "core-ledger", "missing",
-                       "EUR", opened_at=NOW - timedelta(days=3))]
+                       "EUR", opened_at=NOW - timedelta(days=3)),
+              BreakRow(str(uuid.uuid4()), "tax-bureau~social-security-bureau", l3, "tax-bureau",
+                       "income_without_insurance", opened_at=NOW)]
     truth = {"pairings": {"core-ledger~bank-statement": {"links": [[l1, r1], [l2, r1]],
                                                          "breaks": [{"id": l3, "reason": "missing"}]}}}
     report = build_report(matches, breaks, NOW, {breaks[0].break_id: Decimal("-12.50")}, truth)
     assert report["matches"]["by_stage"] == {"exact": {"matched": 1}, "fuzzy": {"suggested": 1}}
     assert [s["match_id"] for s in report["suggested_awaiting_decision"]] == [matches[1].match_id]
-    assert report["breaks"]["ageing"] == {"< 1 day": 0, "1-7 days": 1, "> 7 days": 0}
+    assert report["breaks"]["ageing"] == {"< 1 day": 1, "1-7 days": 1, "> 7 days": 0}
+    assert report["breaks"]["by_reason"] == {"missing": 1, "income_without_insurance": 1}
     assert report["amounts_at_risk"] == {"EUR": "12.50"}
     assert report["quality"]["precision"] == 0.5 and report["quality"]["recall"] == 0.5
     assert ("breaks by reason", "missing", "1") in flat_rows(report)
