@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from bench import access, audit, crypto, e2e_command, inference, recon, verify
+from bench import access, audit, crypto, e2e_command, inference, recon, soak, verify
 
 app = typer.Typer(
     help="Measure throughput and latency; each prints its target and whether it was met.",
@@ -17,3 +17,4 @@ app.command("crypto")(crypto.command)
 app.command("inference")(inference.command)
 app.command("access")(access.command)
 app.command("recon")(recon.command)
+app.command("soak")(soak.command)
