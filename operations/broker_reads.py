@@ -170,7 +170,7 @@ class BrokerReader:
             while open_ranges:
                 # consume() hands over up to 500 messages per call: per-message poll() costs
                 # more than the rest of reading.
-                messages = self._consumer.consume(500, 0.5)
+                messages = self._consumer.consume(500, 0.1)
                 if not messages:
                     if time.monotonic() - idle_since > self._timeout * 3:
                         raise BrokerUnavailable(
