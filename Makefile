@@ -33,6 +33,7 @@ test: $(STAMP)
 # The fault cases restart workers, Postgres and the broker many times (about 6 minutes);
 # each writes a row that the report turns into docs/reliability.md's table.
 test-faults: $(STAMP)
+	rm -f .attest/reliability/faults.json
 	$(BIN)/python -m pytest -q -m faults tests/faults
 	$(BIN)/python -m bench.reliability_report --update docs/reliability.md
 
