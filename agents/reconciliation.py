@@ -18,7 +18,7 @@ import json
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -300,6 +300,8 @@ class ConsistencyStage:
         self._version = 0
         self.pending: dict[str, dict[str, dict[str, str | None]]] | None = None
         self._seen: dict[str, None] = {}  # document ids taken in, oldest first
+        self._since: dict[str, str] = {}  # person -> issued_at of their first pending document
+        self._newest: str | None = None  # the newest issued_at seen (the stage's event time)
         self._loading = asyncio.Lock()
 
     def _context(self) -> bytes:
@@ -320,6 +322,8 @@ class ConsistencyStage:
                 state = json.loads(self._state_key.open(sealed, self._context()))
                 self.pending = state.get("pending", {})
                 self._seen = dict.fromkeys(state.get("seen", []))
+                self._since = dict(state.get("since", {}))
+                self._newest = state.get("newest")
         return self.pending
 
     async def process(self, accepted: Sequence[tuple[IncomingMessage, VerifiedEvent]],
@@ -337,6 +341,9 @@ class ConsistencyStage:
             while len(self._seen) > SEEN_DOCUMENTS:
                 self._seen.pop(next(iter(self._seen)))
             facts = facts_from_payload(event.payload, lambda nid: blind_index(self._index_key, nid).hex())
+            stamp = event.issued_at.astimezone(UTC).isoformat()
+            self._since.setdefault(facts.person_key, stamp)
+            self._newest = max(self._newest or stamp, stamp)
             pending.setdefault(facts.person_key, {})[facts.agency] = {
                 "event_id": facts.event_id, "income": _text(facts.income), "tax_paid": _text(facts.tax_paid),
                 "insurance_status": facts.insurance_status,
@@ -344,23 +351,29 @@ class ConsistencyStage:
             touched.add(facts.person_key)
         if not touched and not flush:
             return ReconOutput()
+        # A person whose other document has not come within the window (in event time: the
+        # newest issued_at seen) is closed too: missing at one agency.
+        cutoff = (datetime.fromisoformat(self._newest) - timedelta(days=self._settings.recon_window_days)
+                  ).isoformat() if self._newest else ""
+        overdue = {k for k, since in self._since.items() if k in pending and since < cutoff}
         found = []
-        for key in sorted(pending if flush else touched):
+        for key in sorted(pending if flush else touched | overdue):
             agencies = pending[key]
-            if not flush and len(agencies) < 2:
+            if not flush and len(agencies) < 2 and key not in overdue:
                 continue
             facts_list = [AgencyFacts(key, agency, str(f["event_id"]), _num(f["income"]), _num(f["tax_paid"]),
                                       f["insurance_status"], _num(f["contribution_base"]))
                           for agency, f in sorted(agencies.items())]
             found += check_person(facts_list, self._readable, complete=True)
             del pending[key]
+            self._since.pop(key, None)
         rows = [BreakRow(break_id=d.discrepancy_id, pairing=self.PAIRING, record_id=d.event_ids[0],
                          source=d.agencies[0], reason=d.rule[:32],
                          detail_sealed=self._state_key.seal(
                              json.dumps({"rule": d.rule, "visible_to": list(d.visible_to)}).encode(),
                              f"detail|{d.discrepancy_id}".encode()),
                          related_ids=d.event_ids[1:]) for d in found]
-        state = {"pending": pending, "seen": list(self._seen)}
+        state = {"pending": pending, "seen": list(self._seen), "since": self._since, "newest": self._newest}
         sealed = self._state_key.seal(json.dumps(state).encode(), self._context())
         self._version += 1
         url, version = self._settings.database_url, self._version

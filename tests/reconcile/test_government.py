@@ -85,3 +85,28 @@ async def test_consistency_stage_stores_and_audits_without_values(stack_settings
             for field in ("income", "tax_paid", "subject_id"):
                 if field in payload:
                     assert str(payload[field]) not in str(audit)
+
+
+@pytest.mark.integration
+async def test_a_document_alone_past_the_window_is_missing_without_a_flush(stack_settings, database_url):
+    from datetime import timedelta
+
+    payloads, truth = consistency_scenario(6, seed=11, rate=0.0, now=NOW)
+    lonely = payloads[0]
+    partner = next(p for p in payloads if p["subject_id"].replace("-", "").replace(" ", "")
+                   == lonely["subject_id"].replace("-", "").replace(" ", "") and p is not lonely)
+    others = [p for p in payloads if p not in (lonely, partner)]
+
+    def pair(i, p, at):
+        return (IncomingMessage("d", 0, i, None, b"", at),
+                VerifiedEvent(p["event_id"], p["source"], "k", "Ed25519", DOCUMENT_V1, at, p))
+
+    with scratch_database(database_url, "gov") as url:
+        stage = ConsistencyStage(stack_settings.model_copy(update={"database_url": url}), "w", KEY, READABLE)
+        first = await stage.process([pair(0, lonely, NOW)])
+        assert first.discrepancies == []
+        later = NOW + timedelta(days=stack_settings.recon_window_days + 1)
+        out = await stage.process([pair(i + 1, p, later) for i, p in enumerate(others)])
+        found = [(d.rule, d.event_ids) for d in out.discrepancies]
+        assert found == [("missing_at_agency", (lonely["event_id"],))]
+        assert truth["inconsistent"] == {}
