@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import re
 from collections import defaultdict
 from collections.abc import Callable
 from functools import partial
@@ -30,6 +31,8 @@ from storage.events import Delivery, already_stored
 from storage.inferences import InferenceResult, store_inferences
 
 log = logging.getLogger("attest.enrichment")
+
+_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
 #: Which task runs on which schema, and the text it reads.
 TASK_FOR_TYPE = {TRANSACTION_V1: "transaction_category", DOCUMENT_V1: "document_type"}
@@ -125,8 +128,8 @@ def _stored_form(message: IncomingMessage, max_bytes: int) -> tuple[VerifiedEven
         )
     except (Rejection, KeyError, ValueError, TypeError):
         return None  # intake dead-letters it; nothing to classify
-    if TASK_FOR_TYPE.get(event.typ) is None:
-        return None
+    if TASK_FOR_TYPE.get(event.typ) is None or not _UUID.fullmatch(event.event_id):
+        return None  # unsigned bytes may claim anything; only a real event id can be stored
     digest = hashlib.sha256(message.value).digest()
     return event, (event.event_id, message.topic, message.partition, message.offset, digest)
 

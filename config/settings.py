@@ -50,6 +50,15 @@ class Settings(BaseSettings):
     )
     heartbeat_interval_s: float = Field(1.0, gt=0, description="Consumer heartbeat interval.")
     batch_size: int = Field(500, ge=1, description="Most events an agent handles in one batch.")
+    freshness_from_create_time: bool = Field(
+        True,
+        description="Judge issued_at by the producer's CreateTime where the broker stamps no "
+                    "LogAppendTime (the embedded Tansu); false: by the worker's clock there.",
+    )
+    fetch_max_wait_ms: int = Field(
+        20, ge=1, le=5000,
+        description="Longest a worker's fetch waits at the broker for data (Faust's own is 1500).",
+    )
     intake_concurrency: int = Field(
         2, ge=1, le=16, description="Batches each intake agent works on at once (pipelining)."
     )

@@ -84,6 +84,12 @@ def record_problem(record: AuditRecord) -> str | None:
         return "source_partition is out of range"
     if record.source_offset is not None and not -2**63 <= record.source_offset < 2**63:
         return "source_offset is out of range"
+    try:  # what _stored_form does: near year 1 or 9999 an offset pushes it out of range
+        in_utc = (record.time if record.time.tzinfo else record.time.replace(tzinfo=UTC)).astimezone(UTC)
+    except (OverflowError, ValueError):
+        return "time is out of range"
+    if not 1 < in_utc.year < 9999:
+        return "time is out of range (years 2-9998)"
     stack: list[Any] = [record.model_dump()]
     while stack:
         value = stack.pop()

@@ -32,6 +32,7 @@ from inference.tasks import Tasks
 from schemas.audit import encode_batches
 from security.field_protection import writer_protector
 from storage.keys import key_snapshot
+from streams.fetch_wait import set_fetch_max_wait
 from streams.offsets import CommittedOffsets
 from streams.topics import ALL_TOPICS, AUDIT, DEAD_LETTER, INTAKE_TOPICS, TopicSpec
 
@@ -63,15 +64,31 @@ def worker_actor() -> str:
     return f"worker:{socket.gethostname()}:{os.getpid()}"
 
 
-def _broker_time(message: Any) -> datetime | None:
-    """The record's broker timestamp (seconds since the epoch in Faust), if it has one."""
+#: aiokafka's timestamp_type of a record stamped by the broker (0 is the producer's CreateTime).
+LOG_APPEND_TIME = 1
+
+
+def _broker_time(message: Any, trust_create_time: bool) -> datetime | None:
+    """When the record reached the broker, if the record says so credibly; else None.
+
+    The broker's own LogAppendTime always counts. A producer's CreateTime counts only where
+    the operator said so (``ATTEST_FRESHNESS_FROM_CREATE_TIME``, on for the embedded Tansu,
+    which stamps nothing itself): anyone who can write the topic chooses it. A timestamp
+    that is no time at all (a producer can send 2**62) is None, never an exception: one
+    record must not stop the stage.
+    """
     stamp = getattr(message, "timestamp", None)
     if not stamp or stamp <= 0:
         return None
-    return datetime.fromtimestamp(stamp, UTC)
+    if getattr(message, "timestamp_type", None) != LOG_APPEND_TIME and not trust_create_time:
+        return None
+    try:
+        return datetime.fromtimestamp(stamp, UTC)
+    except (OverflowError, ValueError, OSError):
+        return None
 
 
-def _incoming(event: EventT) -> IncomingMessage:
+def _incoming(event: EventT, trust_create_time: bool) -> IncomingMessage:
     message = event.message
     return IncomingMessage(
         topic=message.topic,
@@ -80,7 +97,7 @@ def _incoming(event: EventT) -> IncomingMessage:
         key=message.key,
         value=message.value if isinstance(message.value, bytes) else bytes(message.value or b""),
         received_at=datetime.now(UTC),
-        broker_time=_broker_time(message),
+        broker_time=_broker_time(message, trust_create_time),
     )
 
 
@@ -127,6 +144,7 @@ def build_app(settings: Settings, role: str = "intake") -> faust.App:
     """
     if role not in ROLES:
         raise ValueError(f"unknown worker role {role!r}")
+    set_fetch_max_wait(settings.fetch_max_wait_ms)
     app = faust.App(
         group_id(settings, role),
         broker=[f"kafka://{host}" for host in settings.kafka_bootstrap.split(",")],
@@ -151,6 +169,7 @@ def build_app(settings: Settings, role: str = "intake") -> faust.App:
         for spec in ALL_TOPICS
     }
     dead_letter, audit = topics[DEAD_LETTER.suffix], topics[AUDIT.suffix]
+    trust_create_time = settings.freshness_from_create_time
 
     async def publish(output: BatchOutput) -> None:
         pending = []
@@ -167,7 +186,7 @@ def build_app(settings: Settings, role: str = "intake") -> faust.App:
         async def agent(stream: faust.StreamT) -> None:
             async for events in stream.take_events(settings.batch_size, settings.batch_within_s):
                 try:
-                    output = await handler([_incoming(e) for e in events])
+                    output = await handler([_incoming(e, trust_create_time) for e in events])
                     await publish(output)
                 except Exception as exc:  # noqa: BLE001 - bad events never get here (they
                     # are dead-lettered); this is a bug or a broken database schema.

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from agents.enrichment import EnrichmentStage
+from agents.enrichment import Enrichment, EnrichmentStage
 from agents.intake import IntakeProcessor
 from agents.messages import IncomingMessage
 from config.settings import Settings
@@ -42,8 +42,6 @@ class LabelEverything:
 async def test_only_what_intake_stored_is_classified_and_undecided_messages_wait(
     stack_settings: Settings,
 ) -> None:
-    from agents.enrichment import Enrichment
-
     key = generate_key(f"stage-{uuid.uuid4().hex[:6]}")
     topic = TRANSACTIONS.name(stack_settings)
     intake = IntakeProcessor(stack_settings, actor="test",
@@ -88,3 +86,27 @@ async def test_only_what_intake_stored_is_classified_and_undecided_messages_wait
                                   Enrichment(stack_settings, LabelEverything(), actor="test"),
                                   lambda positions: {(topic, partition): base + 11}, poll_s=0.01)
     assert (await stage_after.process([replay])).audit == []
+
+
+async def test_unsigned_bytes_claiming_a_non_uuid_event_id_are_skipped_not_fatal(
+    stack_settings: Settings,
+) -> None:
+    """Review finding H3: enrichment reads the intake topics unverified, and a non-UUID
+    event_id reached the uuid lookup, which raised and stopped the stage."""
+    import base64
+    import json
+
+    def part(value: dict[str, object]) -> bytes:
+        return base64.urlsafe_b64encode(json.dumps(value).encode()).rstrip(b"=")
+
+    forged = b".".join([
+        part({"alg": "Ed25519", "kid": "k", "typ": TRANSACTION_V1}),
+        part({"event_id": "not-a-uuid", "source": "x", "issued_at": "2026-12-01T00:00:00Z"}),
+        b"c2ln",
+    ])
+    topic = TRANSACTIONS.name(stack_settings)
+    message = IncomingMessage(topic, 0, 1, None, forged, datetime.now(UTC))
+    stage = EnrichmentStage(stack_settings,
+                            Enrichment(stack_settings, LabelEverything(), actor="test"),
+                            lambda positions: {(topic, 0): 2}, poll_s=0.01)
+    assert (await stage.process([message])).audit == []

@@ -106,3 +106,19 @@ async def test_a_batch_message_is_stored_record_by_record_and_a_bad_record_dead_
     assert "1 of 2 audit records cannot be stored" in out.dead_letters[0].detail
     # Delivered again (a crash before the commit): nothing is stored twice.
     assert (await sink.process(batch)).stored == 0
+
+
+@pytest.mark.parametrize("stamp", ["0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-01:00"])
+async def test_a_time_at_the_ends_of_the_calendar_is_dead_lettered_not_fatal(
+    chain_db: str, tmp_path: Path, stamp: str
+) -> None:
+    """Review finding H2: such a time overflowed on conversion to UTC and stopped the sink."""
+    from datetime import datetime as dt
+
+    good = make_records(2)
+    edge = good[0].model_copy(update={"audit_id": "2" * 8 + good[0].audit_id[8:],
+                                      "time": dt.fromisoformat(stamp)})
+    out = await AuditSink(sink_settings(chain_db, tmp_path)).process(messages([edge, *good]))
+    assert out.stored == 2
+    assert [(d.reason, d.detail) for d in out.dead_letters] == [
+        ("schema_invalid", "audit record cannot be stored: time is out of range")]
