@@ -7,13 +7,16 @@ token; department and roles come from it alone.
 
 from __future__ import annotations
 
+import logging
+import uuid
 from datetime import datetime, timedelta
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from access.approvals import AccessRequest, ApprovalStatus
 from access.errors import AccessError
@@ -26,8 +29,11 @@ from config.settings import Settings, secret_environ
 from security.keyring import open_keyring
 from security.policy import load_policy
 from security.protection_errors import FieldIntegrityError, FieldProtectionError
+from security.verification import forbidden_character_field
 from storage.errors import DatabaseUnavailable, StorageError
 from storage.protected import DatabaseRefused
+
+log = logging.getLogger("attest.access")
 
 _bearer = HTTPBearer(auto_error=False, description="An RFC 9068 JWT access token.")
 
@@ -50,12 +56,25 @@ class _Body(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+#: Text a caller writes into audit records: no control characters, no lone surrogates (either
+#: would make the record unwritable, and a read whose refusal cannot be audited goes unseen).
+def _printable(text: str) -> str:
+    if forbidden_character_field(text) is not None:
+        raise ValueError("control characters and lone surrogates are not accepted")
+    return text
+
+
+Purpose = Annotated[str, Field(max_length=500,
+                               description="Why you read; recorded with the read. Required."),
+                    AfterValidator(_printable)]
+
+
 class ReadBody(_Body):
-    purpose: str = Field(description="Why you read; recorded with the read. Required.")
+    purpose: Purpose
     role: str | None = Field(None, description="One of your token's roles (when it has several).")
     subject: str | None = Field(None, description="An identifier (national id, account); matched "
                                 "by blind index inside the service, rate-limited, never recorded.")
-    event_id: str | None = None
+    event_id: uuid.UUID | None = None
     typ: str | None = Field(None, description="Only this schema, e.g. attest.document.v1.")
     source: str | None = None
     request_id: str | None = Field(None, description="Your approved access request (level 2/3 fields).")
@@ -86,12 +105,12 @@ class ReadOut(BaseModel):
 
 
 class RequestBody(_Body):
-    purpose: str
+    purpose: Purpose
     typ: str = Field(description="The schema, e.g. attest.document.v1.")
     subject: str = Field(description="The subject's identifier; the service keeps only its blind index.")
     fields: list[str] = Field(min_length=1)
     role: str | None = None
-    valid_for_hours: float = Field(168.0, gt=0)
+    valid_for_hours: float = Field(168.0, gt=0, le=24 * 366, allow_inf_nan=False)
 
 
 class RequestOut(BaseModel):
@@ -172,6 +191,14 @@ def create_app(service: AccessService, verifier: TokenVerifier) -> FastAPI:
         headers = {"WWW-Authenticate": 'Bearer error="invalid_token"'} if exc.status == 401 else None
         return JSONResponse({"detail": str(exc)}, status_code=exc.status, headers=headers)
 
+    @app.exception_handler(RequestValidationError)
+    def _invalid_request(_: Request, exc: RequestValidationError) -> JSONResponse:
+        # FastAPI's own handler echoes the input, which may not even encode (a lone
+        # surrogate made it a 500) and may be a secret the caller mistyped.
+        errors = [{"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")}
+                  for e in exc.errors()]
+        return JSONResponse({"detail": errors}, status_code=422)
+
     @app.exception_handler(FieldProtectionError)
     def _protection_error(_: Request, exc: FieldProtectionError) -> JSONResponse:
         status = 500 if isinstance(exc, FieldIntegrityError) else 400
@@ -179,9 +206,13 @@ def create_app(service: AccessService, verifier: TokenVerifier) -> FastAPI:
 
     @app.exception_handler(StorageError)
     def _storage_error(_: Request, exc: StorageError) -> JSONResponse:
-        status = 403 if isinstance(exc, DatabaseRefused) else 503 if isinstance(
-            exc, DatabaseUnavailable) else 500
-        return JSONResponse({"detail": str(exc)}, status_code=status)
+        # The driver's words stay in the service's log: they describe the schema, not the caller.
+        log.warning("storage error serving a request: %s", exc)
+        if isinstance(exc, DatabaseRefused):
+            return JSONResponse({"detail": "the database refused this read"}, status_code=403)
+        if isinstance(exc, DatabaseUnavailable):
+            return JSONResponse({"detail": "the database is unavailable"}, status_code=503)
+        return JSONResponse({"detail": "storage error"}, status_code=500)
 
     @app.get("/healthz", tags=["service"])
     def healthz() -> dict[str, str]:
@@ -196,7 +227,9 @@ def create_app(service: AccessService, verifier: TokenVerifier) -> FastAPI:
     @app.post("/v1/reads", tags=["reads"])
     def read(body: ReadBody, who: Who) -> ReadOut:
         """Read records: permitted fields decrypted, the rest masked with the reason."""
-        return _read_out(service.read(who, ReadQuery(**body.model_dump())))
+        query = body.model_dump()
+        query["event_id"] = str(body.event_id) if body.event_id else None
+        return _read_out(service.read(who, ReadQuery(**query)))
 
     @app.post("/v1/requests", tags=["requests"], status_code=201)
     def create_request(body: RequestBody, who: Who) -> RequestOut:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from schemas.catalog import validation_errors
@@ -49,6 +49,14 @@ def parse_issued_at(value: str) -> datetime:
     parsed = datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
     if parsed.tzinfo is None:
         raise ValueError("issued_at needs a time zone offset")
+    # Stored as timestamptz and read back in UTC: near year 1 or 9999 an offset pushes it
+    # out of what Python can read back (a replay turns the window off, so check here).
+    try:
+        in_utc = parsed.astimezone(UTC)
+    except (OverflowError, ValueError):
+        raise ValueError("issued_at is out of range") from None
+    if not 1 < in_utc.year < 9999:
+        raise ValueError("issued_at is out of range (years 2-9998)")
     return parsed
 
 

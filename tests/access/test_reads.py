@@ -114,3 +114,20 @@ def test_lookups_by_identifier_are_rate_limited(world: AccessWorld) -> None:
         assert world.read("tess").status_code == 200  # reads without an identifier still work
     finally:
         world.service._limit = saved
+
+
+def test_caller_text_that_could_not_be_audited_is_refused_at_the_door(world: AccessWorld) -> None:
+    """Review findings M3, M4, L1: a purpose with U+0000 made the refusal's audit record
+    unwritable (so the probe left no trace); a non-UUID event id echoed the driver's error;
+    an absurd validity overflowed into a 500."""
+    for purpose in ("x\x00y", "escape\x1binside"):
+        assert world.post("tess", "/v1/reads", {"purpose": purpose}).status_code == 422
+    # A lone surrogate arrives as a JSON escape (it has no UTF-8 form of its own).
+    escaped = world.client.post("/v1/reads", content=b'{"purpose": "x\\ud800y"}',
+                                headers={**world.auth("tess"), "Content-Type": "application/json"})
+    assert escaped.status_code == 422
+    bad_id = world.post("tess", "/v1/reads", {"purpose": "audit", "event_id": "not-a-uuid"})
+    assert bad_id.status_code == 422 and "syntax" not in bad_id.text
+    request = {"purpose": "check", "typ": "attest.document.v1", "subject": "123",
+               "fields": ["income"], "valid_for_hours": 1e20}
+    assert world.post("tess", "/v1/requests", request).status_code == 422

@@ -242,3 +242,14 @@ def test_an_outage_far_longer_than_the_window_loses_nothing(stack_settings: Sett
         assert not stale
     finally:
         terminate_tree(proc.pid, timeout_s=15)
+
+
+@pytest.mark.parametrize("stamp", ["9999-12-31T23:59:00-01:00", "0001-01-01T00:00:00+01:00"])
+def test_an_issued_at_that_cannot_be_read_back_is_schema_invalid_even_in_a_replay(stamp: str) -> None:
+    """Review finding L2: stored, such a time broke every reader of the row."""
+    key = generate_key("edge-ledger")
+    raw = sign_payload(key, {**transaction_payloads(1, key.source)[0], "issued_at": stamp},
+                       TRANSACTION_V1)
+    with pytest.raises(Rejection) as caught:
+        verify_event(raw, _key_snapshot(key), NOW, VerificationPolicy(65536, None, ALL_TYPES))
+    assert caught.value.reason is RejectReason.SCHEMA_INVALID
