@@ -45,7 +45,7 @@ def fingerprint(record: Record) -> str:
 
 
 def describe(record: Record) -> str:
-    """The text the model compares: counterparty and remittance text."""
+    """Counterparty and remittance text, for the model when a record has no remittance text."""
     return f"{record.counterparty} {record.memo}".strip()
 
 
@@ -284,6 +284,10 @@ class Candidate:
     string_score: float
 
     def texts(self) -> tuple[str, str]:
+        """What the model compares: the remittance texts (names are string distance's job,
+        and a shared name would drown the purpose in the embedding)."""
+        if self.left.memo and self.right.memo:
+            return (self.left.memo, self.right.memo)
         return (describe(self.left), describe(self.right))
 
 

@@ -87,6 +87,23 @@ ROUND_AMOUNTS = ("50.00", "100.00", "120.00", "250.00", "500.00", "1000.00", "15
 HOLIDAYS = ((1, 1), (5, 1), (10, 3), (12, 25), (12, 26))
 
 
+#: Payment purposes that recur monthly, and how a bank's remittance text may reword them.
+PURPOSES = ("rent", "utilities", "salary", "consulting fees", "insurance premium")
+REWORDED = {
+    "rent": "MONTHLY LEASE", "utilities": "ELECTRICITY AND WATER", "salary": "PAYROLL",
+    "consulting fees": "ADVISORY SERVICES", "insurance premium": "POLICY CONTRIBUTION",
+    "invoice": "BILL", "refund order": "REIMBURSEMENT", "office supplies": "STATIONERY",
+}
+
+
+def reworded(memo: str) -> str:
+    """A statement's rewording of a remittance text: the purpose in other words, upper case."""
+    for purpose, words in REWORDED.items():
+        if memo.startswith(purpose):
+            return (words + memo[len(purpose):]).upper()
+    return memo.upper()
+
+
 def next_business_day(day: date) -> date:
     """The first day on or after ``day`` that is neither a weekend nor a fixed holiday."""
     while day.weekday() >= 5 or (day.month, day.day) in HOLIDAYS:
@@ -171,20 +188,33 @@ def finance_scenario(  # noqa: C901 - one generator, one place for every kind of
         direction = rng.choice(("debit", "credit"))
         amount = (Decimal(rng.choice(ROUND_AMOUNTS)) if rng.random() < 0.4
                   else Decimal(rng.randint(100, 500_000)) / 100)
-        # A twin: same account, day and amount as the payment before, another counterparty,
-        # and neither reference on the statement; only the texts tell the two apart.
+        # A twin: same account, day and amount as the payment before, and neither reference
+        # on the statement, whose remittance text is reworded ("rent" as "MONTHLY LEASE").
+        # Half the twins pay another counterparty; the other half pay the same one for
+        # something else (rent and utilities), so only the meaning of the texts tells them
+        # apart: where string distance runs out and the model's similarity earns its place.
+        month = booked.strftime("%B %Y")
+        memo = rng.choice(MEMOS).format(n=rng.randint(10_000, 99_999), m=month)
         is_twin = twin is not None
         if twin is not None:
-            account, currency, booked, direction, amount, other = twin
-            while name == other:
-                name, variants = rng.choice(COMPANIES)
+            account, currency, booked, direction, amount, other, same, purpose = twin
+            month = booked.strftime("%B %Y")
+            if same:
+                name, variants = next(c for c in COMPANIES if c[0] == other)
+                memo = f"{rng.choice([k for k in PURPOSES if k != purpose])} {month}"
+            else:
+                while name == other:
+                    name, variants = rng.choice(COMPANIES)
             twin = None
         elif rng.random() < p * 0.1:
             amount = Decimal(rng.choice(ROUND_AMOUNTS))
-            twin = (account, currency, booked, direction, amount, name)
+            same = rng.random() < 0.5
+            purpose = rng.choice(PURPOSES)
+            if same:
+                memo = f"{purpose} {month}"
+            twin = (account, currency, booked, direction, amount, name, same, purpose)
             is_twin = True
         order = booked.toordinal() + rng.random()
-        memo = rng.choice(MEMOS).format(n=rng.randint(10_000, 99_999), m=booked.strftime("%B %Y"))
         ref = new_ref()
         base = {"account": account, "currency": currency, "direction": direction}
         roll = rng.random()
@@ -286,8 +316,9 @@ def finance_scenario(  # noqa: C901 - one generator, one place for every kind of
                 stamount = (amount * Decimal(1 + rng.uniform(-0.004, 0.004))).quantize(Decimal("0.01"))
             stdate = next_business_day(booked + timedelta(days=rng.choice((0, 0, 1)))).isoformat()
             stname = rng.choice(variants)
+            stmemo = reworded(memo) if is_twin else memo.upper()
             stid = emit(order + (3 if late else 0.2), STATEMENT, reference=stref, amount=stamount,
-                        value_date=stdate, counterparty=stname, memo=memo.upper(), **base)
+                        value_date=stdate, counterparty=stname, memo=stmemo, **base)
             if wrong:
                 breaks[pairing_name(LEDGER, STATEMENT)] += [
                     {"id": lid, "reason": "amount_differs"}, {"id": stid, "reason": "amount_differs"}]
@@ -296,7 +327,7 @@ def finance_scenario(  # noqa: C901 - one generator, one place for every kind of
             if rng.random() < p * 0.05:
                 note("duplicate_statement")
                 dup = emit(order + (3.1 if late else 0.6), STATEMENT, reference=stref, amount=stamount,
-                           value_date=stdate, counterparty=stname, memo=memo.upper(), **base)
+                           value_date=stdate, counterparty=stname, memo=stmemo, **base)
                 breaks[pairing_name(LEDGER, STATEMENT)].append({"id": dup, "reason": "duplicate"})
         if late:
             note("late")

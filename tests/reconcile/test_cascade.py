@@ -93,7 +93,7 @@ def test_model_score_is_injected_and_can_demote_to_suggested():
 
     def scorer(pairs):
         seen.extend(pairs)
-        return [0.99 if "Fabrikam" in right else 0.0 for _, right in pairs]
+        return [0.99 if right == "invoice 9" else 0.0 for _, right in pairs]
 
     pool = cascade([a], [b, c], similarity=scorer)
     assert seen, "the fuzzy stage asks the injected scorer"

@@ -53,7 +53,9 @@ def test_seeded_run_meets_the_targets_and_fuzzy_earns_its_place():
     scenario, matches, breaks = run(2000, seed=11)
     q = score(matches, breaks, scenario.truth)
     assert q.precision >= 0.99 and q.recall >= 0.97, q.as_dict()
-    assert q.by_stage["fuzzy"]["links"] > 0 and q.by_stage["fuzzy"]["precision"] >= 0.95
+    # String distance alone cannot tell reworded purposes of one counterparty apart (the
+    # model can: tests/reconcile/test_model_fuzzy.py); it only suggests those, never matches.
+    assert q.by_stage["fuzzy"]["links"] > 0 and q.auto_precision >= 0.999, q.as_dict()
     assert q.break_reasons_correct >= 0.9 * q.breaks_expected
     _, plain_matches, plain_breaks = run(2000, seed=11, fuzzy=False)
     assert score(plain_matches, plain_breaks, scenario.truth).recall < q.recall
