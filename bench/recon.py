@@ -176,6 +176,14 @@ def command(
         settings = get_settings()
         for label, fuzzy in (("end to end, no fuzzy", False), ("end to end, fuzzy (string)", True)):
             rows.append((label, asyncio.run(end_to_end(settings, scenario, tokens, snapshot, fuzzy, None))))
+        if encoder is not None:
+            from inference.pool import ModelPool
+
+            async def with_model() -> Outcome:
+                async with ModelPool(encoder, warmup=False) as pool:
+                    return await end_to_end(settings, scenario, tokens, snapshot, True,
+                                            lambda texts: pool.embed(list(texts)))
+            rows.append(("end to end, fuzzy (string + model)", asyncio.run(with_model())))
     table = Table(title=f"attest bench recon ({payments:,} payments, {events:,} events, seed {seed}, "
                         f"mess {mess})")
     for column in ("run", "payments/s", "stage alone", "precision", "recall", "fuzzy share",
