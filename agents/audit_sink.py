@@ -10,6 +10,8 @@ not count towards the next checkpoint, so this cannot loop.
 
 from __future__ import annotations
 
+import hashlib
+import logging
 import os
 import socket
 from datetime import UTC, datetime
@@ -19,10 +21,12 @@ from pydantic import ValidationError
 from agents.messages import BatchOutput, DeadLetter, IncomingMessage
 from agents.retry import until_stored
 from config.settings import Settings
-from schemas.audit import AuditRecord, audit_id_for, records_in
+from schemas.audit import AuditAction, AuditRecord, audit_id_for, records_in
 from security.audit_chain import CHECKPOINT_ACTION, CheckpointSigner, load_or_create_service_key
 from security.reasons import RejectReason
-from storage.audit import Checkpoint, CheckpointPolicy, append_chained, record_problem
+from storage.audit import AuditConflict, Checkpoint, CheckpointPolicy, append_chained, record_problem
+
+log = logging.getLogger("attest.audit_sink")
 
 
 def checkpoint_record(checkpoint: Checkpoint, actor: str) -> AuditRecord:
@@ -39,6 +43,32 @@ def checkpoint_record(checkpoint: Checkpoint, actor: str) -> AuditRecord:
             "key_id": checkpoint.key_id,
             "checkpoint": checkpoint.text,
         },
+    )
+
+
+def _summary(record: AuditRecord) -> dict[str, object]:
+    """A few facts of a record, short: the arrived one may be anyone's words."""
+    return {"action": record.action[:64], "actor": record.actor[:200],
+            "correlation_id": (record.correlation_id or "")[:200], "time": record.time.isoformat(),
+            "outcome": record.outcome}
+
+
+def conflict_record(conflict: AuditConflict) -> AuditRecord:
+    """The alarm for an audit_id that arrived again with other content (issue 14, item 4).
+
+    The stored record stays (the chain is append-only); which one is genuine is for an
+    auditor to decide, so both are described. Its id covers the arrived content: the same
+    conflict delivered again is one alarm, a different one is another.
+    """
+    digest = hashlib.sha256(conflict.arrived.to_bytes()).hexdigest()
+    return AuditRecord(
+        audit_id=audit_id_for(AuditAction.AUDIT_CONFLICT, conflict.audit_id, digest),
+        # Deterministic (no clock, no pid), so the alarm raised again on a redelivery, by
+        # any sink, is the same record.
+        time=conflict.arrived.time, actor="audit-sink", action=AuditAction.AUDIT_CONFLICT, outcome="error",
+        reason="audit_id_conflict", correlation_id=conflict.audit_id,
+        detail={"stored": _summary(conflict.stored), "arrived": _summary(conflict.arrived),
+                "arrived_sha256": digest},
     )
 
 
@@ -92,6 +122,12 @@ class AuditSink:
             "appending audit records",
         )
         output.stored = result.stored
+        for conflict in result.conflicts:
+            log.warning("audit_id %s arrived again with other content (stored %s by %s, arrived "
+                        "%s by %s): recorded as audit.conflict", conflict.audit_id,
+                        conflict.stored.action, conflict.stored.actor[:80], conflict.arrived.action[:64],
+                        conflict.arrived.actor[:80])
+            output.audit.append(conflict_record(conflict))
         if result.checkpoint is not None:
             output.audit.append(checkpoint_record(result.checkpoint, self._actor))
         return output

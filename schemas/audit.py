@@ -30,6 +30,7 @@ class AuditAction(StrEnum):
     EVENT_REJECTED = "event.rejected"
     EVENT_INFERRED = "event.inferred"
     AUDIT_CHECKPOINT = "audit.checkpoint"
+    AUDIT_CONFLICT = "audit.conflict"
     KEY_ADDED = "key.added"
     KEY_REVOKED = "key.revoked"
     KEY_ROTATED = "key.rotated"

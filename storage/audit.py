@@ -68,6 +68,18 @@ class AppendResult:
     head_seq: int
     head_hash: str
     checkpoint: Checkpoint | None = None
+    #: Records whose audit_id was already stored with *other* content: never dropped
+    #: silently (a forged record may have pre-empted the real one); the sink raises an alarm.
+    conflicts: tuple[AuditConflict, ...] = ()
+
+
+@dataclass(frozen=True)
+class AuditConflict:
+    """The same audit_id twice with different content: what was stored, what arrived."""
+
+    audit_id: str
+    stored: AuditRecord
+    arrived: AuditRecord
 
 
 def record_problem(record: AuditRecord) -> str | None:
@@ -125,7 +137,9 @@ def _head(conn: Connection) -> tuple[int, str]:
     return (last.seq, last.row_hash) if last else (0, GENESIS)
 
 
-def _append(conn: Connection, records: list[AuditRecord]) -> tuple[int, int, str]:
+def _append(
+    conn: Connection, records: list[AuditRecord]
+) -> tuple[int, int, str, tuple[AuditConflict, ...]]:
     """Chain and insert ``records`` that are not stored yet; the caller holds the lock.
 
     Approach: under a transaction-level advisory lock, (1) drop the audit_ids already stored
@@ -137,13 +151,19 @@ def _append(conn: Connection, records: list[AuditRecord]) -> tuple[int, int, str
     into an error and a retry, never into a silent gap.
     """
     rows: dict[uuid.UUID, dict[str, Any]] = {}
+    arrived: dict[uuid.UUID, AuditRecord] = {}
     for record in records:
         row = _stored_form(record)
         rows.setdefault(row["audit_id"], row)
+        arrived.setdefault(row["audit_id"], record)
+    conflicts: list[AuditConflict] = []
     if rows:
-        stored = conn.execute(_STORED_IDS, {"ids": [str(i) for i in rows]}).scalars()
-        for audit_id in stored:
-            rows.pop(uuid.UUID(str(audit_id)), None)
+        stored_ids = [uuid.UUID(str(i)) for i in
+                      conn.execute(_STORED_IDS, {"ids": [str(i) for i in rows]}).scalars()]
+        if stored_ids:
+            conflicts = _conflicts(conn, {i: rows[i] for i in stored_ids}, arrived)
+        for audit_id in stored_ids:
+            rows.pop(audit_id, None)
     seq, prev = _head(conn)
     fresh = list(rows.values())
     for row in fresh:
@@ -153,7 +173,26 @@ def _append(conn: Connection, records: list[AuditRecord]) -> tuple[int, int, str
     if fresh:
         columnar_insert(conn, "audit_log", _AUDIT_COLUMNS,
                         [[row[name] for row in fresh] for name, _ in _AUDIT_COLUMNS])
-    return len(fresh), seq, prev
+    return len(fresh), seq, prev, tuple(conflicts)
+
+
+def _conflicts(
+    conn: Connection, again: dict[uuid.UUID, dict[str, Any]], arrived: dict[uuid.UUID, AuditRecord]
+) -> list[AuditConflict]:
+    """Already-stored ids whose stored record differs, in the chain's view, from this one.
+
+    A redelivery carries the same content and is no conflict. Compared in the hashed view,
+    the form the chain commits to, so a difference here is a difference the chain would show.
+    """
+    stored = conn.execute(select(*_RECORD_COLUMNS).where(
+        AuditLogRow.audit_id.in_(list(again)))).all()
+    out = []
+    for row in stored:
+        record = _to_record(row._mapping)
+        audit_id = uuid.UUID(record.audit_id)
+        if hashed_view(_stored_form(record)) != hashed_view(again[audit_id]):
+            out.append(AuditConflict(str(audit_id), record, arrived[audit_id]))
+    return out
 
 
 _AUDIT_COLUMNS = (
@@ -213,10 +252,10 @@ def append_chained(
                         # READ COMMITTED: each statement after the lock sees the rows
                         # committed by the previous lock holder.
                         conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": APPEND_LOCK})
-                        stored, seq, head = _append(conn, records)
+                        stored, seq, head, conflicts = _append(conn, records)
                         checkpoint = (_maybe_checkpoint(conn, policy, seq, head)
                                       if policy is not None else None)
-                        return AppendResult(stored, seq, head, checkpoint)
+                        return AppendResult(stored, seq, head, checkpoint, conflicts)
             except IntegrityError:
                 if attempt == 2:
                     raise

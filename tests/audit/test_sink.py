@@ -122,3 +122,25 @@ async def test_a_time_at_the_ends_of_the_calendar_is_dead_lettered_not_fatal(
     assert out.stored == 2
     assert [(d.reason, d.detail) for d in out.dead_letters] == [
         ("schema_invalid", "audit record cannot be stored: time is out of range")]
+
+
+async def test_an_audit_id_arriving_again_with_other_content_is_an_alarm_never_dropped(
+    chain_db: str, tmp_path: Path
+) -> None:
+    """Issue 14 item 4 (review finding M2): a forged record with a real id pre-empted the
+    real one, which the sink then dropped silently."""
+    forged, = make_records(1)
+    real = forged.model_copy(update={"actor": "worker:real", "detail": {"kid": "genuine"}})
+    sink = AuditSink(sink_settings(chain_db, tmp_path))
+    assert (await sink.process(messages([forged]))).stored == 1
+    again = await sink.process(messages([forged]))  # a redelivery: same content, no alarm
+    assert again.stored == 0 and again.audit == []
+    out = await sink.process(messages([real]))
+    assert out.stored == 0
+    alarms = [r for r in out.audit if r.action == "audit.conflict"]
+    assert len(alarms) == 1 and alarms[0].correlation_id == forged.audit_id
+    assert alarms[0].detail["arrived"]["actor"] == "worker:real"
+    assert alarms[0].detail["stored"]["actor"] == forged.actor
+    # The alarm is itself stored like any record, once.
+    assert (await sink.process(messages(alarms))).stored == 1
+    assert (await sink.process(messages([real]))).audit == alarms
