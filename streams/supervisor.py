@@ -36,6 +36,20 @@ def stage_environment(settings: Settings, role: str) -> dict[str, str]:
     return env
 
 
+def _die_with_parent() -> None:
+    """In the child, before exec: the kernel sends SIGTERM when the supervisor dies.
+
+    A SIGKILLed supervisor runs no cleanup; without this its stages ran on as orphans,
+    holding partitions under a worker that no longer exists. Linux only (prctl); elsewhere
+    the stages outlive a killed supervisor, as any process group would.
+    """
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        pr_set_pdeathsig = 1
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+
 def run_stages(settings: Settings, roles: Sequence[str]) -> int:
     """Start one ``attest worker --role R`` per stage; return when any of them exits.
 
@@ -47,6 +61,7 @@ def run_stages(settings: Settings, roles: Sequence[str]) -> int:
         role: subprocess.Popen(
             [sys.executable, "-m", "cli.main", "worker", "--role", role],
             env=stage_environment(settings, role),
+            preexec_fn=_die_with_parent,  # noqa: PLW1509 - only prctl, no locks or threads
         )
         for role in roles
     }

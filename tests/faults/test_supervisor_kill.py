@@ -12,15 +12,11 @@ import os
 import signal
 
 import psutil
-import pytest
 
 from tests.faults.conftest import FaultRun
 from tests.helpers import wait_until
 
 
-@pytest.mark.xfail(strict=True, reason="streams.supervisor.run_stages: the stage processes do not "
-                   "watch their parent (no PR_SET_PDEATHSIG, no getppid check), so a SIGKILLed "
-                   "`attest worker` leaves its intake/audit/enrichment stages running as orphans")
 def test_stages_stop_when_their_supervisor_is_killed(fault_run: FaultRun) -> None:
     worker = fault_run.worker()
     worker.start()
