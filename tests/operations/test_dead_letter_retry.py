@@ -61,6 +61,12 @@ def test_unknown_key_letters_are_stored_once_after_the_key_is_registered(
     assert "unknown_key: 8" in listed.stdout
 
     registry.add_key(url, key.kid, key.source, key.alg, key.public_jwk)
+    dry = attest(stack_settings, "dlq", "retry", "--reason", "unknown_key", "--source", key.source,
+                 "--dry-run")
+    assert dry.returncode == 0, dry.stderr
+    assert "dry run" in dry.stdout and "stored" in dry.stdout
+    assert count_events(url, ids) == 0  # a dry run writes nothing
+
     first = attest(stack_settings, "dlq", "retry", "--reason", "unknown_key", "--source", key.source,
                    "--why", "kid registered late")
     assert first.returncode == 0, first.stderr
