@@ -40,6 +40,8 @@ def print_report(report: StatusReport) -> None:
     console.print(lag)
     facts = Table("", "", show_header=False, title="pipeline")
     letters = "  ".join(f"{r}: {n}" for r, n in sorted(report.dead_letters_last_hour.items()))
+    if report.broker_error:
+        letters = "unknown (broker unreachable)"
     facts.add_row("dead letters, last hour", Text(letters or "none"))
     if report.events_per_s_last_minute is not None:
         facts.add_row("events stored/s, last minute", f"{report.events_per_s_last_minute:,.1f}")
