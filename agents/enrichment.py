@@ -22,7 +22,7 @@ from config.settings import Settings
 from inference.errors import InferenceError
 from inference.lanes import Priority
 from inference.tasks import Classification
-from schemas.audit import AuditRecord, audit_id_for
+from schemas.audit import AuditAction, AuditRecord, audit_id_for
 from schemas.catalog import DOCUMENT_V1, TRANSACTION_V1
 from security.errors import Rejection
 from security.jws import decode_compact, parse_json_object
@@ -91,10 +91,10 @@ class Enrichment:
     def _record(self, message: IncomingMessage, event: VerifiedEvent, task: str,
                 label: Classification | None, error: str | None) -> AuditRecord:
         return AuditRecord(
-            audit_id=audit_id_for("event.inferred", event.event_id, task,
+            audit_id=audit_id_for(AuditAction.EVENT_INFERRED, event.event_id, task,
                                   label.model_version if label else "error", message.position),
             actor=self._actor,
-            action="event.inferred",
+            action=AuditAction.EVENT_INFERRED,
             outcome="ok" if label else "error",
             reason=None if label else "inference_failed",
             correlation_id=event.event_id,

@@ -21,7 +21,7 @@ from sqlalchemy.exc import DataError, IntegrityError, StatementError
 from agents.messages import BatchOutput, DeadLetter, IncomingMessage
 from agents.retry import until_stored
 from config.settings import Settings
-from schemas.audit import AuditRecord, audit_id_for
+from schemas.audit import AuditAction, AuditRecord, audit_id_for
 from security.errors import Rejection
 from security.field_protection import FieldProtector
 from security.reasons import RejectReason
@@ -276,15 +276,15 @@ class IntakeProcessor:
         }
         return [
             AuditRecord(
-                audit_id=audit_id_for("event.accepted", event.event_id, message.position),
-                action="event.accepted",
+                audit_id=audit_id_for(AuditAction.EVENT_ACCEPTED, event.event_id, message.position),
+                action=AuditAction.EVENT_ACCEPTED,
                 detail={"kid": event.kid, "alg": event.alg, "typ": event.typ,
                         "source": event.source},
                 **common,
             ),
             AuditRecord(
-                audit_id=audit_id_for("event.stored", event.event_id, message.position),
-                action="event.stored",
+                audit_id=audit_id_for(AuditAction.EVENT_STORED, event.event_id, message.position),
+                action=AuditAction.EVENT_STORED,
                 detail={"table": "events", "fields_encrypted": self._protector is not None},
                 **common,
             ),
@@ -294,8 +294,8 @@ class IntakeProcessor:
         # Same id as the first delivery's event.stored record: stored once by the sink, and
         # present even if the crash came before that record was published.
         return AuditRecord(
-            audit_id=audit_id_for("event.stored", event_id, message.position),
-            actor=self._actor, action="event.stored", correlation_id=event_id,
+            audit_id=audit_id_for(AuditAction.EVENT_STORED, event_id, message.position),
+            actor=self._actor, action=AuditAction.EVENT_STORED, correlation_id=event_id,
             subject_ids=[event_id], detail={"table": "events", "redelivered": True},
             **self._position(message),
         )
@@ -307,11 +307,11 @@ class IntakeProcessor:
         return AuditRecord(
             # The bytes' hash as well as the position: a redelivery gets the same id, but a
             # recreated topic (or a restarted in-memory broker) reuses offsets for new messages.
-            audit_id=audit_id_for("event.rejected", message.position,
+            audit_id=audit_id_for(AuditAction.EVENT_REJECTED, message.position,
                                   hashlib.sha256(message.value).hexdigest()),
             time=at,
             actor=self._actor,
-            action="event.rejected",
+            action=AuditAction.EVENT_REJECTED,
             outcome="rejected",
             reason=rejection.reason.value,
             correlation_id=hint,

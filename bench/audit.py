@@ -32,7 +32,7 @@ from sqlalchemy.engine import make_url
 from agents.audit_sink import AuditSink
 from agents.messages import IncomingMessage
 from config.settings import Settings, get_settings
-from schemas.audit import AuditRecord, audit_id_for
+from schemas.audit import AuditAction, AuditRecord, audit_id_for
 from security.audit_chain import (
     CheckpointSigner,
     checkpoint_body,
@@ -60,7 +60,8 @@ def record(i: int, total: int) -> AuditRecord:
     """Record ``i`` of ``total``: accepted/stored pairs per event, 4% rejections, 30 days."""
     event = event_id(i)
     rejected = (i // 2) % 25 == 0
-    action = "event.rejected" if rejected else ("event.accepted", "event.stored")[i % 2]
+    accepted = (AuditAction.EVENT_ACCEPTED, AuditAction.EVENT_STORED)[i % 2]
+    action = AuditAction.EVENT_REJECTED if rejected else accepted
     return AuditRecord(
         audit_id=audit_id_for(action, event, i), time=T0 + SPAN * (i / total),
         actor=ACTORS[(i // 2) % 4] if i % 997 else ACTORS[4], action=action,
@@ -216,7 +217,7 @@ def _run(console: Console, settings: Settings, signer: CheckpointSigner, url: st
         "query --actor --since 1d": lambda k: AuditQuery(actor=ACTORS[k % 4],
                                                           since=end - timedelta(days=1)),
         "query --action --since/--until (1h)": lambda k: AuditQuery(
-            action="event.rejected", since=T0 + SPAN * (picks[k] / rows),
+            action=AuditAction.EVENT_REJECTED, since=T0 + SPAN * (picks[k] / rows),
             until=T0 + SPAN * (picks[k] / rows) + timedelta(hours=1)),
     }
     for name, make in kinds.items():

@@ -14,7 +14,7 @@ from rich.table import Column, Table
 
 from cli.output import console, err_console, fail
 from config.settings import Settings, get_settings
-from schemas.audit import AuditRecord, audit_id_for
+from schemas.audit import AuditAction, AuditRecord, audit_id_for
 from security.errors import SecurityError
 from security.keyfiles import generate_key, public_part, write_private_key
 from security.signatures import canonical_alg, public_key_for
@@ -60,7 +60,7 @@ def generate(
     # Private file first: a key registered without its private half could never sign.
     path = write_private_key(key, settings.keys_dir)
     registry.add_key(settings.database_url, key.kid, source, key.alg, key.public_jwk)
-    _audit(settings, "key.added", key.kid, {"source": source, "alg": key.alg})
+    _audit(settings, AuditAction.KEY_ADDED, key.kid, {"source": source, "alg": key.alg})
     console.print(f"generated {key.alg} key [bold]{key.kid}[/] for {source}")
     console.print(f"private key: {path} (mode 0600)")
 
@@ -105,7 +105,7 @@ def _register(settings: Settings, jwk: dict[str, Any], source: str, where: str) 
     except registry.KeyConflict as exc:
         fail(str(exc))
     if added:
-        _audit(settings, "key.added", kid, {"source": source, "alg": alg})
+        _audit(settings, AuditAction.KEY_ADDED, kid, {"source": source, "alg": alg})
     console.print(f"{'registered' if added else 'already registered'} {kid} ({alg}) for {source}")
     return added
 
@@ -185,5 +185,5 @@ def revoke(
     record = registry.revoke_key(settings.database_url, kid, reason, datetime.now(UTC))
     if record is None:
         fail(f"no registered key has kid {kid!r}")
-    _audit(settings, "key.revoked", kid, {"reason": reason})
+    _audit(settings, AuditAction.KEY_REVOKED, kid, {"reason": reason})
     console.print(f"revoked {kid} at {record.revoked_at:%Y-%m-%d %H:%M:%S} ({record.revoked_reason})")

@@ -26,13 +26,14 @@ import rfc8785
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
+from schemas.audit import AuditAction
 from security.errors import UnusableKey
 from security.keyfiles import SigningKey, generate_key, load_private_key
 from security.signatures import b64url_decode, public_key_for
 
 GENESIS = "0" * 64
 ORIGIN = "attest audit log"
-CHECKPOINT_ACTION = "audit.checkpoint"
+CHECKPOINT_ACTION = AuditAction.AUDIT_CHECKPOINT
 SERVICE_KEY_SOURCE = "attest-audit"
 HASHED_FIELDS = (
     "audit_id", "time", "actor", "action", "outcome", "reason", "correlation_id",
