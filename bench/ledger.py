@@ -21,7 +21,7 @@ import os
 import subprocess
 import sys
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from sqlalchemy import text
 
@@ -137,6 +137,33 @@ def _letters(settings: Settings) -> list[tuple[LetterKey, str]]:
     return out
 
 
+def resolve_replays(planned: list[Planned], stored_at: dict[str, Position]) -> list[Planned]:
+    """Which copy of a replayed message is the stored one, and which the replays.
+
+    Copies of one message (same bytes) are planned as an original and ``replayed`` copies.
+    The product promises one of them stored and every other dead-lettered as ``replayed``;
+    it does not promise the first in partition order, since intake works on several batches
+    of a partition at once (``ATTEST_INTAKE_CONCURRENCY``). When a copy is the stored one, it
+    and the original swap their planned fates.
+    """
+    originals = {p.value: p for p in planned if p.reason is None}
+    winners: dict[bytes, Planned] = {}
+    for p in planned:
+        if p.reason == "replayed" and p.value in originals and stored_at.get(p.event_id or "") == p.position:
+            winners[p.value] = p
+    if not winners:
+        return planned
+    out = []
+    for p in planned:
+        if p.value in winners:
+            if p is winners[p.value]:
+                p = replace(p, reason=None)
+            elif p.reason is None:
+                p = replace(p, reason="replayed")
+        out.append(p)
+    return out
+
+
 def observe(settings: Settings, planned: list[Planned], *, letters: bool = True,
             inferred: bool = True, universe: list[Planned] | None = None) -> Outcome:
     """Compare the database, the dead-letter topic and the audit log with the plan.
@@ -147,13 +174,15 @@ def observe(settings: Settings, planned: list[Planned], *, letters: bool = True,
     audit ``event.rejected`` records still show every rejection.
     """
     url = settings.database_url
-    universe = planned if universe is None else universe
+    rows = set(_stored_rows(url))
+    stored_at = dict(rows)
+    planned = resolve_replays(planned, stored_at)
+    universe = planned if universe is None else resolve_replays(universe, stored_at)
     out = Outcome(sent=len(planned))
     good = {(p.event_id, p.position) for p in planned if p.reason is None}
     bad = {(*p.position, p.sha256): p for p in planned if p.reason is not None}
     out.expected_stored, out.expected_rejected = len(good), len(bad)
 
-    rows = set(_stored_rows(url))
     known = {(p.event_id, p.position) for p in universe if p.reason is None}
     out.stored = len(good & rows)
     out.missing_stored = sorted(pos for _, pos in good - rows)
