@@ -151,3 +151,39 @@ def pool_facts(pool: Any, ready: bool) -> dict[str, Any]:
         with contextlib.suppress(Exception):
             facts["model_version"] = pool.model_version
     return facts
+
+
+#: How often the intake process reads every group's lag for ``attest_consumer_lag_messages``.
+LAG_REFRESH_S = 15.0
+
+
+def install(app: Any, settings: Any, stage: str, model_service: Any = None) -> HealthTracker:
+    """Serve ``GET /health`` on a stage's Faust app and, on intake, refresh lag on a timer.
+
+    ``model_service`` is the stage's ``ModelService`` (with ``ready`` and ``pool``), or None
+    for a stage without a model. Returns the tracker the agents tell about each batch
+    (``tracker.batch_done(topic)`` next to ``observe_batch``).
+    """
+    import asyncio
+    import logging
+
+    tracker = HealthTracker(stage=stage, app_id=str(app.conf.id))
+
+    @app.page("/health")
+    async def health(web: Any, request: Any) -> Any:
+        ready = None if model_service is None else model_service.ready.is_set()
+        code, body = tracker.payload(model_ready=ready,
+                                     pool=None if model_service is None else model_service.pool)
+        return web.json(body, status=code)
+
+    if stage == "intake":
+        log = logging.getLogger("attest.observability")
+
+        async def refresh() -> None:
+            try:
+                await asyncio.to_thread(refresh_lag, settings)
+            except Exception as exc:  # noqa: BLE001 - a lag reading must never stop a worker
+                log.warning("could not read consumer lag: %s", exc)
+
+        app.timer(LAG_REFRESH_S, name="attest.lag")(refresh)
+    return tracker

@@ -54,3 +54,29 @@ def test_health_is_starting_until_the_model_is_ready() -> None:
     assert isinstance(body["model_pool"]["queue_texts"], int)
     code, body = obs.HealthTracker(stage="intake", app_id="attest").payload()
     assert code == 200 and "model_pool" not in body
+
+
+def test_install_serves_health_on_the_stage_app() -> None:
+    import faust
+
+    app = faust.App("t-observability", broker="kafka://127.0.0.1:1", web_enabled=False)
+    tracker = obs.install(app, settings=None, stage="enrichment")
+    assert "/health" in app.web.views
+    assert tracker.stage == "enrichment" and tracker.app_id == "t-observability"
+
+
+def test_refresh_lag_reads_every_group_from_the_broker(stack_settings) -> None:  # noqa: ANN001
+    from streams.admin import ensure_topics
+    from streams.producer import OutgoingMessage, send_all
+    from streams.topics import APPROVALS
+
+    settings = stack_settings.model_copy(update={"topic_prefix": "t-lag-obs.",
+                                                 "app_id": "t-lag-obs-group"})
+    ensure_topics(settings)
+    send_all(settings, APPROVALS.name(settings), [OutgoingMessage(None, b"x")] * 3)
+    obs.refresh_lag(settings)
+    lags = [sample("attest_consumer_lag_messages", group=group, topic=APPROVALS.name(settings),
+                   partition=str(p))
+            for group in ("t-lag-obs-group", "t-lag-obs-group-enrichment") for p in (0, 1)]
+    # Nothing committed by either group: each sees all three messages as lag.
+    assert sum(lags[:2]) == 3 and sum(lags[2:]) == 3
