@@ -36,7 +36,7 @@ from config.settings import Settings, secret_environ
 from operations import outcomes
 from operations.broker_reads import BrokerReader
 from operations.errors import AuditUnavailable, OffsetOutOfRange, UnknownEvent
-from operations.letters import LetterFilter, claimed_event_id, claimed_payload
+from operations.letters import LetterFilter, claimed_event_id
 from operations.resume import ReplayProgress, clear_progress, load_progress, save_progress
 from operations.selection import Selection, event_ranges, offset_ranges
 from operations.times import to_millis
@@ -444,7 +444,7 @@ class Replay:
 
     async def _dry_run(self, processor: IntakeProcessor, batch: list[IncomingMessage]) -> Counter[str]:
         accepted, refused = processor.verify_batch(batch)
-        claimed = {m.position: str(claimed_payload(m.value).get("event_id", "")) for m, _ in refused}
+        claimed = {m.position: claimed_event_id(m.value) or "" for m, _ in refused}
         ids = [e.event_id for _, e in accepted] + [c for c in claimed.values() if c]
         stored = await asyncio.to_thread(event_positions, self.settings.database_url, ids)
         return outcomes.dry_run_outcomes(accepted, refused, stored, claimed)
