@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from bench import access, audit, crypto, e2e_command, inference, recon, soak, verify
+from bench import replay as replay_bench
 
 app = typer.Typer(
     help="Measure throughput and latency; each prints its target and whether it was met.",
@@ -17,4 +18,5 @@ app.command("crypto")(crypto.command)
 app.command("inference")(inference.command)
 app.command("access")(access.command)
 app.command("recon")(recon.command)
+app.command("replay")(replay_bench.command)
 app.command("soak")(soak.command)

@@ -176,13 +176,25 @@ def _append(
     return len(fresh), seq, prev, tuple(conflicts)
 
 
+_DECISION_FIELDS = ("action", "outcome", "reason", "correlation_id", "subject_ids", "source_topic",
+                    "source_partition", "source_offset")
+
+
+def _decision(view: dict[str, Any]) -> tuple[Any, ...]:
+    return tuple(view.get(name) for name in _DECISION_FIELDS)
+
+
 def _conflicts(
     conn: Connection, again: dict[uuid.UUID, dict[str, Any]], arrived: dict[uuid.UUID, AuditRecord]
 ) -> list[AuditConflict]:
-    """Already-stored ids whose stored record differs, in the chain's view, from this one.
+    """Already-stored ids whose stored record states another decision than this one.
 
-    A redelivery carries the same content and is no conflict. Compared in the hashed view,
-    the form the chain commits to, so a difference here is a difference the chain would show.
+    Compared: what the id stands for (action, outcome, reason, correlation id, subjects,
+    source position), in the chain's view. Not compared: actor, time and detail, which
+    differ between honest copies of one decision (a redelivery after a crash records
+    ``redelivered``; a replay's classification has the operator as actor and may round a
+    score differently). A forged record that changes the decision itself is caught; one
+    that copies it changes no fact the chain states.
     """
     stored = conn.execute(select(*_RECORD_COLUMNS).where(
         AuditLogRow.audit_id.in_(list(again)))).all()
@@ -190,7 +202,7 @@ def _conflicts(
     for row in stored:
         record = _to_record(row._mapping)
         audit_id = uuid.UUID(record.audit_id)
-        if hashed_view(_stored_form(record)) != hashed_view(again[audit_id]):
+        if _decision(hashed_view(_stored_form(record))) != _decision(hashed_view(again[audit_id])):
             out.append(AuditConflict(str(audit_id), record, arrived[audit_id]))
     return out
 

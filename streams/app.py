@@ -26,13 +26,14 @@ from agents.intake import IntakeProcessor
 from agents.messages import BatchOutput, IncomingMessage
 from agents.retry import until_stored
 from config.settings import Settings, secret_environ
-from inference.metrics import CONTENT_TYPE, metrics_text
+from inference.metrics import CONTENT_TYPE
 from inference.pool import ModelPool
 from inference.tasks import Tasks
 from schemas.audit import encode_batches
 from security.field_protection import writer_protector
 from storage.keys import key_snapshot
 from streams.fetch_wait import set_fetch_max_wait
+from streams.observability import exposition, install, observe_batch
 from streams.offsets import CommittedOffsets
 from streams.topics import ALL_TOPICS, AUDIT, DEAD_LETTER, INTAKE_TOPICS, TopicSpec
 
@@ -186,8 +187,11 @@ def build_app(settings: Settings, role: str = "intake") -> faust.App:
         async def agent(stream: faust.StreamT) -> None:
             async for events in stream.take_events(settings.batch_size, settings.batch_within_s):
                 try:
-                    output = await handler([_incoming(e, trust_create_time) for e in events])
+                    batch = [_incoming(e, trust_create_time) for e in events]
+                    output = await handler(batch)
                     await publish(output)
+                    observe_batch(role, spec.name(settings), len(batch), output)
+                    tracker.batch_done(spec.name(settings))
                 except Exception as exc:  # noqa: BLE001 - bad events never get here (they
                     # are dead-lettered); this is a bug or a broken database schema.
                     log.exception("unexpected failure in %s", spec.suffix)
@@ -197,18 +201,21 @@ def build_app(settings: Settings, role: str = "intake") -> faust.App:
                   concurrency=concurrency)(agent)
 
     actor = worker_actor()
+    models = None
     if role == "enrichment":
-        _attach_enrichment(app, settings, actor, attach)
+        models = _attach_enrichment(app, settings, actor, attach)
     elif role == "audit":
         attach(AUDIT, AuditSink(settings, actor=actor).process)
     else:
         _attach_intake(app, settings, actor, attach)
+    # GET /health (and, on intake, a lag reading every 15 s); agents report each batch.
+    tracker = install(app, settings, role, models)
 
     @app.page("/metrics")
     async def metrics(web: Any, request: Any) -> Any:
-        """Prometheus exposition: model pool batches, queue wait, inference time, cache."""
+        """Prometheus exposition: lag, end-to-end latency, decisions, batch sizes, model pool."""
         # aiohttp refuses a charset inside content_type=, so the full header goes in as is.
-        return web.bytes(metrics_text().encode(), headers={"Content-Type": CONTENT_TYPE})
+        return web.bytes(exposition(), headers={"Content-Type": CONTENT_TYPE})
 
     return app
 
@@ -246,7 +253,7 @@ def _attach_intake(
 
 def _attach_enrichment(
     app: faust.App, settings: Settings, actor: str, attach: Callable[[TopicSpec, BatchHandler], None]
-) -> None:
+) -> ModelService:
     """The model pool, classifying what intake stored; on its own consumer group."""
     models = ModelService(settings)
     app.service(models)
@@ -261,3 +268,4 @@ def _attach_enrichment(
     for spec in INTAKE_TOPICS:
         if spec.accepted_types & INFERRED_TYPES:
             attach(spec, enrichment_stage)
+    return models

@@ -130,7 +130,8 @@ async def test_an_audit_id_arriving_again_with_other_content_is_an_alarm_never_d
     """Issue 14 item 4 (review finding M2): a forged record with a real id pre-empted the
     real one, which the sink then dropped silently."""
     forged, = make_records(1)
-    real = forged.model_copy(update={"actor": "worker:real", "detail": {"kid": "genuine"}})
+    real = forged.model_copy(update={"actor": "worker:real", "outcome": "rejected",
+                                     "reason": "bad_signature"})
     sink = AuditSink(sink_settings(chain_db, tmp_path))
     assert (await sink.process(messages([forged]))).stored == 1
     again = await sink.process(messages([forged]))  # a redelivery: same content, no alarm
@@ -144,3 +145,7 @@ async def test_an_audit_id_arriving_again_with_other_content_is_an_alarm_never_d
     # The alarm is itself stored like any record, once.
     assert (await sink.process(messages(alarms))).stored == 1
     assert (await sink.process(messages([real]))).audit == alarms
+    # An honest copy of the same decision (another actor, time or detail, as a redelivery
+    # or a replay writes it) is no conflict.
+    copy = forged.model_copy(update={"actor": "operator:replay", "detail": {"redelivered": True}})
+    assert (await sink.process(messages([copy]))).audit == []
