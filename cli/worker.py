@@ -16,16 +16,17 @@ def worker(
         help="all: one process per stage, supervised; or one stage, or several joined by "
              "commas. intake: verify, store, dead-letter; audit: the audit sink (hash chain); "
              "enrichment: the model pool, classifying what intake stored (run it on a GPU "
-             "host, or several).",
+             "host, or several); reconciliation: matching payments and cross-agency checks "
+             "(one process).",
     ),
 ) -> None:
     """Run the Faust worker: verify, store, classify and audit every event.
 
-    Intake (verification, encrypted storage, dead letters), the audit sink and enrichment
-    (the shared model pool) are separate consumer groups, so a slow model makes enrichment
-    lag and never holds intake. With --role all (the default) the three run here as three
-    processes; if one stops, all stop, with its exit code. Stop with Ctrl-C or SIGTERM; each
-    finishes the batch in hand first.
+    Intake (verification, encrypted storage, dead letters), the audit sink, enrichment (the
+    shared model pool) and reconciliation are separate consumer groups, so a slow model
+    makes enrichment lag and never holds intake. With --role all (the default) each runs
+    here as its own process; if one stops, all stop, with its exit code. Stop with Ctrl-C or
+    SIGTERM; each finishes the batch in hand first.
 
     Web endpoints (GET /metrics): intake on ATTEST_WORKER_WEB_PORT, enrichment on
     ATTEST_ENRICHMENT_WEB_PORT. Reads ATTEST_KAFKA_BOOTSTRAP and ATTEST_DATABASE_URL (or the

@@ -35,7 +35,16 @@ from storage.keys import key_snapshot
 from streams.fetch_wait import set_fetch_max_wait
 from streams.observability import exposition, install, observe_batch
 from streams.offsets import CommittedOffsets
-from streams.topics import ALL_TOPICS, AUDIT, DEAD_LETTER, INTAKE_TOPICS, TopicSpec
+from streams.topics import (
+    ALL_TOPICS,
+    AUDIT,
+    DEAD_LETTER,
+    DOCUMENTS,
+    INTAKE_TOPICS,
+    RECONCILIATION,
+    TRANSACTIONS,
+    TopicSpec,
+)
 
 log = logging.getLogger("attest.worker")
 
@@ -126,7 +135,7 @@ class ModelService(Service):
 
 
 #: The stages a worker process can run; ``attest worker`` runs one process per stage.
-ROLES = ("intake", "audit", "enrichment")
+ROLES = ("intake", "audit", "enrichment", "reconciliation")
 
 
 def group_id(settings: Settings, role: str) -> str:
@@ -137,7 +146,8 @@ def group_id(settings: Settings, role: str) -> str:
 def build_app(settings: Settings, role: str = "intake") -> faust.App:
     """One stage's app. ``intake``: intake agents per signed topic and the key refresher.
     ``audit``: the audit sink, chaining the audit topic into ``audit_log``. ``enrichment``:
-    the model pool, classifying what intake stored.
+    the model pool, classifying what intake stored. ``reconciliation``: matching payments
+    and cross-agency checks on what intake stored.
 
     Separate apps are separate consumer groups (and processes), so a slow model makes
     enrichment lag and never holds intake, and the audit chain's hashing runs on another
@@ -206,6 +216,8 @@ def build_app(settings: Settings, role: str = "intake") -> faust.App:
         models = _attach_enrichment(app, settings, actor, attach)
     elif role == "audit":
         attach(AUDIT, AuditSink(settings, actor=actor).process)
+    elif role == "reconciliation":
+        _attach_reconciliation(app, settings, actor, attach, topics[RECONCILIATION.suffix])
     else:
         _attach_intake(app, settings, actor, attach)
     # GET /health (and, on intake, a lag reading every 15 s); agents report each batch.
@@ -269,3 +281,41 @@ def _attach_enrichment(
         if spec.accepted_types & INFERRED_TYPES:
             attach(spec, enrichment_stage)
     return models
+
+
+def _attach_reconciliation(
+    app: faust.App, settings: Settings, actor: str,
+    attach: Callable[[TopicSpec, BatchHandler], None], out_topic: Any,
+) -> None:
+    """Matching and cross-agency checks behind intake, on a consumer group of their own.
+
+    One process, one batch at a time: the matcher's pending state is ordered
+    (docs/reconciliation.md). It sees only what intake stored from the same bytes.
+    """
+    from agents.reconciliation import ReconciliationWorker
+    from security.keyring import open_writer_keyring
+
+    keyring = open_writer_keyring(settings.state_dir, secret_environ())
+    embed = None
+    if settings.recon_fuzzy and settings.recon_model_similarity:
+        models = ModelService(settings)
+        app.service(models)
+
+        async def model_embed(texts: Any) -> Any:
+            await models.ready.wait()
+            return await models.tasks.embed(list(texts))
+
+        embed = model_embed
+    stage = ReconciliationWorker(
+        settings, actor, keyring.blind_index_key("account"), keyring.blind_index_key("national_id"),
+        CommittedOffsets(settings, group_id(settings, "intake")).committed, embed=embed)
+
+    async def reconciliation_stage(batch: list[IncomingMessage]) -> BatchOutput:
+        result = await stage.process(batch)
+        sent = [await out_topic.send(key=key, value=value) for key, value in result.messages]
+        if sent:
+            await asyncio.gather(*sent)
+        return BatchOutput(audit=result.audit)
+
+    attach(TRANSACTIONS, reconciliation_stage)
+    attach(DOCUMENTS, reconciliation_stage)

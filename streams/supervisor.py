@@ -25,8 +25,9 @@ def stage_environment(settings: Settings, role: str) -> dict[str, str]:
     not stop the pipeline, and the intake port keeps its configured number for probes.
     """
     env = dict(os.environ)
-    if role == "audit":
-        env["ATTEST_WORKER_WEB_ENABLED"] = "false"  # nothing to serve; intake has the port
+    if role in ("audit", "reconciliation"):
+        # Nothing of their own to serve; intake and enrichment have the ports.
+        env["ATTEST_WORKER_WEB_ENABLED"] = "false"
     if role == "enrichment" and settings.worker_web_enabled:
         port = choose_port(settings.enrichment_web_port) if settings.enrichment_web_port else 0
         if port != settings.enrichment_web_port:

@@ -80,6 +80,9 @@ def worker(stack_settings: Settings) -> Iterator[subprocess.Popen[bytes]]:
     env = settings_env(stack_settings)
     env["ATTEST_WORKER_WEB_PORT"] = str(choose_port(0))
     env["ATTEST_ENRICHMENT_WEB_PORT"] = str(choose_port(0))
+    # One model per test worker (enrichment's): the reconciliation stage's fuzzy matching
+    # uses string distance here; its model path is tested in tests/reconcile (slow).
+    env["ATTEST_RECON_MODEL_SIMILARITY"] = "false"
     with log_path.open("wb") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "cli.main", "worker"],
