@@ -29,7 +29,7 @@ from cli import crypto_keys, forget, query
 from config.settings import Settings
 from scenarios.finance import transaction_payloads
 from scenarios.government import TAX_BUREAU, document_payloads, people
-from schemas.audit import AuditRecord
+from schemas.audit import AuditRecord, records_in
 from schemas.catalog import DOCUMENT_V1, TRANSACTION_V1
 from security.field_protection import writer_protector
 from security.keyring import StaticKeyring, keyring_path, load_keyring_file, write_keyring_file
@@ -151,8 +151,8 @@ def world(app: typer.Typer, settings: Settings) -> dict[str, Any]:
 
 def _audit(settings: Settings, correlation: str | None = None, action: str | None = None
            ) -> list[AuditRecord]:
-    records = [AuditRecord.from_bytes(m.value())
-               for m in read_topic(settings, AUDIT.name(settings), idle_s=2.0)]
+    records = [r for m in read_topic(settings, AUDIT.name(settings), idle_s=2.0)
+               for r in records_in(m.value())]
     return [r for r in records if (correlation is None or r.correlation_id == correlation)
             and (action is None or r.action == action)]
 

@@ -14,6 +14,7 @@ import pytest
 
 from config.settings import Settings
 from reconcile.report import build_report, flat_rows, write_chart
+from schemas.audit import records_in
 from storage.reconciliation import BreakRow, MatchRow, get_match, save_step
 from streams.admin import ensure_topics
 from streams.topics import AUDIT
@@ -80,7 +81,8 @@ def test_confirm_and_reject_are_audited_and_guarded(stack_settings: Settings, tm
     assert get_match(url, automatic.match_id).status == "rejected"
     assert attest(stack_settings, "recon", "confirm", "nonsense", "--reason", "x").returncode != 0
 
-    records = [json.loads(m.value()) for m in read_topic(stack_settings, AUDIT.name(stack_settings))]
+    records = [r.model_dump(mode="json") for m in read_topic(stack_settings, AUDIT.name(stack_settings))
+               for r in records_in(m.value())]
     ours = {suggested.match_id, automatic.match_id}
     mine = {r["action"]: r for r in records if r["correlation_id"] in ours}
     assert mine["recon.confirmed"]["detail"]["reason"] == "same invoice"
