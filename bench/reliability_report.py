@@ -57,15 +57,16 @@ def fault_table(rows: list[dict[str, Any]]) -> str:
     if not rows:
         return "_No fault run recorded yet: run `make test-faults`._"
     lines = [
-        "| fault | sent | stored | dead-lettered | lost | duplicated | raw dead-letter copies "
-        "| recovery | run at (UTC) |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
+        "| fault | sent | stored | dead-lettered | lost | duplicated | decisions not audited "
+        "| raw dead-letter copies | recovery | run at (UTC) |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
     ]
     for r in rows:
         lines.append(
             f"| {r['fault']} | {r['sent']} | {r['stored']}/{r['expected_stored']} "
             f"| {r['dead_lettered']}/{r['expected_rejected']} | {_lost(r)} | {r['duplicated']} "
-            f"| {r['raw_dead_letter_duplicates']} | {_seconds(r['recovery_s'])} | {r['at'][:16]} |"
+            f"| {r.get('unaudited', 'n/a')} | {r['raw_dead_letter_duplicates']} "
+            f"| {_seconds(r['recovery_s'])} | {r['at'][:16]} |"
         )
     notes = [f"- **{r['fault']}**: {r['note']}" for r in rows if r.get("note")]
     return "\n".join(lines + ["", *notes])

@@ -40,6 +40,7 @@ def record(fault: str, outcome: Outcome, recovery_s: float | None, note: str = "
         "lost": outcome.lost,
         "lost_upstream": lost_upstream,
         "duplicated": outcome.duplicated,
+        "unaudited": len(outcome.audit_missing),
         "raw_dead_letters": outcome.raw_letters,
         "raw_dead_letter_duplicates": outcome.raw_letter_duplicates,
         "recovery_s": None if recovery_s is None else round(recovery_s, 1),

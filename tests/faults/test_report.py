@@ -12,7 +12,7 @@ from bench.reliability_report import END, START, render, update
 
 def _row(fault: str, **kw: object) -> dict[str, object]:
     row = {"fault": fault, "sent": 10, "expected_stored": 8, "expected_rejected": 2, "stored": 8,
-           "dead_lettered": 2, "lost": 0, "lost_upstream": 0, "duplicated": 0,
+           "dead_lettered": 2, "lost": 0, "lost_upstream": 0, "duplicated": 0, "unaudited": 0,
            "raw_dead_letters": 3, "raw_dead_letter_duplicates": 1, "recovery_s": 4.0,
            "note": "a note", "at": "2026-12-01T01:02:03+00:00"}
     return {**row, **kw}
@@ -29,7 +29,7 @@ def test_rows_render_in_the_issue_order_with_upstream_loss_shown(tmp_path: Path)
     assert [line.split(" | ")[0] for line in lines[1:]] == [
         "| worker SIGKILL x3", "| Postgres fast shutdown", "| broker killed and restarted (memory broker)"]
     assert "| 0 (+7 upstream) |" in table
-    assert "| 8/8 | 2/2 | 0 | 0 | 1 | 4.0 s |" in lines[1]
+    assert "| 8/8 | 2/2 | 0 | 0 | 0 | 1 | 4.0 s |" in lines[1]
     assert "No soak run recorded yet" in table
 
 
