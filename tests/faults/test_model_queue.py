@@ -23,6 +23,10 @@ TINY_POOL = {
     "ATTEST_INFERENCE_QUEUE_SIZE": "2",
     "ATTEST_INFERENCE_MAX_BATCH": "2",
     "ATTEST_INFERENCE_CACHE_SIZE": "0",
+    # The case is backpressure, not timeouts: the pool's start-up embeds its 30 prototype
+    # texts under the per-request timeout, which a loaded machine with batches of 2 can miss
+    # (the worker then exits with 70: "the model pool could not start").
+    "ATTEST_INFERENCE_TIMEOUT_S": "300",
 }
 
 
