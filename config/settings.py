@@ -60,7 +60,9 @@ class Settings(BaseSettings):
         description="Longest a worker's fetch waits at the broker for data (Faust's own is 1500).",
     )
     intake_concurrency: int = Field(
-        2, ge=1, le=16, description="Batches each intake agent works on at once (pipelining)."
+        1, ge=1, le=16,
+        description="Batches each intake agent works on at once; above 1, batches of one "
+                    "partition may commit out of order.",
     )
     batch_within_s: float = Field(
         0.02, gt=0,

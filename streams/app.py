@@ -257,8 +257,8 @@ def _attach_intake(
         return await intake.process(batch)
 
     for spec in INTAKE_TOPICS:
-        # Two batches in flight: one is verified while the other waits on Postgres and the
-        # broker. Effects stay idempotent and offsets still commit only what is done.
+        # More than one batch in flight overlaps verifying with waiting on Postgres; effects
+        # stay idempotent, but batches of one partition may then commit out of order.
         attach(spec, intake_stage, concurrency=settings.intake_concurrency)
     app.timer(settings.registry_refresh_s, name="attest.refresh_keys")(refresh_keys)
 
