@@ -18,7 +18,7 @@ from operations.letters import LetterFilter, summarize
 from storage.errors import DatabaseUnavailable
 from streams.dead_letters import read_letters
 from streams.errors import BrokerUnavailable
-from streams.topics import AUDIT, INTAKE_TOPICS
+from streams.topics import group_id, stage_topics
 
 #: Keys whose validity ends within this many days are listed.
 EXPIRY_HORIZON = timedelta(days=30)
@@ -92,10 +92,8 @@ def lag_rows(group: str, topic: str, ends: dict[int, tuple[int, int]],
 
 
 def consumer_groups(settings: Settings) -> dict[str, list[str]]:
-    """Which group reads which topics: intake and audit sink share the app id; enrichment has its own."""
-    intake = [spec.name(settings) for spec in INTAKE_TOPICS]
-    return {settings.app_id: [*intake, AUDIT.name(settings)],
-            f"{settings.app_id}-enrichment": intake}
+    """Which group reads which topics: one group per worker stage (docs/architecture.md)."""
+    return {group_id(settings, stage): topics for stage, topics in stage_topics(settings).items()}
 
 
 def collect_broker(settings: Settings, report: StatusReport, *, dead_letters: bool = True) -> None:

@@ -44,6 +44,7 @@ from streams.topics import (
     RECONCILIATION,
     TRANSACTIONS,
     TopicSpec,
+    group_id,
 )
 
 log = logging.getLogger("attest.worker")
@@ -137,10 +138,6 @@ class ModelService(Service):
 #: The stages a worker process can run; ``attest worker`` runs one process per stage.
 ROLES = ("intake", "audit", "enrichment", "reconciliation")
 
-
-def group_id(settings: Settings, role: str) -> str:
-    """The consumer group of a stage: each stage keeps its own offsets and its own lag."""
-    return settings.app_id if role == "intake" else f"{settings.app_id}-{role}"
 
 
 def build_app(settings: Settings, role: str = "intake") -> faust.App:

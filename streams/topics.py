@@ -51,3 +51,16 @@ RECONCILIATION = TopicSpec("reconciliation", "Matches and breaks across sources"
 #: Topics whose messages are signed events and go through the one verification path.
 INTAKE_TOPICS = (TRANSACTIONS, DOCUMENTS, APPROVALS)
 ALL_TOPICS = (TRANSACTIONS, DOCUMENTS, APPROVALS, AUDIT, DEAD_LETTER, RECONCILIATION)
+
+
+def group_id(settings: Settings, role: str) -> str:
+    """The consumer group of a worker stage: each stage keeps its own offsets and its own lag."""
+    return settings.app_id if role == "intake" else f"{settings.app_id}-{role}"
+
+
+def stage_topics(settings: Settings) -> dict[str, list[str]]:
+    """Which topics each stage's consumer group reads (docs/architecture.md)."""
+    intake = [spec.name(settings) for spec in INTAKE_TOPICS]
+    inferred = [TRANSACTIONS.name(settings), DOCUMENTS.name(settings)]
+    return {"intake": intake, "audit": [AUDIT.name(settings)], "enrichment": inferred,
+            "reconciliation": inferred}

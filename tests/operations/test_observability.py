@@ -68,14 +68,14 @@ def test_install_serves_health_on_the_stage_app() -> None:
 def test_refresh_lag_reads_every_group_from_the_broker(stack_settings) -> None:  # noqa: ANN001
     from streams.admin import ensure_topics
     from streams.producer import OutgoingMessage, send_all
-    from streams.topics import APPROVALS
+    from streams.topics import TRANSACTIONS
 
     settings = stack_settings.model_copy(update={"topic_prefix": "t-lag-obs.",
                                                  "app_id": "t-lag-obs-group"})
     ensure_topics(settings)
-    send_all(settings, APPROVALS.name(settings), [OutgoingMessage(None, b"x")] * 3)
+    send_all(settings, TRANSACTIONS.name(settings), [OutgoingMessage(None, b"x")] * 3)
     obs.refresh_lag(settings)
-    lags = [sample("attest_consumer_lag_messages", group=group, topic=APPROVALS.name(settings),
+    lags = [sample("attest_consumer_lag_messages", group=group, topic=TRANSACTIONS.name(settings),
                    partition=str(p))
             for group in ("t-lag-obs-group", "t-lag-obs-group-enrichment") for p in (0, 1)]
     # Nothing committed by either group: each sees all three messages as lag.
