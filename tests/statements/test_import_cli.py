@@ -28,9 +28,13 @@ def attest(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
 def _statement_ids(settings: Settings) -> list[str]:
     out = []
     for message in read_topic(settings, TRANSACTIONS.name(settings), idle_s=1.5):
-        payload = message.value().split(b".")[1]
-        body = json.loads(base64.urlsafe_b64decode(payload + b"=" * (-len(payload) % 4)))
-        if body["source"] == "bank-statement":
+        parts = message.value().split(b".")
+        # The session's topic also holds other tests' garbage and hostile messages.
+        try:
+            body = json.loads(base64.urlsafe_b64decode(parts[1] + b"=" * (-len(parts[1]) % 4)))
+        except (IndexError, ValueError, RecursionError):
+            continue
+        if isinstance(body, dict) and body.get("source") == "bank-statement":
             out.append(body["event_id"])
     return out
 
