@@ -121,10 +121,20 @@ def produce(settings: Settings, source: str, count: int, chunk: int = 5000) -> N
         sent += n
 
 
+def min_backlog(settings: Settings) -> int:
+    """The smallest backlog whose drain spans at least three committed batches."""
+    return 2 * settings.batch_size + 1
+
+
 def run_backlog(settings: Settings, events: int, timeout_s: float,
                 say: callable = print) -> BacklogResult:  # type: ignore[valid-type]
     tag = uuid.uuid4().hex[:6]
     run = bench_settings(settings, tag)
+    if events < min_backlog(run):
+        # stored_at is the transaction's start time, so a backlog that fits in one or two
+        # batches has no measurable first-to-last window (CI saw 300 events in 0.0 s).
+        raise ValueError(f"a backlog of {events:,} fits in too few batches of {run.batch_size} "
+                         f"to time; use --events {min_backlog(run):,} or more")
     source = f"bench-{tag}"
     ensure_topics(run)
     say(f"producing {events:,} signed events to {TRANSACTIONS.name(run)} ...")

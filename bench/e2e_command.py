@@ -38,7 +38,10 @@ def command(
     settings = get_settings()
     if mode not in ("backlog", "load"):
         raise typer.BadParameter("mode is backlog or load")
-    backlog = run_backlog(settings, events, timeout_s, say=console.print)
+    try:
+        backlog = run_backlog(settings, events, timeout_s, say=console.print)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--events") from None
     table = Table(title=f"attest bench e2e backlog: {backlog.events:,} events, one intake worker, "
                         f"{backlog.cpu_count} cores")
     for column in ("measure", "value", "target"):
