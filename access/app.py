@@ -23,12 +23,12 @@ from access.errors import AccessError
 from access.identity import Identity, TokenVerifier, load_jwks
 from access.issuer import jwks_path
 from access.keys import load_attestor
+from access.policy import load_policy
 from access.service import AccessService
 from access.views import NewRequest, ReadQuery, ReadResult
 from config.settings import Settings, secret_environ
-from security.keyring import open_keyring
-from security.policy import load_policy
-from security.protection_errors import FieldIntegrityError, FieldProtectionError
+from protection.errors import FieldIntegrityError, FieldProtectionError
+from protection.keyring_sources import open_keyring
 from security.verification import forbidden_character_field
 from storage.errors import DatabaseUnavailable, StorageError
 from storage.protected import DatabaseRefused

@@ -18,8 +18,9 @@ from joserfc.jwk import OKPKey
 
 from access.approvals import ServiceAttestor
 from access.issuer import ensure_issuer, read_private_json, write_private_json
-from security.keyring import StaticKeyring, ensure_process_keyrings
-from security.tiers import protection_catalog
+from protection.keyring import StaticKeyring
+from protection.keyring_sources import ensure_process_keyrings
+from protection.tiers import protection_catalog
 
 SERVICE_KEY = Path("access") / "service-key.jwk"
 

@@ -44,6 +44,7 @@ from access.approvals import (
 )
 from access.errors import AccessError, AuditUnavailable, Conflict, Forbidden, NotFound, RateLimited
 from access.identity import Identity
+from access.policy import AccessDecision, AccessPolicy, AccessReason, Role
 from access.ratelimit import SlidingWindowLimit
 from access.views import (
     FieldView,
@@ -53,14 +54,14 @@ from access.views import (
     RecordView,
     TierLimitedKeyring,
 )
+from audit.log import append_records
+from protection.errors import FieldProtectionError
+from protection.fields import subject_reference
+from protection.keyring import Keyring
+from protection.reader import FieldReader
+from protection.tiers import FieldSpec, SchemaProtection
 from schemas.audit import AuditAction, AuditRecord, audit_id_for
-from security.field_protection import FieldReader, subject_reference
-from security.keyring import Keyring
-from security.policy import AccessDecision, AccessPolicy, AccessReason, Role
-from security.protection_errors import FieldProtectionError
-from security.tiers import FieldSpec, SchemaProtection
 from storage import access_requests as store
-from storage.audit import append_records
 from storage.protected import RowFilter, read_protected
 
 

@@ -10,11 +10,11 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
+from protection.blind_index import BlindIndexKey
+from protection.errors import KeyNotHeld
+from protection.keyring import Keyring
+from protection.tiers import Tier
 from schemas.audit import AuditRecord
-from security.blind_index import BlindIndexKey
-from security.keyring import Keyring
-from security.protection_errors import KeyNotHeld
-from security.tiers import Tier
 
 FieldState = Literal["public", "clear", "masked", "forgotten", "absent"]
 

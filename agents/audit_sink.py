@@ -20,11 +20,12 @@ from pydantic import ValidationError
 
 from agents.messages import BatchOutput, DeadLetter, IncomingMessage
 from agents.retry import until_stored
+from audit.chain import CHECKPOINT_ACTION
+from audit.checkpoints import CheckpointSigner, load_or_create_service_key
+from audit.log import AuditConflict, Checkpoint, CheckpointPolicy, append_chained, record_problem
 from config.settings import Settings
 from schemas.audit import AuditAction, AuditRecord, audit_id_for, records_in
-from security.audit_chain import CHECKPOINT_ACTION, CheckpointSigner, load_or_create_service_key
 from security.reasons import RejectReason
-from storage.audit import AuditConflict, Checkpoint, CheckpointPolicy, append_chained, record_problem
 
 log = logging.getLogger("attest.audit_sink")
 

@@ -21,9 +21,9 @@ from sqlalchemy.exc import DataError, IntegrityError, StatementError
 from agents.messages import BatchOutput, DeadLetter, IncomingMessage
 from agents.retry import until_stored
 from config.settings import Settings
+from protection.fields import FieldProtector
 from schemas.audit import AuditAction, AuditRecord, audit_id_for
 from security.errors import Rejection
-from security.field_protection import FieldProtector
 from security.reasons import RejectReason
 from security.registry import KeySnapshot
 from security.verification import VerificationPolicy, VerifiedEvent, verify_event

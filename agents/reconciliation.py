@@ -27,6 +27,7 @@ import numpy as np
 from agents.messages import IncomingMessage
 from agents.retry import until_stored
 from config.settings import Settings
+from protection.blind_index import BlindIndexKey, blind_index
 from reconcile.cascade import PairScorer
 from reconcile.config import MatchConfig
 from reconcile.government import SOCIAL_SECURITY, TAX_BUREAU
@@ -36,7 +37,6 @@ from reconcile.sealing import StateKey
 from reconcile.windows import Reconciler, StepResult
 from schemas.audit import AuditAction, AuditRecord, audit_id_for
 from schemas.catalog import DOCUMENT_V1, TRANSACTION_V1
-from security.blind_index import BlindIndexKey, blind_index
 from security.verification import VerifiedEvent
 from storage.reconciliation import BreakRow, MatchRow, load_state, reconciled_ids, save_step
 from streams.topics import TRANSACTIONS

@@ -37,17 +37,19 @@ from sqlalchemy.exc import ProgrammingError
 
 from access.issuer import add_person, mint_token
 from access.keys import ensure_local_keys
+from access.policy import AccessDecision, AccessReason, load_policy
 from cli.output import fail
 from config.settings import Settings, get_settings
 from devstack.processes import choose_port, terminate_tree
+from protection.fields import writer_protector
+from protection.keyring_sources import open_keyring
+from protection.reader import FieldReader
 from scenarios.finance import transaction_payloads
 from schemas.catalog import TRANSACTION_V1
-from security.field_protection import FieldReader, writer_protector
-from security.keyring import open_keyring
-from security.policy import AccessDecision, AccessReason, load_policy
 from storage import migrate
 from storage.events import StoredEvent, store_events
-from storage.protected import RowFilter, read_protected, temporary_database
+from storage.protected import RowFilter, read_protected
+from storage.scratch import temporary_database
 
 ROLE = "payments-analyst"
 

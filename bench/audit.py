@@ -31,17 +31,13 @@ from sqlalchemy.engine import make_url
 
 from agents.audit_sink import AuditSink
 from agents.messages import IncomingMessage
+from audit.chain import hashed_view, row_hash
+from audit.checkpoints import CheckpointSigner, checkpoint_body, load_or_create_service_key
+from audit.log import chain_head, verify_stored_chain
+from audit.queries import AuditQuery, query_records
 from config.settings import Settings, get_settings
 from schemas.audit import AuditAction, AuditRecord, audit_id_for
-from security.audit_chain import (
-    CheckpointSigner,
-    checkpoint_body,
-    hashed_view,
-    load_or_create_service_key,
-    row_hash,
-)
 from storage import migrate
-from storage.audit import AuditQuery, chain_head, query_records, verify_stored_chain
 from storage.db import engine_for, normalise_url
 
 ACTORS = [f"worker:node-{n}:{1000 + n}" for n in range(4)] + ["operator:alice@ops"]

@@ -32,16 +32,16 @@ from sqlalchemy.exc import ProgrammingError
 
 from cli.output import fail
 from config.settings import get_settings
+from protection.envelope import DataKey, FieldContext, open_field, seal_field
+from protection.fields import FieldProtector
+from protection.keyring import generate_keyring
+from protection.tiers import Tier, protection_catalog
 from scenarios.finance import transaction_payloads
 from scenarios.government import document_payloads
 from schemas.catalog import DOCUMENT_V1, TRANSACTION_V1
-from security.envelope import DataKey, FieldContext, open_field, seal_field
-from security.field_protection import FieldProtector
-from security.keyring import generate_keyring
-from security.tiers import Tier, protection_catalog
 from storage import migrate
 from storage.events import StoredEvent, store_events
-from storage.protected import temporary_database
+from storage.scratch import temporary_database
 
 TARGET = 0.85
 

@@ -80,12 +80,12 @@ async def end_to_end(base: Settings, scenario: FinanceScenario, tokens: list[byt
     from agents.intake import IntakeProcessor
     from agents.messages import IncomingMessage
     from agents.reconciliation import ReconciliationStage
+    from protection.fields import FieldProtector
+    from protection.keyring import generate_keyring
+    from protection.tiers import protection_catalog
     from schemas.catalog import TRANSACTION_V1
-    from security.field_protection import FieldProtector
-    from security.keyring import generate_keyring
-    from security.tiers import protection_catalog
     from storage import migrate
-    from storage.protected import temporary_database
+    from storage.scratch import temporary_database
     from streams.admin import ensure_topics, kafka_config
     from streams.producer import OutgoingMessage, send_all
     from streams.topics import TRANSACTIONS

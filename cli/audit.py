@@ -18,19 +18,14 @@ from pydantic import ValidationError
 from rich.table import Table
 from sqlalchemy.exc import ProgrammingError
 
+from audit.checkpoints import CheckpointSigner, NoteVerifier, load_or_create_service_key
+from audit.log import count_checkpoints, verify_stored_chain
+from audit.queries import AuditQuery, StoredAudit, query_records
 from cli.output import console, err_console, fail
 from config.settings import Settings, get_settings
 from schemas.audit import AuditRecord, records_in
-from security.audit_chain import CheckpointSigner, NoteVerifier, load_or_create_service_key
 from security.errors import SecurityError
 from security.keyfiles import load_private_key
-from storage.audit import (
-    AuditQuery,
-    StoredAudit,
-    count_checkpoints,
-    query_records,
-    verify_stored_chain,
-)
 from streams.admin import ensure_topics, kafka_config
 from streams.topics import AUDIT
 

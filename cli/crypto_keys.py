@@ -16,10 +16,9 @@ from access.keys import ensure_local_keys
 from cli.keys import operator
 from cli.output import console, err_console, fail
 from config.settings import Settings, get_settings, secret_environ
-from schemas.audit import AuditAction, AuditRecord, audit_id_for
-from security.field_protection import rewrap
-from security.keyring import (
-    StaticKeyring,
+from protection.errors import FieldProtectionError
+from protection.keyring import StaticKeyring
+from protection.keyring_sources import (
     environ_has_keys,
     keyring_path,
     load_keyring_file,
@@ -27,9 +26,10 @@ from security.keyring import (
     write_keyring_file,
     write_worker_keyring,
 )
-from security.protection_errors import FieldProtectionError
-from security.tiers import PROTECTED_TIERS, Tier
-from storage.protected import rewrap_wrapping_keys
+from protection.reader import rewrap
+from protection.tiers import PROTECTED_TIERS, Tier
+from schemas.audit import AuditAction, AuditRecord, audit_id_for
+from storage.key_maintenance import rewrap_wrapping_keys
 from streams.audit_publisher import publish_audit
 from streams.errors import BrokerUnavailable
 

@@ -10,11 +10,11 @@ import typer
 from cli.keys import operator
 from cli.output import console, fail
 from config.settings import get_settings, secret_environ
+from protection.fields import subject_reference
+from protection.keyring_sources import open_index_keyring
+from protection.tiers import protection_catalog
 from schemas.audit import AuditAction, AuditRecord, audit_id_for
-from security.field_protection import subject_reference
-from security.keyring import open_index_keyring
-from security.tiers import protection_catalog
-from storage.protected import ForgetOutcome, forget_subject
+from storage.key_maintenance import ForgetOutcome, forget_subject
 from streams.audit_publisher import publish_audit
 from streams.errors import BrokerUnavailable
 

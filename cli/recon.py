@@ -33,8 +33,8 @@ def _amounts(settings: Settings, breaks: list) -> dict[str, Decimal] | None:  # 
     """Break amounts, opened with the worker keyring's reconciliation key (None without it)."""
     try:
         from config.settings import secret_environ
+        from protection.keyring_sources import open_writer_keyring
         from reconcile.sealing import StateKey
-        from security.keyring import open_writer_keyring
 
         keyring = open_writer_keyring(settings.state_dir, secret_environ())
         key = StateKey.derive(keyring.blind_index_key("account").material)

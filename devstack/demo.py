@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
+from audit.queries import decision_counts
 from config.settings import Settings
 from devstack import stack
 from devstack.errors import DevStackError
@@ -26,7 +27,6 @@ from scenarios.government import AGENCIES, document_payloads
 from schemas.catalog import DOCUMENT_V1, TRANSACTION_V1
 from security.keyfiles import SigningKey, generate_key, keys_for_source, write_private_key
 from storage import migrate
-from storage.audit import decision_counts
 from storage.events import count_events
 from storage.keys import add_key
 from streams.admin import ensure_topics

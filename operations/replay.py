@@ -40,8 +40,8 @@ from operations.letters import LetterFilter, claimed_event_id
 from operations.resume import ReplayProgress, clear_progress, load_progress, save_progress
 from operations.selection import Selection, event_ranges, offset_ranges
 from operations.times import to_millis
+from protection.fields import writer_protector
 from schemas.audit import AuditAction, AuditRecord, audit_id_for
-from security.field_protection import writer_protector
 from storage.keys import key_snapshot
 from storage.operations import event_positions, inferred_event_ids
 from streams.audit_publisher import publish_audit

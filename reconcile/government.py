@@ -57,7 +57,7 @@ def _dec(value: object) -> Decimal | None:
 
 
 def facts_from_payload(payload: Mapping[str, Any], person_index: Callable[[str], str]) -> AgencyFacts:
-    """``person_index``: national id -> hex blind index (``security.blind_index``, national_id)."""
+    """``person_index``: national id -> hex blind index (``protection.blind_index``, national_id)."""
     return AgencyFacts(
         person_key=person_index(str(payload["subject_id"])), agency=str(payload["agency"]),
         event_id=str(payload["event_id"]), income=_dec(payload.get("income")),
@@ -153,6 +153,6 @@ def readable_from_policy(source: str = "government") -> dict[str, frozenset[str]
     """``readable_fields`` of a bundled policy name or a policy file path."""
     import yaml
 
-    from security.policy import policy_path
+    from access.policy import policy_path
 
     return readable_fields(yaml.safe_load(policy_path(source).read_text(encoding="utf-8")))

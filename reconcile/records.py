@@ -12,7 +12,7 @@ from decimal import Decimal
 from typing import Any
 
 AccountIndex = Callable[[str], str]
-"""Account number -> hex blind index (``security.blind_index`` with the ``account`` key)."""
+"""Account number -> hex blind index (``protection.blind_index`` with the ``account`` key)."""
 
 
 def signed_amount(payload: Mapping[str, Any]) -> Decimal:

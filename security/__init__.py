@@ -1,1 +1,1 @@
-"""Signatures and the key registry; later field encryption, access policy and the audit chain."""
+"""Signed events: strict JWS decoding, the signature primitive, the key registry, producer key files."""

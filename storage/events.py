@@ -17,7 +17,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Row, func, select
 
-from security.field_protection import FieldProtector
+from protection.fields import FieldProtector
 from storage import protected
 from storage.columnar import columnar_insert
 from storage.db import engine_for, run_db

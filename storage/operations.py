@@ -1,6 +1,6 @@
 """Reads for operator commands (replay, dlq retry, status): positions, checkpoints, results.
 
-Read-only; kept apart from the write paths in ``storage.events`` and ``storage.audit``.
+Read-only; kept apart from the write paths in ``storage.events`` and ``audit.log``.
 """
 
 from __future__ import annotations

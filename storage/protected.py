@@ -1,35 +1,29 @@
 """Repositories of field protection: key records, sealed fields, protected reads, forgetting.
 
-Only SQL lives here; sealing and opening are ``security.field_protection``'s. Reads run under
+Only SQL lives here; sealing and opening are ``protection.fields``'s. Reads run under
 the department's Postgres role (``SET LOCAL ROLE``), so column grants and row-level security
 check every read a second time after the policy code did.
 """
 
 from __future__ import annotations
 
-import contextlib
 import re
 import uuid
-from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import Connection, and_, bindparam, func, or_, select, text, update
-from sqlalchemy.engine import make_url
+from sqlalchemy import Connection, select, text
 from sqlalchemy.exc import DataError, ProgrammingError
 
+from access.policy import Approval
+from protection.fields import DataKeyRecord, SealedEvent, WrappingKeyRecord
+from protection.reader import KeyRecords
+from protection.tiers import SchemaProtection, Tier
 from schemas.catalog import APPROVAL_V1
-from security.field_protection import (
-    DataKeyRecord,
-    KeyRecords,
-    SealedEvent,
-    WrappingKeyRecord,
-)
-from security.policy import Approval
-from security.tiers import ProtectionCatalog, SchemaProtection, Tier
-from storage.db import engine_for, normalise_url, run_db
+from storage.columnar import columnar_insert
+from storage.db import engine_for, run_db
 from storage.errors import StorageError
 from storage.models import EventRow
 from storage.protected_models import FIELD_TABLES, DataKeyRow, TierWrappingKeyRow
@@ -49,7 +43,7 @@ def insert_key_records(
 ) -> None:
     """Store new key records; ones already stored (an earlier attempt committed) are skipped."""
     if wrapping_keys:
-        _columnar_insert(
+        columnar_insert(
             conn, "tier_wrapping_keys",
             (("id", "uuid"), ("tier", "text"), ("kek_version", "int"), ("sealed", "bytea")),
             list(zip(*[(w.key_id, w.tier.label, w.kek_version, w.sealed) for w in wrapping_keys],
@@ -57,7 +51,7 @@ def insert_key_records(
             conflict_key="id",
         )
     if data_keys:
-        _columnar_insert(
+        columnar_insert(
             conn, "data_keys",
             (("id", "uuid"), ("tier", "text"), ("subject_domain", "text"), ("subject_ref", "bytea"),
              ("wrapping_key_id", "uuid"), ("wrapped", "bytea")),
@@ -90,50 +84,7 @@ def insert_sealed_events(conn: Connection, sealed: Sequence[SealedEvent]) -> Non
         values = [[e.event_id for e in events], [e.department for e in events]]
         for column in names[2:]:  # a protected field's ciphertext, or a blind index
             values.append([e.columns.get(column) or e.indexes.get(column) for e in events])
-        _columnar_insert(conn, name, kinds, values)
-
-
-# The storage hot path sends each column of a batch as ONE text parameter (values joined by
-# commas; bytes and text as hex, so no value can contain a comma) and splits it server-side.
-# Measured on a 500-row batch of transactions: ~5 ms, against ~15 ms for unnest over bytea[]
-# arrays and ~35 ms for SQLAlchemy's executemany. Values stay parameters; only our own table
-# and column names are formatted into the statement. An empty item is NULL.
-_DECODE = {
-    "uuid": "NULLIF({c}, '')::uuid",
-    "int": "NULLIF({c}, '')::integer",
-    "bytea": "decode(NULLIF({c}, ''), 'hex')",
-    "text": "convert_from(decode(NULLIF({c}, ''), 'hex'), 'UTF8')",
-}
-
-
-def _encode_column(values: Sequence[Any], kind: str) -> str:
-    if kind == "bytea":
-        return ",".join("" if v is None else v.hex() for v in values)
-    if kind == "text":
-        return ",".join("" if v is None else str(v).encode("utf-8").hex() for v in values)
-    return ",".join("" if v is None else str(v) for v in values)
-
-
-def _columnar_insert(
-    conn: Connection, table: str, kinds: Sequence[tuple[str, str]],
-    columns: Sequence[Sequence[Any]], conflict_key: str | None = None,
-) -> None:
-    """Insert rows given column by column (``columns[i]`` holds every row's value of kinds[i])."""
-    params = tuple(_encode_column(col, kind) for col, (_, kind) in zip(columns, kinds, strict=True))
-    conn.exec_driver_sql(_columnar_statement(table, tuple(kinds), conflict_key), params)
-
-
-@lru_cache(maxsize=32)
-def _columnar_statement(
-    table: str, kinds: tuple[tuple[str, str], ...], conflict_key: str | None
-) -> str:
-    names = ", ".join(name for name, _ in kinds)
-    aliases = [f"c{i}" for i in range(len(kinds))]
-    decoded = ", ".join(_DECODE[kind].format(c=a) for a, (_, kind) in zip(aliases, kinds, strict=True))
-    arrays = ", ".join("string_to_array(%s, ',')" for _ in kinds)
-    conflict = f" ON CONFLICT ({conflict_key}) DO NOTHING" if conflict_key else ""
-    return (f"INSERT INTO {table} ({names}) SELECT {decoded} "  # noqa: S608 - names are ours
-            f"FROM unnest({arrays}) AS u({', '.join(aliases)}){conflict}")
+        columnar_insert(conn, name, kinds, values)
 
 
 # -- reading -----------------------------------------------------------------------------------
@@ -300,133 +251,3 @@ def find_approvals(url: str, request_id: str) -> list[Approval]:
 # -- forgetting and rotation ----------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class ForgetOutcome:
-    """What ``forget_subject`` destroyed: data keys (by tier) and the rows they protected."""
-
-    data_keys: int
-    tiers: tuple[str, ...]
-    event_ids: tuple[str, ...]
-
-
-def forget_subject(
-    url: str,
-    subject_refs: Mapping[str, bytes],
-    catalog: ProtectionCatalog,
-    before_commit: Callable[[ForgetOutcome], None],
-) -> ForgetOutcome:
-    """Destroy every data key of the subject (per domain: its blind index) and its indexes.
-
-    Key rows stay as tombstones (``wrapped`` NULL, ``destroyed_at`` set) so that a later read
-    says "forgotten". ``before_commit`` runs inside the transaction (the CLI publishes the
-    audit record there): if it raises, nothing is destroyed.
-    """
-
-    def write() -> ForgetOutcome:
-        with engine_for(url).begin() as conn:
-            # First, so that batches in flight finish before any key is destroyed and later
-            # batches see the new epoch (and drop every cached data key).
-            conn.execute(text("UPDATE data_key_shredding SET epoch = epoch + 1 WHERE id = 1"))
-            matches = or_(*(and_(DataKeyRow.subject_domain == domain, DataKeyRow.subject_ref == ref)
-                            for domain, ref in subject_refs.items()))
-            destroyed = conn.execute(
-                update(DataKeyRow)
-                .where(matches, DataKeyRow.destroyed_at.is_(None))
-                .values(wrapped=None, wrapping_key_id=None, subject_ref=None,
-                        destroyed_at=func.now())
-                .returning(DataKeyRow.tier)
-            ).all()
-            event_ids: list[str] = []
-            for schema in catalog.schemas.values():
-                ref = subject_refs.get(schema.subject_domain)
-                index_column = schema.field(schema.subject_field).index_column
-                if ref is None or index_column is None:
-                    continue
-                table = FIELD_TABLES[schema.table]
-                cleared = {f.index_column: None for f in schema.indexed_fields if f.index_column}
-                event_ids += [str(r[0]) for r in conn.execute(
-                    update(table).where(table.c[index_column] == ref).values(cleared)
-                    .returning(table.c.event_id))]
-            outcome = ForgetOutcome(len(destroyed), tuple(sorted({r[0] for r in destroyed})),
-                                    tuple(sorted(event_ids)))
-            before_commit(outcome)
-            return outcome
-
-    return run_db(write)
-
-
-def rewrap_wrapping_keys(
-    url: str, tier: Tier, target_version: int,
-    rewrap: Callable[[WrappingKeyRecord], WrappingKeyRecord],
-    before_commit: Callable[[int], None] = lambda count: None,
-) -> int:
-    """Reseal every wrapping key of ``tier`` older than ``target_version``, in one transaction.
-
-    Data keys and field ciphertexts are not touched: they stay wrapped by the same wrapping
-    keys, whose sealed form alone changes. ``before_commit(count)`` runs inside the
-    transaction (the CLI audits there); if it raises, nothing changes.
-    """
-
-    def write() -> int:
-        with engine_for(url).begin() as conn:
-            rows = conn.execute(
-                select(TierWrappingKeyRow.id, TierWrappingKeyRow.kek_version,
-                       TierWrappingKeyRow.sealed)
-                .where(TierWrappingKeyRow.tier == tier.label,
-                       TierWrappingKeyRow.kek_version < target_version)
-                .with_for_update()
-            ).all()
-            updates = []
-            for r in rows:
-                fresh = rewrap(WrappingKeyRecord(r.id, tier, r.kek_version, bytes(r.sealed)))
-                updates.append({"key_id": r.id, "version": fresh.kek_version,
-                                "sealed": fresh.sealed})
-            if updates:
-                conn.execute(
-                    update(TierWrappingKeyRow)
-                    .where(TierWrappingKeyRow.id == bindparam("key_id"))
-                    .values(kek_version=bindparam("version"), sealed=bindparam("sealed"),
-                            rewrapped_at=func.now()),
-                    updates,
-                )
-            before_commit(len(updates))
-            return len(updates)
-
-    return run_db(write)
-
-
-def wrapping_key_versions(url: str) -> dict[tuple[str, int], int]:
-    """How many wrapping keys are sealed to each (tier, key version)."""
-
-    def read() -> dict[tuple[str, int], int]:
-        with engine_for(url).connect() as conn:
-            rows = conn.execute(
-                select(TierWrappingKeyRow.tier, TierWrappingKeyRow.kek_version, func.count())
-                .group_by(TierWrappingKeyRow.tier, TierWrappingKeyRow.kek_version)
-            ).all()
-        return {(r[0], int(r[1])): int(r[2]) for r in rows}
-
-    return run_db(read)
-
-
-# -- a scratch database (benchmarks, the dump test) -----------------------------------------
-
-
-@contextlib.contextmanager
-def temporary_database(url: str, prefix: str = "attest_scratch") -> Iterator[str]:
-    """Create an empty database on ``url``'s server, yield its (libpq-style) URL, drop it after."""
-    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
-    admin = engine_for(url).execution_options(isolation_level="AUTOCOMMIT")
-    run_db(lambda: _ddl(admin, f'CREATE DATABASE "{name}"'))
-    scratch = make_url(normalise_url(url)).set(drivername="postgresql", database=name)
-    scratch_url = scratch.render_as_string(hide_password=False)
-    try:
-        yield scratch_url
-    finally:
-        engine_for(scratch_url).dispose()
-        run_db(lambda: _ddl(admin, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-
-
-def _ddl(engine: Any, statement: str) -> None:
-    with engine.connect() as conn:
-        conn.execute(text(statement))

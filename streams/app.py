@@ -29,8 +29,8 @@ from config.settings import Settings, secret_environ
 from inference.metrics import CONTENT_TYPE
 from inference.pool import ModelPool
 from inference.tasks import Tasks
+from protection.fields import writer_protector
 from schemas.audit import encode_batches
-from security.field_protection import writer_protector
 from storage.keys import key_snapshot
 from streams.fetch_wait import set_fetch_max_wait
 from streams.observability import exposition, install, observe_batch
@@ -290,7 +290,7 @@ def _attach_reconciliation(
     (docs/reconciliation.md). It sees only what intake stored from the same bytes.
     """
     from agents.reconciliation import ReconciliationWorker
-    from security.keyring import open_writer_keyring
+    from protection.keyring_sources import open_writer_keyring
 
     keyring = open_writer_keyring(settings.state_dir, secret_environ())
     embed = None

@@ -17,7 +17,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-from security.audit_chain import GENESIS, hashed_view, row_hash
+from audit.chain import GENESIS, hashed_view, row_hash
 
 revision = "0002"
 down_revision = "0001"

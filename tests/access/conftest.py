@@ -21,13 +21,13 @@ from access.approvals import sign_decision
 from access.identity import TokenVerifier, load_jwks
 from access.issuer import add_person, jwks_path, load_person_key, mint_token
 from access.keys import ensure_local_keys, load_attestor
+from access.policy import load_policy
 from access.service import AccessService
 from config.settings import Settings
+from protection.fields import writer_protector
+from protection.keyring_sources import open_keyring
 from scenarios.government import document_payloads, people
 from schemas.catalog import DOCUMENT_V1
-from security.field_protection import writer_protector
-from security.keyring import open_keyring
-from security.policy import load_policy
 from storage.events import store_events
 from tests.helpers import scratch_database
 from tests.protection.conftest import stored

@@ -15,8 +15,8 @@ from sqlalchemy import text
 
 from access.approvals import sign_decision
 from access.issuer import load_person_key
+from audit.queries import find_records
 from scenarios.government import TAX_BUREAU
-from storage.audit import find_records
 from storage.db import engine_for
 from tests.access.conftest import AccessWorld
 

@@ -17,11 +17,11 @@ from sqlalchemy.engine import make_url
 
 from access.app import create_app
 from access.service import AccessService
+from audit.queries import find_records
 from config.settings import Settings
 from scenarios.government import SOCIAL_SECURITY
 from schemas.audit import AuditAction
 from schemas.catalog import DOCUMENT_V1
-from storage.audit import find_records
 from storage.db import engine_for, normalise_url
 from tests.access.conftest import AccessWorld, build_world
 from tests.helpers import scratch_database

@@ -11,12 +11,18 @@ from sqlalchemy import text
 
 from access.issuer import jwks_path, signing_key_path
 from access.keys import ensure_local_keys, service_key_path
+from access.policy import AccessDecision, AccessReason
+from protection.errors import KeyNotHeld, KeyringError
+from protection.fields import writer_protector
+from protection.keyring_sources import (
+    keyring_path,
+    load_keyring_file,
+    open_writer_keyring,
+    worker_keyring_path,
+)
+from protection.reader import FieldReader
+from protection.tiers import PROTECTED_TIERS, protection_catalog
 from schemas.catalog import DOCUMENT_V1
-from security.field_protection import FieldReader, writer_protector
-from security.keyring import keyring_path, load_keyring_file, open_writer_keyring, worker_keyring_path
-from security.policy import AccessDecision, AccessReason
-from security.protection_errors import KeyNotHeld, KeyringError
-from security.tiers import PROTECTED_TIERS, protection_catalog
 from storage.db import engine_for
 from storage.protected import load_key_records
 from tests.access.conftest import AccessWorld

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import json
 
+from audit.queries import find_records
 from scenarios.government import SOCIAL_SECURITY, TAX_BUREAU
 from schemas.audit import AuditAction
 from schemas.catalog import DOCUMENT_V1
-from storage.audit import find_records
 from tests.access.conftest import AccessWorld
 
 

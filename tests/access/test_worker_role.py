@@ -19,6 +19,7 @@ from sqlalchemy import create_engine, pool, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ProgrammingError
 
+from audit.queries import find_records
 from config.settings import Settings
 from devstack.processes import choose_port, terminate_tree
 from devstack.stack import read_stack
@@ -26,7 +27,6 @@ from scenarios.finance import transaction_payloads
 from schemas.catalog import TRANSACTION_V1
 from security.keyfiles import generate_key
 from storage import keys as registry
-from storage.audit import find_records
 from storage.db import normalise_url
 from storage.events import count_events
 from streams.admin import ensure_topics

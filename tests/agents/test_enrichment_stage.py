@@ -15,9 +15,9 @@ from agents.messages import IncomingMessage
 from config.settings import Settings
 from inference.lanes import Priority
 from inference.tasks import Classification
+from protection.fields import writer_protector
 from scenarios.finance import transaction_payloads
 from schemas.catalog import TRANSACTION_V1
-from security.field_protection import writer_protector
 from security.keyfiles import generate_key
 from security.registry import KeyRecord
 from streams.producer import sign_payload, tamper

@@ -10,9 +10,9 @@ import pytest
 from agents.intake import IntakeProcessor
 from agents.messages import IncomingMessage
 from config.settings import Settings
+from protection.fields import writer_protector
 from scenarios.finance import transaction_payloads
 from schemas.catalog import TRANSACTION_V1
-from security.field_protection import writer_protector
 from security.keyfiles import generate_key
 from security.registry import KeyRecord
 from storage.events import count_events

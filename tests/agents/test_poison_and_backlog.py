@@ -19,19 +19,19 @@ from typing import Any
 import pytest
 
 from agents.intake import IntakeProcessor
+from audit.queries import find_records
 from config.settings import Settings
 from devstack.processes import choose_port, terminate_tree
+from protection.fields import writer_protector
 from scenarios.finance import transaction_payloads
 from scenarios.government import approval_payload, document_payloads
 from schemas.catalog import APPROVAL_V1, DOCUMENT_V1, TRANSACTION_V1
 from security.errors import Rejection
-from security.field_protection import writer_protector
 from security.keyfiles import SigningKey, generate_key
 from security.reasons import RejectReason
 from security.registry import KeyRecord
 from security.verification import VerificationPolicy, forbidden_character_field, verify_event
 from storage import keys as registry
-from storage.audit import find_records
 from storage.events import StoredEvent, count_events
 from streams.admin import ensure_topics
 from streams.producer import OutgoingMessage, send_all, sign_payload

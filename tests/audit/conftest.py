@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 from sqlalchemy import text
 
+from audit.checkpoints import CheckpointSigner
 from schemas.audit import AuditRecord, audit_id_for
-from security.audit_chain import CheckpointSigner
 from security.keyfiles import generate_key
 from storage.db import engine_for
 from tests.helpers import scratch_database

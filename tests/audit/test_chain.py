@@ -9,22 +9,9 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from security.audit_chain import (
-    GENESIS,
-    ChainRow,
-    CheckpointSigner,
-    StoredCheckpoint,
-    Verdict,
-    canonical_bytes,
-    checkpoint_body,
-    checkpoint_due,
-    format_time,
-    hashed_view,
-    json_safe,
-    parse_checkpoint,
-    row_hash,
-    verify_chain,
-)
+from audit.chain import GENESIS, canonical_bytes, format_time, hashed_view, json_safe, row_hash
+from audit.checkpoints import CheckpointSigner, checkpoint_body, checkpoint_due, parse_checkpoint
+from audit.verify import ChainRow, StoredCheckpoint, Verdict, verify_chain
 from security.keyfiles import generate_key
 from tests.audit.conftest import make_records
 

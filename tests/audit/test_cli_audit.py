@@ -13,11 +13,11 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner, Result
 
+from audit.checkpoints import CheckpointSigner, load_or_create_service_key
+from audit.log import CheckpointPolicy, append_chained
 from cli.audit import app
 from config.settings import Settings, get_settings
-from security.audit_chain import CheckpointSigner, load_or_create_service_key
 from security.keyfiles import generate_key
-from storage.audit import CheckpointPolicy, append_chained
 from tests.audit.conftest import make_records, tamper
 from tests.conftest import settings_env
 

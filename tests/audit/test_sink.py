@@ -11,10 +11,11 @@ import pytest
 
 from agents.audit_sink import AuditSink
 from agents.messages import IncomingMessage
+from audit.chain import CHECKPOINT_ACTION
+from audit.checkpoints import CheckpointSigner, load_or_create_service_key
+from audit.log import chain_head, count_checkpoints, verify_stored_chain
 from config.settings import Settings
 from schemas.audit import AuditRecord
-from security.audit_chain import CHECKPOINT_ACTION, CheckpointSigner, load_or_create_service_key
-from storage.audit import chain_head, count_checkpoints, verify_stored_chain
 from tests.audit.conftest import make_records
 
 pytestmark = pytest.mark.integration

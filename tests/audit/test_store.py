@@ -11,18 +11,12 @@ from sqlalchemy import text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, InternalError
 
+from audit.chain import GENESIS
+from audit.checkpoints import CheckpointSigner
+from audit.log import CheckpointPolicy, append_chained, append_records, chain_head, verify_stored_chain
+from audit.queries import AuditQuery, query_records
 from schemas.audit import AuditRecord
-from security.audit_chain import GENESIS, CheckpointSigner
 from storage import migrate
-from storage.audit import (
-    AuditQuery,
-    CheckpointPolicy,
-    append_chained,
-    append_records,
-    chain_head,
-    query_records,
-    verify_stored_chain,
-)
 from storage.db import engine_for, normalise_url
 from tests.audit.conftest import FreshDb, make_records
 

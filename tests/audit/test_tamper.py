@@ -8,9 +8,10 @@ import uuid
 import pytest
 from sqlalchemy import text
 
-from security.audit_chain import CheckpointSigner, checkpoint_body, hashed_view, row_hash
+from audit.chain import hashed_view, row_hash
+from audit.checkpoints import CheckpointSigner, checkpoint_body
+from audit.log import CheckpointPolicy, append_chained, verify_stored_chain
 from security.keyfiles import generate_key
-from storage.audit import CheckpointPolicy, append_chained, verify_stored_chain
 from storage.db import engine_for
 from tests.audit.conftest import make_records, tamper
 

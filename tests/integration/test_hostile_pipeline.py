@@ -8,9 +8,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from audit.queries import find_records
 from config.settings import Settings
 from storage import keys as registry
-from storage.audit import find_records
 from storage.db import engine_for
 from streams.admin import ensure_topics
 from streams.producer import OutgoingMessage, send_all

@@ -9,12 +9,12 @@ from datetime import UTC, datetime
 
 import pytest
 
+from audit.queries import find_records
 from config.settings import Settings
 from scenarios.finance import transaction_payloads
 from schemas.catalog import TRANSACTION_V1
 from security.keyfiles import SigningKey, generate_key
 from storage import keys as registry
-from storage.audit import find_records
 from storage.events import count_events
 from streams.admin import ensure_topics
 from streams.producer import OutgoingMessage, send_all, sign_payload, tamper

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from audit.queries import find_records
 from config.settings import Settings
 from operations.errors import ExitCode
 from operations.letters import LetterFilter, summarize
@@ -18,7 +19,6 @@ from scenarios.finance import transaction_payloads
 from schemas.catalog import TRANSACTION_V1
 from security.keyfiles import generate_key
 from storage import keys as registry
-from storage.audit import find_records
 from storage.events import count_events
 from streams.admin import ensure_topics
 from streams.dead_letters import read_letters

@@ -10,12 +10,12 @@ from typing import Any
 import pytest
 
 from config.settings import Settings
-from security.field_protection import FieldProtector
-from security.keyring import StaticKeyring, generate_keyring
-from security.tiers import protection_catalog
+from protection.fields import FieldProtector
+from protection.keyring import StaticKeyring, generate_keyring
+from protection.tiers import protection_catalog
 from storage import migrate
 from storage.events import StoredEvent
-from storage.protected import temporary_database
+from storage.scratch import temporary_database
 
 
 @pytest.fixture(scope="module")

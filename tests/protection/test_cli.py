@@ -25,16 +25,17 @@ from access.approvals import sign_decision
 from access.client import AccessClient, read_token
 from access.issuer import add_person, load_person_key, mint_token
 from access.service import AccessService
+from audit.queries import find_records
 from cli import crypto_keys, forget, query
 from config.settings import Settings
+from protection.fields import writer_protector
+from protection.keyring import StaticKeyring
+from protection.keyring_sources import keyring_path, load_keyring_file, write_keyring_file
+from protection.tiers import Tier
 from scenarios.finance import transaction_payloads
 from scenarios.government import TAX_BUREAU, document_payloads, people
 from schemas.audit import AuditRecord, records_in
 from schemas.catalog import DOCUMENT_V1, TRANSACTION_V1
-from security.field_protection import writer_protector
-from security.keyring import StaticKeyring, keyring_path, load_keyring_file, write_keyring_file
-from security.tiers import Tier
-from storage.audit import find_records
 from storage.db import engine_for
 from storage.events import store_events
 from streams.admin import ensure_topics

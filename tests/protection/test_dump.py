@@ -10,11 +10,11 @@ from typing import Any
 import pytest
 
 from devstack.postgres import bin_dir
+from protection.fields import FieldProtector
+from protection.tiers import protection_catalog
 from scenarios.finance import transaction_payloads
 from scenarios.government import approval_payload, document_payloads
 from schemas.catalog import APPROVAL_V1, DOCUMENT_V1, TRANSACTION_V1
-from security.field_protection import FieldProtector
-from security.tiers import protection_catalog
 from storage.events import store_events
 from tests.protection.conftest import stored
 

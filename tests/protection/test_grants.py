@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import text
 
-from security.policy import load_policy
-from security.tiers import protection_catalog
+from access.policy import load_policy
+from protection.tiers import protection_catalog
 from storage.db import engine_for
 from storage.protected_models import FIELD_TABLES
 

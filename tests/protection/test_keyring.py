@@ -12,9 +12,10 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-from security.field_protection import FieldProtector, writer_protector
-from security.keyring import (
-    Keyring,
+from protection.errors import KeyNotHeld, KeyringError
+from protection.fields import FieldProtector, writer_protector
+from protection.keyring import Keyring
+from protection.keyring_sources import (
     ensure_keyring_file,
     keyring_from_environ,
     keyring_path,
@@ -23,8 +24,7 @@ from security.keyring import (
     write_keyring_file,
     write_worker_keyring,
 )
-from security.protection_errors import KeyNotHeld, KeyringError
-from security.tiers import PROTECTED_TIERS, Tier, protection_catalog
+from protection.tiers import PROTECTED_TIERS, Tier, protection_catalog
 
 DOMAINS = protection_catalog().domains
 

@@ -9,27 +9,23 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.exc import ProgrammingError
 
+from access.policy import decide_fields, load_policy
 from agents.intake import IntakeProcessor
 from agents.messages import IncomingMessage
 from config.settings import Settings
+from protection.fields import FieldProtector, subject_reference
+from protection.keyring import StaticKeyring
+from protection.reader import FieldReader
+from protection.tiers import Tier, protection_catalog
 from scenarios.finance import transaction_payloads
 from scenarios.government import SOCIAL_SECURITY, TAX_BUREAU, document_payloads, people
 from schemas.catalog import DOCUMENT_V1, TRANSACTION_V1
-from security.field_protection import FieldProtector, FieldReader, subject_reference
 from security.keyfiles import generate_key
-from security.keyring import StaticKeyring
-from security.policy import decide_fields, load_policy
-from security.tiers import Tier, protection_catalog
 from storage import keys as registry
 from storage.db import engine_for
 from storage.events import store_events
-from storage.protected import (
-    DatabaseRefused,
-    ForgetOutcome,
-    RowFilter,
-    forget_subject,
-    read_protected,
-)
+from storage.key_maintenance import ForgetOutcome, forget_subject
+from storage.protected import DatabaseRefused, RowFilter, read_protected
 from streams.producer import sign_payload
 from streams.topics import DOCUMENTS
 from tests.protection.conftest import stored
@@ -62,7 +58,7 @@ def _read(url: str, keyring: StaticKeyring, role: str, subject: str,
 
 
 def _approved(level: int) -> list:
-    from security.policy import Approval
+    from access.policy import Approval
 
     return [Approval("ap", "REQ", "data-protection-office", "kim", level, "approve",
                      datetime.now(UTC))]

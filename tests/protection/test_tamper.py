@@ -7,13 +7,14 @@ import uuid
 import pytest
 from sqlalchemy import text
 
+from access.policy import AccessDecision, AccessReason
+from protection.errors import FieldIntegrityError
+from protection.fields import FieldProtector
+from protection.keyring import StaticKeyring
+from protection.reader import FieldReader
+from protection.tiers import protection_catalog
 from scenarios.finance import transaction_payloads
 from schemas.catalog import TRANSACTION_V1
-from security.field_protection import FieldProtector, FieldReader
-from security.keyring import StaticKeyring
-from security.policy import AccessDecision, AccessReason
-from security.protection_errors import FieldIntegrityError
-from security.tiers import protection_catalog
 from storage.db import engine_for
 from storage.events import store_events
 from storage.protected import RowFilter, read_protected

@@ -9,6 +9,7 @@ import pytest
 
 from agents.messages import IncomingMessage
 from agents.reconciliation import ConsistencyStage
+from protection.blind_index import BlindIndexKey, blind_index
 from reconcile.government import (
     SOCIAL_SECURITY,
     TAX_BUREAU,
@@ -21,7 +22,6 @@ from reconcile.government import (
 from scenarios.government import consistency_scenario
 from schemas.audit import AuditAction
 from schemas.catalog import DOCUMENT_V1
-from security.blind_index import BlindIndexKey, blind_index
 from security.verification import VerifiedEvent
 from storage.reconciliation import list_breaks
 from tests.helpers import scratch_database

@@ -12,13 +12,13 @@ from agents.messages import IncomingMessage
 from agents.reconciliation import ReconciliationStage
 from inference.encoder import Encoder
 from inference.pool import ModelPool
+from protection.blind_index import BlindIndexKey
 from reconcile.cascade import new_pool, run_cascade
 from reconcile.config import MatchConfig
 from reconcile.models import Stage
 from reconcile.quality import score
 from scenarios.finance import finance_scenario
 from schemas.catalog import TRANSACTION_V1
-from security.blind_index import BlindIndexKey
 from security.verification import VerifiedEvent
 from tests.helpers import scratch_database
 from tests.reconcile.builders import ledger, statement

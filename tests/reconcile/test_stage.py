@@ -11,11 +11,11 @@ from cryptography.exceptions import InvalidTag
 
 from agents.messages import IncomingMessage
 from agents.reconciliation import ReconciliationStage, redelivered
+from protection.blind_index import BlindIndexKey
 from reconcile.quality import score
 from scenarios.finance import finance_scenario
 from schemas.audit import AuditAction
 from schemas.catalog import TRANSACTION_V1
-from security.blind_index import BlindIndexKey
 from security.verification import VerifiedEvent
 from storage.reconciliation import list_breaks, list_matches, load_state
 from tests.helpers import scratch_database

@@ -9,16 +9,16 @@ import pytest
 from agents.intake import IntakeProcessor
 from agents.messages import IncomingMessage
 from agents.reconciliation import ReconciliationWorker
+from protection.fields import FieldProtector
+from protection.keyring import generate_keyring
+from protection.tiers import protection_catalog
 from reconcile.quality import score
 from scenarios.finance import finance_scenario
 from scenarios.government import consistency_scenario
 from schemas.audit import AuditAction
 from schemas.catalog import DOCUMENT_V1, TRANSACTION_V1
-from security.field_protection import FieldProtector
 from security.keyfiles import generate_key
-from security.keyring import generate_keyring
 from security.registry import KeyRecord
-from security.tiers import protection_catalog
 from streams.producer import sign_payload, tamper
 from tests.helpers import scratch_database
 

@@ -9,11 +9,12 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import text
 
+from audit.log import append_records
+from audit.queries import find_records
 from schemas.audit import AuditRecord, audit_id_for
 from security.keyfiles import generate_key
 from storage import keys as registry
 from storage import migrate
-from storage.audit import append_records, find_records
 from storage.db import engine_for
 from storage.events import StoredEvent, count_events, store_events
 

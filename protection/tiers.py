@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from security.protection_errors import TierCatalogError
+from protection.errors import TierCatalogError
 
 TIERS_RESOURCE = "tiers.yaml"
 

@@ -42,8 +42,8 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from security.protection_errors import FieldIntegrityError
-from security.tiers import Tier
+from protection.errors import FieldIntegrityError
+from protection.tiers import Tier
 
 FORMAT_V1 = 1
 KEY_BYTES = 32

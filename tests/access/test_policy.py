@@ -8,16 +8,16 @@ from typing import Any
 
 import pytest
 
-from schemas.catalog import EVENT_TYPES, schema_document
-from security.policy import (
+from access.policy import (
     AccessReason,
     Approval,
     decide_access,
     load_policy,
     parse_policy,
 )
-from security.protection_errors import PolicyError, TierCatalogError
-from security.tiers import Tier, parse_catalog, protection_catalog
+from protection.errors import PolicyError, TierCatalogError
+from protection.tiers import Tier, parse_catalog, protection_catalog
+from schemas.catalog import EVENT_TYPES, schema_document
 
 CATALOG = protection_catalog()
 NOW = datetime(2026, 3, 14, 12, 0, tzinfo=UTC)

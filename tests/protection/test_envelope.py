@@ -8,11 +8,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from scenarios.finance import transaction_payloads
-from scenarios.government import document_payloads
-from schemas.catalog import DOCUMENT_V1, TRANSACTION_V1
-from security import envelope
-from security.envelope import (
+from access.policy import AccessDecision, AccessReason
+from protection import envelope
+from protection.envelope import (
     DataKey,
     FieldContext,
     WrappingKey,
@@ -21,24 +19,19 @@ from security.envelope import (
     unwrap_data_key,
     wrap_data_key,
 )
-from security.field_protection import (
-    DataKeyRecord,
-    FieldProtector,
-    FieldReader,
-    KeyRecords,
-    SealedBatch,
-    WrappingKeyRecord,
-    rewrap,
-)
-from security.keyring import StaticKeyring, generate_keyring
-from security.policy import AccessDecision, AccessReason
-from security.protection_errors import (
+from protection.errors import (
     AccessRefused,
     FieldIntegrityError,
     KeyNotHeld,
     TierCatalogError,
 )
-from security.tiers import Tier, protection_catalog
+from protection.fields import DataKeyRecord, FieldProtector, SealedBatch, WrappingKeyRecord
+from protection.keyring import StaticKeyring, generate_keyring
+from protection.reader import FieldReader, KeyRecords, rewrap
+from protection.tiers import Tier, protection_catalog
+from scenarios.finance import transaction_payloads
+from scenarios.government import document_payloads
+from schemas.catalog import DOCUMENT_V1, TRANSACTION_V1
 
 CATALOG = protection_catalog()
 CONTEXT = FieldContext("transaction_fields", "amount", "3f1c2a8e-0000-4000-8000-000000000001")

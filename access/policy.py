@@ -30,8 +30,8 @@ from typing import Any
 
 import yaml
 
-from security.protection_errors import PolicyError, TierCatalogError
-from security.tiers import FieldSpec, ProtectionCatalog, Tier, protection_catalog
+from protection.errors import PolicyError, TierCatalogError
+from protection.tiers import FieldSpec, ProtectionCatalog, Tier, protection_catalog
 
 #: Policies shipped with Attest, by name (``--policy government``).
 POLICIES_DIR = Path(__file__).resolve().parent.parent / "policies"

@@ -7,8 +7,8 @@ import os
 
 import pytest
 
+from protection.blind_index import BlindIndexKey, blind_index, normalize
 from scenarios.government import SOCIAL_SECURITY, TAX_BUREAU, people, written
-from security.blind_index import BlindIndexKey, blind_index, normalize
 
 NATIONAL = BlindIndexKey("national_id", bytes(range(32)))
 ACCOUNT = BlindIndexKey("account", bytes(range(32, 64)))

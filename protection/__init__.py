@@ -1,0 +1,1 @@
+"""Field protection: tiers, envelope encryption, keyrings, blind indexes, the writer and the reader."""
