@@ -134,6 +134,10 @@ class Settings(BaseSettings):
     audit_checkpoint_interval_s: float = Field(
         60.0, gt=0, description="...or after this many seconds with new records."
     )
+    audit_public_key: str | None = Field(
+        None, description="The public JWK `attest audit verify` trusts for checkpoint signatures: "
+        "a file's path or the JSON itself (unset: the key pinned by `attest audit pin`)."
+    )
 
     # --- reconciliation (docs/reconciliation.md) -----------------------------------------
     recon_amount_tolerance: float = Field(
