@@ -30,8 +30,7 @@ from config.settings import Settings, secret_environ
 from protection.errors import FieldIntegrityError, FieldProtectionError
 from protection.keyring_sources import open_keyring
 from security.verification import forbidden_character_field
-from storage.errors import DatabaseUnavailable, StorageError
-from storage.protected import DatabaseRefused
+from storage.errors import DatabaseRefused, DatabaseUnavailable, StorageError
 
 log = logging.getLogger("attest.access")
 

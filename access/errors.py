@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from config.errors import AttestError
 
-class AccessError(Exception):
+
+class AccessError(AttestError):
     """Base of every access-layer failure; ``status`` is the HTTP status the API answers."""
 
     status = 400

@@ -1,7 +1,9 @@
 """The ``attest`` command line. Each subcommand is a thin call into the layers below.
 
 Errors that an operator can cause or fix (a stack that is down, a bad key file, an
-unreachable broker) print one sentence and exit 1; tracebacks are for bugs only.
+unreachable broker) all derive from ``config.errors.AttestError``; ``main()`` catches that
+root once and prints one sentence (``error: <message>``), exiting 1 or the error's own
+documented code (docs/operations.md). Tracebacks are for bugs only.
 """
 
 from __future__ import annotations
@@ -61,10 +63,8 @@ app.command()(serve)
 def main() -> None:
     from pydantic import ValidationError
 
-    from devstack.errors import DevStackError
-    from security.errors import SecurityError
-    from storage.errors import StorageError
-    from streams.errors import StreamsError
+    from cli.exit_codes import exit_code_of
+    from config.errors import AttestError
 
     try:
         app()
@@ -73,9 +73,9 @@ def main() -> None:
         name = "ATTEST_" + "_".join(str(p) for p in first["loc"]).upper()
         err_console.print(f"[bold red]error:[/] {name}: {first['msg']}")
         sys.exit(2)
-    except (DevStackError, SecurityError, StorageError, StreamsError) as exc:
+    except AttestError as exc:  # the one root: any deliberate error is one sentence
         err_console.print(f"[bold red]error:[/] {exc}")
-        sys.exit(1)
+        sys.exit(int(exit_code_of(exc)))
     except KeyboardInterrupt:
         err_console.print("interrupted")
         sys.exit(130)

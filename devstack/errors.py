@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from config.errors import AttestError
 
-class DevStackError(RuntimeError):
+
+class DevStackError(AttestError, RuntimeError):
     """The embedded stack could not be started, reached or stopped."""
 
 

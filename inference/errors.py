@@ -7,8 +7,10 @@ at start-up (a missing folder, a precision the device cannot run).
 
 from __future__ import annotations
 
+from config.errors import AttestError
 
-class InferenceError(Exception):
+
+class InferenceError(AttestError):
     """Base of every model-pool error."""
 
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from enum import IntEnum
 
+from config.errors import AttestError
+
 
 class ExitCode(IntEnum):
     """Exit codes of ``attest replay``, ``attest dlq`` and ``attest status``."""
@@ -26,7 +28,7 @@ class ExitCode(IntEnum):
     INTERRUPTED = 130
 
 
-class OperationsError(RuntimeError):
+class OperationsError(AttestError, RuntimeError):
     """Base of operator errors; ``exit_code`` is what the CLI exits with."""
 
     exit_code: ExitCode = ExitCode.ERROR
@@ -58,3 +60,8 @@ class AuditUnavailable(OperationsError):
     """The operator action was not started because its audit record could not be sent."""
 
     exit_code = ExitCode.AUDIT_UNAVAILABLE
+
+
+class ActionRefused(OperationsError):
+    """An operator action refused before it changed anything: a bad argument, a key this host
+    does not hold, or an audit record that could not be sent (exit 1, one sentence)."""

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from config.errors import AttestError
 from security.reasons import RejectReason
 
 
-class SecurityError(Exception):
+class SecurityError(AttestError):
     """Base of every error raised by ``security``."""
 
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from config.errors import AttestError
 
-class StatementError(Exception):
+
+class StatementError(AttestError):
     """A statement file that cannot be imported; nothing of it is sent."""
 
     def __init__(self, message: str, line: int | None = None) -> None:

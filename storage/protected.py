@@ -24,15 +24,11 @@ from protection.tiers import SchemaProtection, Tier
 from schemas.catalog import APPROVAL_V1
 from storage.columnar import columnar_insert
 from storage.db import engine_for, run_db
-from storage.errors import StorageError
+from storage.errors import DatabaseRefused, StorageError
 from storage.models import EventRow
 from storage.protected_models import FIELD_TABLES, DataKeyRow, TierWrappingKeyRow
 
 _DB_ROLE = re.compile(r"^attest_[a-z0-9_]{1,56}$")
-
-
-class DatabaseRefused(StorageError):
-    """Postgres refused a read for the department's role (column grant or role missing)."""
 
 
 # -- writing (called inside store_events' transaction) --------------------------------------

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from config.errors import AttestError
 
-class StreamsError(RuntimeError):
+
+class StreamsError(AttestError, RuntimeError):
     """Base of Kafka-side failures."""
 
 

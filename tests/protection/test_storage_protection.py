@@ -23,9 +23,10 @@ from schemas.catalog import DOCUMENT_V1, TRANSACTION_V1
 from security.keyfiles import generate_key
 from storage import keys as registry
 from storage.db import engine_for
+from storage.errors import DatabaseRefused
 from storage.events import store_events
 from storage.key_maintenance import ForgetOutcome, forget_subject
-from storage.protected import DatabaseRefused, RowFilter, read_protected
+from storage.protected import RowFilter, read_protected
 from streams.producer import sign_payload
 from streams.topics import DOCUMENTS
 from tests.protection.conftest import stored
