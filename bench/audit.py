@@ -37,6 +37,7 @@ from audit.log import chain_head, verify_stored_chain
 from audit.queries import AuditQuery, query_records
 from config.settings import Settings, get_settings
 from schemas.audit import AuditAction, AuditRecord, audit_id_for
+from security.reasons import RejectReason
 from storage import migrate
 from storage.db import engine_for, normalise_url
 
@@ -61,7 +62,7 @@ def record(i: int, total: int) -> AuditRecord:
     return AuditRecord(
         audit_id=audit_id_for(action, event, i), time=T0 + SPAN * (i / total),
         actor=ACTORS[(i // 2) % 4] if i % 997 else ACTORS[4], action=action,
-        outcome="rejected" if rejected else "ok", reason="bad_signature" if rejected else None,
+        outcome="rejected" if rejected else "ok", reason=RejectReason.BAD_SIGNATURE if rejected else None,
         correlation_id=event, subject_ids=[event, f"acct-{(i // 2) % 50_000}"],
         source_topic="attest.transactions", source_partition=(i // 2) % 4, source_offset=i // 2,
         detail={"kid": "core-ledger-20261001-ab12", "alg": "Ed25519", "typ": "attest.transaction.v1"},

@@ -26,6 +26,8 @@ from dataclasses import dataclass, field, replace
 from sqlalchemy import text
 
 from config.settings import Settings
+from schemas.audit import AuditAction
+from security.reasons import RejectReason
 from storage.db import engine_for
 from streams.dead_letters import read_letters
 from streams.producer import OutgoingMessage, deliver
@@ -109,7 +111,8 @@ def _stored_rows(url: str) -> list[tuple[str, Position]]:
         return [(r[0], (r[1], r[2], r[3])) for r in rows]
 
 
-_DECISIONS = ("event.accepted", "event.stored", "event.rejected", "event.inferred")
+_DECISIONS = (AuditAction.EVENT_ACCEPTED, AuditAction.EVENT_STORED, AuditAction.EVENT_REJECTED,
+              AuditAction.EVENT_INFERRED)
 
 
 def _audit_counts(url: str) -> Counter[tuple[str, Position, str | None]]:
@@ -118,9 +121,9 @@ def _audit_counts(url: str) -> Counter[tuple[str, Position, str | None]]:
     with engine_for(url).connect() as conn:
         rows = conn.execute(text(
             "SELECT action, source_topic, source_partition, source_offset, "
-            "CASE WHEN action = 'event.rejected' THEN NULL ELSE correlation_id END, count(*) "
+            "CASE WHEN action = :rejected THEN NULL ELSE correlation_id END, count(*) "
             "FROM audit_log WHERE action = ANY(:actions) GROUP BY 1, 2, 3, 4, 5"),
-            {"actions": list(_DECISIONS)})
+            {"actions": [str(a) for a in _DECISIONS], "rejected": str(AuditAction.EVENT_REJECTED)})
         return Counter({(r[0], (r[1], r[2], r[3]), r[4]): int(r[5]) for r in rows})
 
 
@@ -149,7 +152,8 @@ def resolve_replays(planned: list[Planned], stored_at: dict[str, Position]) -> l
     originals = {p.value: p for p in planned if p.reason is None}
     winners: dict[bytes, Planned] = {}
     for p in planned:
-        if p.reason == "replayed" and p.value in originals and stored_at.get(p.event_id or "") == p.position:
+        if (p.reason == RejectReason.REPLAYED and p.value in originals
+                and stored_at.get(p.event_id or "") == p.position):
             winners[p.value] = p
     if not winners:
         return planned
@@ -159,7 +163,7 @@ def resolve_replays(planned: list[Planned], stored_at: dict[str, Position]) -> l
             if p is winners[p.value]:
                 p = replace(p, reason=None)
             elif p.reason is None:
-                p = replace(p, reason="replayed")
+                p = replace(p, reason=RejectReason.REPLAYED)
         out.append(p)
     return out
 
@@ -189,10 +193,11 @@ def observe(settings: Settings, planned: list[Planned], *, letters: bool = True,
     out.unexpected_rows = sorted(rows - known)
 
     audit = _audit_counts(url)
-    wanted = [(a, pos, eid) for eid, pos in good for a in ("event.accepted", "event.stored")]
+    wanted = [(a, pos, eid) for eid, pos in good
+              for a in (AuditAction.EVENT_ACCEPTED, AuditAction.EVENT_STORED)]
     if inferred:
-        wanted += [("event.inferred", pos, eid) for eid, pos in good]
-    wanted += [("event.rejected", key[:3], None) for key in bad]
+        wanted += [(AuditAction.EVENT_INFERRED, pos, eid) for eid, pos in good]
+    wanted += [(AuditAction.EVENT_REJECTED, key[:3], None) for key in bad]
     out.audit_missing = [(w[0], w[1]) for w in wanted if audit.get(w, 0) == 0]
     out.audit_duplicates = [(a, pos, n) for (a, pos, _), n in audit.items() if n > 1]
 

@@ -42,6 +42,7 @@ from scenarios.finance import transaction_payloads
 from scenarios.government import AGENCIES, document_payloads
 from schemas.catalog import DOCUMENT_V1, TRANSACTION_V1
 from security.keyfiles import SigningKey, generate_key
+from security.reasons import RejectReason
 from storage import keys as registry
 from storage import migrate
 from storage.db import engine_for
@@ -111,18 +112,19 @@ class Mixer:
         kind = (self._round + i) % 5
         if kind == 0:
             return Planned(topic, key, tamper(sign_payload(self.finance, p, TRANSACTION_V1)),
-                           "bad_signature", p["event_id"])
+                           RejectReason.BAD_SIGNATURE, p["event_id"])
         if kind == 1:
-            return Planned(topic, key, f"garbage {self._round}-{i}".encode(), "malformed")
+            return Planned(topic, key, f"garbage {self._round}-{i}".encode(), RejectReason.MALFORMED)
         if kind == 2:
-            return Planned(topic, key, sign_payload(self.stranger, p, TRANSACTION_V1), "unknown_key",
-                           p["event_id"])
+            return Planned(topic, key, sign_payload(self.stranger, p, TRANSACTION_V1),
+                           RejectReason.UNKNOWN_KEY, p["event_id"])
         if kind == 3 and self._recent:
             # A replay of a payment sent in an earlier batch: same key, so a later offset.
             original = self._rng.choice(self._recent)
-            return Planned(original.topic, original.key, original.value, "replayed", original.event_id)
+            return Planned(original.topic, original.key, original.value, RejectReason.REPLAYED,
+                           original.event_id)
         padded = {**p, "memo": "x" * (self.settings.max_event_bytes + 1)}
-        return Planned(topic, key, sign_payload(self.finance, padded, TRANSACTION_V1), "too_large",
+        return Planned(topic, key, sign_payload(self.finance, padded, TRANSACTION_V1), RejectReason.TOO_LARGE,
                        p["event_id"])
 
 

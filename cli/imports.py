@@ -15,8 +15,8 @@ from statements.errors import StatementError
 from statements.importer import StatementFormat, statement_payloads
 
 app = typer.Typer(
-    help="Import bank statement files: every entry becomes a signed bank-statement transaction "
-         "event. The same file imported twice sends the same event ids, so nothing is stored twice.",
+    help="Import bank statement files: every entry becomes one signed bank-statement "
+         "transaction. The same file imported twice sends the same event ids, so nothing is stored twice.",
     no_args_is_help=True,
 )
 

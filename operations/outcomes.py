@@ -12,6 +12,7 @@ from collections import Counter
 
 from agents.messages import BatchOutput, IncomingMessage
 from security.errors import Rejection
+from security.reasons import RejectReason
 from security.verification import VerifiedEvent
 
 STORED = "stored"
@@ -65,7 +66,7 @@ def dry_run_outcomes(
         elif same_message(where, message):
             counts[UNCHANGED] += 1
         else:
-            counts[rejected("replayed")] += 1
+            counts[rejected(RejectReason.REPLAYED.value)] += 1
     for message, rejection in refused:
         claimed = claimed_ids.get(message.position)
         where = stored.get(claimed) if claimed else None
