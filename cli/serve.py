@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import typer
 
-from access.app import app_from_settings
-from access.errors import AccessError
-from cli.output import console, fail
+from access.serving import prepare_server
+from cli.exit_codes import attest_errors
+from cli.output import console
 from config.settings import get_settings
-from security.errors import SecurityError
 
 
 def serve(
@@ -17,19 +16,13 @@ def serve(
 ) -> None:
     """Serve the access API (OpenAPI at /docs and /openapi.json).
 
-    Loads at start: the policies in ATTEST_ACCESS_POLICIES, the service keyring
-    (ATTEST_STATE_DIR/keyring.json or ATTEST_KEK_*), the issuer's JWKS (ATTEST_OIDC_JWKS, else the
-    built-in issuer's) and its attestation key. Nothing a caller sends changes any of these.
+    Loads at start: the policies in ATTEST_ACCESS_POLICIES, the tier private keys (the
+    service's key file in ATTEST_STATE_DIR, or ATTEST_KEK_*), the issuer's JWKS
+    (ATTEST_OIDC_JWKS, else the built-in issuer's) and its attestation key. Nothing a caller
+    sends changes any of these.
     """
-    import uvicorn
-
     settings = get_settings()
-    try:
-        app = app_from_settings(settings)
-    except (AccessError, SecurityError) as exc:
-        fail(str(exc))
-    host = host or settings.access_host
-    port = settings.access_port if port is None else port
-    console.print(f"access service on http://{host}:{port} (policies: {settings.access_policies})")
-    uvicorn.run(app, host=host, port=port, log_level="warning" if settings.log_level == "warn"
-                else settings.log_level if settings.log_level != "crit" else "critical")
+    with attest_errors():
+        server = prepare_server(settings, host, port)
+    console.print(f"access service on {server.url} (policies: {server.policies})")
+    server.run()
