@@ -10,9 +10,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,8 +19,9 @@ import pytest
 
 from config.settings import Settings
 from devstack import stack
-from devstack.processes import choose_port, terminate_tree
+from devstack.processes import terminate_tree
 from storage import migrate
+from tests.support.workers import start_worker, wait_until_ready
 
 
 @pytest.fixture(scope="session")
@@ -61,42 +60,14 @@ def database_url(stack_settings: Settings) -> str:
     return stack_settings.database_url
 
 
-def settings_env(settings: Settings) -> dict[str, str]:
-    """The environment that gives a child process exactly these settings."""
-    env = dict(os.environ)
-    for name in Settings.model_fields:
-        value = getattr(settings, name)
-        if value is None:
-            env.pop(f"ATTEST_{name.upper()}", None)
-            continue
-        env[f"ATTEST_{name.upper()}"] = str(value).lower() if isinstance(value, bool) else str(value)
-    return env
-
-
 @pytest.fixture(scope="module")
 def worker(stack_settings: Settings) -> Iterator[subprocess.Popen[bytes]]:
-    """A real ``attest worker`` process for the module's tests."""
-    log_path = Path(stack_settings.state_dir) / f"worker-{uuid.uuid4().hex[:6]}.log"
-    env = settings_env(stack_settings)
-    env["ATTEST_WORKER_WEB_PORT"] = str(choose_port(0))
-    env["ATTEST_ENRICHMENT_WEB_PORT"] = str(choose_port(0))
+    """A real ``attest worker`` process for the module's tests, ready: its stages answer."""
     # One model per test worker (enrichment's): the reconciliation stage's fuzzy matching
     # uses string distance here; its model path is tested in tests/reconcile (slow).
-    env["ATTEST_RECON_MODEL_SIMILARITY"] = "false"
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "cli.main", "worker"],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    time.sleep(0.5)
-    if proc.poll() is not None:
-        pytest.fail(f"worker exited at start: {log_path.read_text()[-2000:]}")
-    proc.web_port = int(env["ATTEST_WORKER_WEB_PORT"])  # type: ignore[attr-defined]
-    proc.enrichment_web_port = int(env["ATTEST_ENRICHMENT_WEB_PORT"])  # type: ignore[attr-defined]
+    proc = start_worker(stack_settings, extra_env={"ATTEST_RECON_MODEL_SIMILARITY": "false"})
     try:
+        wait_until_ready(proc)
         yield proc
     finally:
         terminate_tree(proc.pid, timeout_s=15)

@@ -29,8 +29,9 @@ from protection.keyring_sources import open_keyring
 from scenarios.government import document_payloads, people
 from schemas.catalog import DOCUMENT_V1
 from storage.events import store_events
-from tests.helpers import scratch_database
-from tests.protection.conftest import stored
+from tests.support.databases import scratch_database
+from tests.support.events import stored_events
+from tests.support.waiting import wait_for
 
 #: subject -> (department, roles)
 PEOPLE = {
@@ -105,7 +106,7 @@ def build_world(stack_settings: Settings, state: Path, url: str) -> AccessWorld:
         add_person(state, subject, department, roles)
     population = people(3, seed=uuid.uuid4().int)
     docs = document_payloads(6, seed=uuid.uuid4().int, population=population)
-    store_events(url, stored(docs, DOCUMENT_V1), protector=writer_protector(state, {}))
+    store_events(url, stored_events(docs, DOCUMENT_V1), protector=writer_protector(state, {}))
     offset = [timedelta(0)]
     service = AccessService(
         database_url=url, policies=[load_policy("government"), load_policy("finance")],
@@ -130,7 +131,6 @@ def world(stack_settings: Settings, tmp_path_factory: pytest.TempPathFactory) ->
 def served(world: AccessWorld) -> Iterator[str]:
     """The world's app under a real uvicorn on a free port (in a thread); yields its base URL."""
     import threading
-    import time
 
     import uvicorn
 
@@ -141,9 +141,7 @@ def served(world: AccessWorld) -> Iterator[str]:
                                            log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started and thread.is_alive() and time.monotonic() < deadline:
-        time.sleep(0.05)
+    wait_for(lambda: server.started or not thread.is_alive(), 20, "uvicorn to start")
     assert server.started, "uvicorn did not start"
     try:
         yield f"http://127.0.0.1:{port}"

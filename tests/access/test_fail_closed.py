@@ -24,7 +24,7 @@ from schemas.audit import AuditAction
 from schemas.catalog import DOCUMENT_V1
 from storage.db import engine_for, normalise_url
 from tests.access.conftest import AccessWorld, build_world
-from tests.helpers import scratch_database
+from tests.support.databases import scratch_database
 
 
 def _admin(url: str):  # noqa: ANN202 - a throwaway engine

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 
 import httpx
@@ -12,7 +9,7 @@ import pytest
 
 from devstack.processes import choose_port, terminate_tree
 from tests.access.conftest import AccessWorld
-from tests.conftest import settings_env
+from tests.support.workers import launch, settings_env, wait_for_http
 
 
 @pytest.fixture(scope="module")
@@ -21,20 +18,10 @@ def serve_process(world: AccessWorld) -> Iterator[str]:
     env = settings_env(world.settings)
     env["ATTEST_ACCESS_POLICIES"] = "government"
     log = world.state / "serve.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "cli.main", "serve", "--port", str(port)],
-                                env=env, stdout=out, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+    proc = launch(["serve", "--port", str(port)], env, log)
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and proc.poll() is None:
-            try:
-                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.1)
-        assert proc.poll() is None, log.read_text()[-2000:]
+        wait_for_http(proc, f"{base}/healthz", log, timeout_s=60)
         yield base
     finally:
         terminate_tree(proc.pid, timeout_s=10)

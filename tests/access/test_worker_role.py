@@ -7,8 +7,6 @@ and the same login can read no ciphertext, no wrapped key and no subject referen
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import uuid
 from collections import Counter
 from collections.abc import Iterator
@@ -21,7 +19,7 @@ from sqlalchemy.exc import ProgrammingError
 
 from audit.queries import find_records
 from config.settings import Settings
-from devstack.processes import choose_port, terminate_tree
+from devstack.processes import terminate_tree
 from devstack.stack import read_stack
 from scenarios.finance import transaction_payloads
 from schemas.catalog import TRANSACTION_V1
@@ -32,8 +30,9 @@ from storage.events import count_events
 from streams.admin import ensure_topics
 from streams.producer import OutgoingMessage, send_all, sign_payload
 from streams.topics import TRANSACTIONS
-from tests.conftest import settings_env
-from tests.helpers import scratch_database, wait_until
+from tests.support.databases import scratch_database
+from tests.support.waiting import wait_until
+from tests.support.workers import start_worker
 
 pytestmark = pytest.mark.integration
 
@@ -55,18 +54,15 @@ def worker_db(stack_settings: Settings) -> Iterator[tuple[Settings, str]]:
         yield own, worker_url
 
 
+@pytest.mark.slow  # needs the worker's MiniLM model (enrichment)
 def test_a_worker_runs_every_stage_as_the_writer_role(worker_db: tuple[Settings, str],
                                                        tmp_path: Path) -> None:
     own, worker_url = worker_db
     ensure_topics(own)
     key = generate_key(f"ledger-{uuid.uuid4().hex[:6]}")
     registry.add_key(own.database_url, key.kid, key.source, key.alg, key.public_jwk)
-    env = settings_env(own.model_copy(update={"database_url": worker_url}))
-    env["ATTEST_WORKER_WEB_PORT"] = str(choose_port(0))
     log = tmp_path / "worker.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "cli.main", "worker"], env=env, stdout=out,
-                                stderr=subprocess.STDOUT, start_new_session=True)
+    proc = start_worker(own.model_copy(update={"database_url": worker_url}), log)
     try:
         payloads = transaction_payloads(10, key.source)
         send_all(own, TRANSACTIONS.name(own), [

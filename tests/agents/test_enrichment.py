@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
@@ -17,17 +16,13 @@ from inference.tasks import Classification, Tasks
 from schemas.catalog import APPROVAL_V1, TRANSACTION_V1
 from security.verification import VerifiedEvent
 from storage.inferences import inferences_for
+from tests.support.events import verified_event
 
 pytestmark = pytest.mark.integration
 
 
 def _event(memo: str, counterparty: str = "Contoso Ltd", typ: str = TRANSACTION_V1) -> VerifiedEvent:
-    event_id = str(uuid.uuid4())
-    return VerifiedEvent(
-        event_id=event_id, source="core-ledger", kid="k", alg="Ed25519", typ=typ,
-        issued_at=datetime.now(UTC),
-        payload={"event_id": event_id, "counterparty": counterparty, "memo": memo},
-    )
+    return verified_event({"counterparty": counterparty, "memo": memo}, typ)
 
 
 def _message(offset: int) -> IncomingMessage:
@@ -45,6 +40,7 @@ def test_inference_text_per_schema() -> None:
     assert inference_text(_event("x", typ=APPROVAL_V1)) is None
 
 
+@pytest.mark.slow  # loads the MiniLM model
 async def test_transactions_are_categorized_and_stored_by_model_version(
     stack_settings: Settings, tasks: Tasks
 ) -> None:
@@ -77,6 +73,7 @@ class _TimingOut:
         raise InferenceTimeout("inference took longer than 0.01s")
 
 
+@pytest.mark.slow  # loads the MiniLM model
 async def test_another_model_adds_beside_and_failures_are_audited(
     stack_settings: Settings, tasks: Tasks
 ) -> None:

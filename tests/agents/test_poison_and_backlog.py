@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -21,7 +20,7 @@ import pytest
 from agents.intake import IntakeProcessor
 from audit.queries import find_records
 from config.settings import Settings
-from devstack.processes import choose_port, terminate_tree
+from devstack.processes import terminate_tree
 from protection.fields import writer_protector
 from scenarios.finance import transaction_payloads
 from scenarios.government import approval_payload, document_payloads
@@ -36,8 +35,9 @@ from storage.events import StoredEvent, count_events
 from streams.admin import ensure_topics
 from streams.producer import OutgoingMessage, send_all, sign_payload
 from streams.topics import APPROVALS, DEAD_LETTER, DOCUMENTS, TRANSACTIONS
-from tests.conftest import settings_env
-from tests.helpers import read_topic, wait_until
+from tests.support.topics import read_topic
+from tests.support.waiting import wait_until
+from tests.support.workers import start_worker, wait_for_key_refresh
 
 NOW = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
 ALL_TYPES = frozenset({TRANSACTION_V1, DOCUMENT_V1, APPROVAL_V1})
@@ -187,7 +187,7 @@ def test_a_nul_in_every_string_field_never_stops_the_worker(
     _register(stack_settings, key)
     ensure_topics(stack_settings)
     now = datetime.now(UTC)
-    time.sleep(stack_settings.registry_refresh_s * 4)  # the worker's registry refresh
+    wait_for_key_refresh(stack_settings, key)  # the worker's registry refresh
     topic_of = {TRANSACTION_V1: TRANSACTIONS, DOCUMENT_V1: DOCUMENTS, APPROVAL_V1: APPROVALS}
     poison = [(typ, sign_payload(key, payload, typ)) for typ, _, payload in _nul_variants(key.source, now)]
     samples = _samples(key.source, now)
@@ -226,13 +226,9 @@ def test_an_outage_far_longer_than_the_window_loses_nothing(stack_settings: Sett
     # The outage: nothing consumes for three windows.
     wait_until(lambda: time.monotonic() - sent_at, lambda waited: waited > 3 * window_s, 30)
 
-    env = settings_env(settings)
-    env["ATTEST_WORKER_WEB_PORT"] = str(choose_port(0))
     log_path = Path(stack_settings.state_dir) / f"outage-worker-{uuid.uuid4().hex[:6]}.log"
     started = datetime.now(UTC)
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "cli.main", "worker"], env=env,
-                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    proc = start_worker(settings, log_path)
     try:
         ids = [p["event_id"] for p in payloads]
         stored = wait_until(lambda: count_events(url, ids), lambda n: n == len(ids), 120)

@@ -20,7 +20,7 @@ from audit.checkpoints import CheckpointSigner
 from schemas.audit import AuditRecord, audit_id_for
 from security.keyfiles import generate_key
 from storage.db import engine_for
-from tests.helpers import scratch_database
+from tests.support.databases import scratch_database
 
 FreshDb = Callable[..., str]
 

@@ -19,7 +19,7 @@ from cli.audit import app
 from config.settings import Settings, get_settings
 from security.keyfiles import generate_key
 from tests.audit.conftest import make_records, tamper
-from tests.conftest import settings_env
+from tests.support.workers import settings_env
 
 pytestmark = pytest.mark.integration
 

@@ -17,7 +17,7 @@ from cli.main import app
 from config.settings import Settings
 from security.keyfiles import generate_key
 from storage import keys as registry
-from tests.conftest import settings_env
+from tests.support.workers import settings_env
 
 
 def _all_command_paths() -> list[list[str]]:

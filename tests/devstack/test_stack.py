@@ -8,7 +8,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import psutil
@@ -16,6 +15,7 @@ import pytest
 
 from config.settings import Settings
 from devstack import stack
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -35,6 +35,18 @@ def _alive(pid: int) -> bool:
         return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
     except psutil.Error:
         return False
+
+
+def _demo_worker(demo_pid: int) -> list[int]:
+    """The demo's ``attest worker`` children."""
+    found = []
+    for child in psutil.Process(demo_pid).children(recursive=True):
+        try:
+            if "worker" in child.cmdline():
+                found.append(child.pid)
+        except psutil.Error:
+            continue
+    return found
 
 
 def test_up_status_down_and_busy_port(tmp_path: Path) -> None:
@@ -66,17 +78,15 @@ def test_interrupted_demo_leaves_no_process(tmp_path: Path, sig: signal.Signals)
                 "ATTEST_DEV_POSTGRES_PORT": "0"})
     demo = subprocess.Popen([sys.executable, "-m", "cli.main", "demo", "--count", "50"],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and not (tmp_path / "stack.json").exists():
-        time.sleep(0.2)
-    assert (tmp_path / "stack.json").exists(), "the demo never started its stack"
-    time.sleep(1.5)
+    wait_for(lambda: (tmp_path / "stack.json").exists(), 60, "the demo to start its stack")
+    # Interrupted mid-run: once it has a worker of its own to stop as well.
+    wait_for(lambda: _demo_worker(demo.pid), 60, "the demo to start its worker")
     recorded = json.loads((tmp_path / "stack.json").read_text())
     started = {p.pid for p in psutil.Process(demo.pid).children(recursive=True)}
     started |= {recorded["broker_pid"], recorded["postgres_pid"]}
     demo.send_signal(sig)  # Ctrl-C sends SIGINT; a CI timeout or `kill` sends SIGTERM
     demo.wait(timeout=60)
-    time.sleep(0.5)
-    assert not [pid for pid in started if _alive(pid)]
+    wait_for(lambda: not [pid for pid in started if _alive(pid)], 30,
+             f"the demo's processes {sorted(started)} to exit")
     assert not _processes_using(tmp_path)
     assert not (tmp_path / "stack.json").exists()

@@ -26,7 +26,8 @@ from tests.faults.checks import Outcome, observe
 from tests.faults.stack import FaultStack
 from tests.faults.workers import WorkerProcess
 from tests.faults.workload import Planned, Signers, Workload
-from tests.helpers import scratch_database, wait_until
+from tests.support.databases import scratch_database
+from tests.support.waiting import wait_until
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -17,7 +17,7 @@ from streams.admin import ensure_topics
 from tests.faults.checks import audit_verify, observe
 from tests.faults.conftest import FaultRun
 from tests.faults.results import record
-from tests.helpers import wait_until
+from tests.support.waiting import wait_until
 
 GOOD, BAD = 60, 20
 

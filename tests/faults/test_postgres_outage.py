@@ -11,7 +11,7 @@ import time
 from tests.faults.checks import audit_verify, observe
 from tests.faults.conftest import FaultRun
 from tests.faults.results import record
-from tests.helpers import wait_until
+from tests.support.waiting import wait_until
 
 GOOD, BAD = 120, 30
 

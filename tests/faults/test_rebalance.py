@@ -13,7 +13,7 @@ from collections.abc import Callable
 from tests.faults.checks import audit_verify
 from tests.faults.conftest import FaultRun
 from tests.faults.results import record
-from tests.helpers import wait_until
+from tests.support.waiting import wait_until
 
 WAVE_GOOD, WAVE_BAD = 40, 10
 

@@ -27,7 +27,7 @@ from tests.faults.checks import audit_verify
 from tests.faults.conftest import FaultRun
 from tests.faults.results import record
 from tests.faults.workers import worker_env
-from tests.helpers import wait_until
+from tests.support.waiting import wait_until
 
 #: What a worker needs from the state folder, copied onto the small disk. Not the service
 #: key: the audit stage must create its checkpoint-signing key there, which is the write

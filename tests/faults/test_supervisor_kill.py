@@ -14,7 +14,7 @@ import signal
 import psutil
 
 from tests.faults.conftest import FaultRun
-from tests.helpers import wait_until
+from tests.support.waiting import wait_until
 
 
 def test_stages_stop_when_their_supervisor_is_killed(fault_run: FaultRun) -> None:

@@ -7,7 +7,7 @@ import time
 from tests.faults.checks import audit_verify
 from tests.faults.conftest import FaultRun
 from tests.faults.results import record
-from tests.helpers import wait_until
+from tests.support.waiting import wait_until
 
 KILLS = 3
 WAVE_GOOD, WAVE_BAD = 160, 40

@@ -5,17 +5,16 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
-from bench.ledger import child_env
 from config.settings import Settings
 from devstack.processes import terminate_tree
+from tests.support.workers import launch, settings_env
 
 
 def worker_env(settings: Settings, extra: dict[str, str] | None = None) -> dict[str, str]:
     """The environment that gives a child process exactly these settings."""
-    env = child_env(settings)
+    env = settings_env(settings)
     # Faust's info lines (joins, assignments, the model pool) explain a failed case; a run can
     # turn them down with ATTEST_FAULTS_WORKER_LOG_LEVEL.
     env["ATTEST_LOG_LEVEL"] = os.environ.get("ATTEST_FAULTS_WORKER_LOG_LEVEL", "info")
@@ -49,12 +48,7 @@ class WorkerProcess:
         with self.log_path.open("ab") as log:
             log.write(f"\n=== {self.name} start #{self.starts} ===\n".encode())
             log.flush()
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "cli.main", "worker"],
-                env=worker_env(self.settings, self.extra_env),
-                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                start_new_session=True,
-            )
+        self.proc = launch(["worker"], worker_env(self.settings, self.extra_env), self.log_path)
 
     def kill(self) -> None:
         """SIGKILL the whole process group: no shutdown code runs, nothing is flushed."""

@@ -26,6 +26,7 @@ def pool_for(encoder: Encoder, **options: object) -> ModelPool:
     return ModelPool(encoder, max_wait_ms=2.0, warmup=False, **options)  # type: ignore[arg-type]
 
 
+@pytest.mark.slow  # loads the MiniLM model
 async def test_embeddings_are_384_dim_unit_vectors_in_input_order(minilm: Encoder) -> None:
     texts = ["invoice 48213", "salary March 2024", "Northwind Traders"]
     async with pool_for(minilm) as pool:
@@ -35,6 +36,7 @@ async def test_embeddings_are_384_dim_unit_vectors_in_input_order(minilm: Encode
     np.testing.assert_allclose(vectors[1], minilm.encode(["salary March 2024"])[0], atol=1e-5)
 
 
+@pytest.mark.slow  # loads the MiniLM model
 def test_pooling_matches_sentence_transformers(minilm: Encoder) -> None:
     st = pytest.importorskip("sentence_transformers")  # installed with the bundled model package
     reference = st.SentenceTransformer(str(bundled_model_dir()), device="cpu", local_files_only=True)
@@ -43,6 +45,7 @@ def test_pooling_matches_sentence_transformers(minilm: Encoder) -> None:
     np.testing.assert_allclose(minilm.encode(texts), expected, atol=1e-5)
 
 
+@pytest.mark.slow  # loads the MiniLM model
 async def test_similar_texts_score_higher_than_unrelated_ones(minilm: Encoder) -> None:
     async with pool_for(minilm) as pool:
         tasks = Tasks(pool)
@@ -54,6 +57,7 @@ async def test_similar_texts_score_higher_than_unrelated_ones(minilm: Encoder) -
     assert matrix.argmax(axis=1).tolist() == [1, 0]
 
 
+@pytest.mark.slow  # loads the MiniLM model
 async def test_a_clear_invoice_is_classified_as_invoice(minilm: Encoder) -> None:
     async with pool_for(minilm) as pool:
         tasks = Tasks(pool)
@@ -82,11 +86,13 @@ def assert_sensible_categories(results: list[Classification]) -> None:
         assert result.task == TRANSACTION_CATEGORY
 
 
+@pytest.mark.slow  # loads the MiniLM model
 async def test_scenario_memos_map_to_sensible_categories(minilm: Encoder) -> None:
     async with pool_for(minilm) as pool:
         assert_sensible_categories(await Tasks(pool).classify(TRANSACTION_CATEGORY, scenario_memos()))
 
 
+@pytest.mark.slow  # loads the MiniLM model
 async def test_agent_texts_with_counterparty_prefix_are_categorized(minilm: Encoder) -> None:
     """What the enrichment agent sends: "<counterparty>: <memo>" for every scenario pair."""
     texts, expected = [], []
@@ -100,17 +106,20 @@ async def test_agent_texts_with_counterparty_prefix_are_categorized(minilm: Enco
     assert correct / len(texts) >= 0.95  # measured: 208 of 208
 
 
+@pytest.mark.slow  # loads the MiniLM model
 def test_unknown_task_is_refused_with_the_known_ones(minilm: Encoder) -> None:
     with pytest.raises(ValueError, match="known: document_type, transaction_category"):
         Tasks(pool_for(minilm)).labels("sentiment")
 
 
+@pytest.mark.slow  # loads the MiniLM model
 def test_version_names_the_model_and_hashes_its_weights(minilm: Encoder) -> None:
     assert re.fullmatch(rf"{re.escape(BUNDLED_NAME)}@[0-9a-f]{{12}}", minilm.version)
     assert minilm.version.endswith(weights_hash(minilm.model_dir))
     assert minilm.dim == 384 and minilm.device == "cpu"
 
 
+@pytest.mark.slow  # loads the MiniLM model
 async def test_int8_runs_on_cpu_close_to_fp32_with_the_same_labels(minilm: Encoder) -> None:
     int8 = Encoder(device="cpu", precision="int8")
     texts = scenario_memos() + ["Northwind Traders", "Contoso Ltd"]
@@ -133,6 +142,7 @@ def test_bad_configurations_are_refused_before_loading(tmp_path: object) -> None
         Encoder(model_dir=tmp_path, device="cpu")  # type: ignore[arg-type]
 
 
+@pytest.mark.slow  # loads the MiniLM model
 async def test_pool_from_settings_loads_warms_up_and_serves() -> None:
     settings = Settings(inference_device="cpu", inference_max_batch=8, inference_cache_size=10)
     async with ModelPool.from_settings(settings) as pool:

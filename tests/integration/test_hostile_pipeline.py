@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import subprocess
-import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -15,8 +14,10 @@ from storage.db import engine_for
 from streams.admin import ensure_topics
 from streams.producer import OutgoingMessage, send_all
 from streams.topics import DEAD_LETTER, TRANSACTIONS
-from tests.helpers import read_topic, wait_until
 from tests.security.hostile_corpus import build_corpus, make_keys
+from tests.support.topics import read_topic
+from tests.support.waiting import wait_until
+from tests.support.workers import wait_for_key_refresh
 
 pytestmark = pytest.mark.integration
 
@@ -32,7 +33,8 @@ def test_hostile_corpus_is_dead_lettered_and_never_stored(
     registry.add_key(url, keys.expired.kid, keys.expired.source, keys.expired.alg,
                      keys.expired.public_jwk, not_after=now - timedelta(days=1))
     registry.revoke_key(url, keys.revoked.kid, "corpus", now - timedelta(hours=1))
-    time.sleep(stack_settings.registry_refresh_s * 4)
+    # One snapshot holds every key change; it is loaded once the last change (the revocation) shows.
+    wait_for_key_refresh(stack_settings, keys.revoked, "revoked_key")
     corpus = build_corpus(keys)
     ensure_topics(stack_settings)
     started = datetime.now(UTC)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import subprocess
-import time
 import uuid
 from datetime import UTC, datetime
 
@@ -19,7 +18,9 @@ from storage.events import count_events
 from streams.admin import ensure_topics
 from streams.producer import OutgoingMessage, send_all, sign_payload, tamper
 from streams.topics import AUDIT, DEAD_LETTER, DOCUMENTS, TRANSACTIONS
-from tests.helpers import read_topic, wait_until
+from tests.support.topics import read_topic
+from tests.support.waiting import wait_until
+from tests.support.workers import wait_for_key_refresh
 
 pytestmark = pytest.mark.integration
 
@@ -86,7 +87,7 @@ def test_revoked_key_is_refused_without_restart(
     url = stack_settings.database_url
     key = generate_key(source_key.source)
     registry.add_key(url, key.kid, key.source, key.alg, key.public_jwk)
-    time.sleep(stack_settings.registry_refresh_s * 4)  # workers refresh the registry on a timer
+    wait_for_key_refresh(stack_settings, key)  # workers refresh the registry on a timer
     before = transaction_payloads(1, key.source)[0]
     send_all(stack_settings, TRANSACTIONS.name(stack_settings),
              [OutgoingMessage(None, sign_payload(key, before, TRANSACTION_V1))])
@@ -94,7 +95,7 @@ def test_revoked_key_is_refused_without_restart(
     assert first[before["event_id"]] == ["accepted"]
 
     registry.revoke_key(url, key.kid, "test revocation", datetime.now(UTC))
-    time.sleep(stack_settings.registry_refresh_s * 4)
+    wait_for_key_refresh(stack_settings, key, "revoked_key")
     after = transaction_payloads(1, key.source)[0]
     send_all(stack_settings, TRANSACTIONS.name(stack_settings),
              [OutgoingMessage(None, sign_payload(key, after, TRANSACTION_V1))])
@@ -103,6 +104,7 @@ def test_revoked_key_is_refused_without_restart(
     assert count_events(url, [after["event_id"]]) == 0
 
 
+@pytest.mark.slow  # needs the worker's MiniLM model (enrichment)
 def test_accepted_transactions_are_categorized_and_metrics_served(
     stack_settings: Settings, worker: subprocess.Popen[bytes], source_key: SigningKey
 ) -> None:
@@ -129,6 +131,7 @@ def test_accepted_transactions_are_categorized_and_metrics_served(
     assert "attest_inference_batch_size" in body
 
 
+@pytest.mark.slow  # needs the worker's MiniLM model (enrichment)
 def test_documents_take_the_same_verification_path(
     stack_settings: Settings, worker: subprocess.Popen[bytes]
 ) -> None:
@@ -139,7 +142,7 @@ def test_documents_take_the_same_verification_path(
     url = stack_settings.database_url
     key = generate_key(SOCIAL_SECURITY)
     registry.add_key(url, key.kid, key.source, key.alg, key.public_jwk)
-    time.sleep(stack_settings.registry_refresh_s * 4)
+    wait_for_key_refresh(stack_settings, key)
     docs = [p for p in document_payloads(6) if p["source"] == SOCIAL_SECURITY]
     good, spoiled, wrong_schema = docs[0], docs[1], docs[2]
     wrong_token = sign_payload(key, transaction_payloads(1, key.source)[0], TRANSACTION_V1)

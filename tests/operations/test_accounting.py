@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import base64
 import hashlib
-import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -18,13 +16,13 @@ from operations.status import Checkpoint, StatusReport, WorkerHealth, assess, la
 from security.errors import Rejection
 from security.reasons import RejectReason
 from streams.dead_letters import StoredLetter
+from tests.support import jws
 
 NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
 
 
 def token(payload: dict) -> bytes:
-    body = base64.urlsafe_b64encode(json.dumps(payload).encode()).rstrip(b"=")
-    return b"eyJhbGciOiJFZDI1NTE5In0." + body + b".c2ln"
+    return jws.token(b'{"alg":"Ed25519"}', payload)
 
 
 def letter(dlq_offset: int, source_offset: int, value: bytes, reason: str = "unknown_key",

@@ -24,8 +24,8 @@ from streams.admin import ensure_topics
 from streams.dead_letters import read_letters
 from streams.producer import OutgoingMessage, send_all, sign_payload
 from streams.topics import DEAD_LETTER, TRANSACTIONS
-from tests.conftest import settings_env
-from tests.helpers import wait_until
+from tests.support.waiting import wait_until
+from tests.support.workers import settings_env
 
 pytestmark = pytest.mark.integration
 
@@ -41,6 +41,7 @@ def worker_log(settings: Settings) -> str:
     return logs[-1].read_text()[-3000:] if logs else "no worker log"
 
 
+@pytest.mark.slow  # needs the worker's MiniLM model (enrichment)
 def test_unknown_key_letters_are_stored_once_after_the_key_is_registered(
     stack_settings: Settings, worker: subprocess.Popen[bytes]
 ) -> None:

@@ -13,7 +13,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 import uuid
 from collections import Counter
 from pathlib import Path
@@ -33,8 +32,9 @@ from storage.events import count_events
 from streams.admin import ensure_topics
 from streams.producer import OutgoingMessage, send_all, sign_payload
 from streams.topics import APPROVALS, AUDIT, TRANSACTIONS
-from tests.conftest import settings_env
-from tests.helpers import read_topic
+from tests.support.topics import read_topic
+from tests.support.waiting import wait_for
+from tests.support.workers import settings_env
 
 pytestmark = pytest.mark.integration
 
@@ -140,12 +140,12 @@ def test_ctrl_c_stops_the_cli_cleanly_and_the_same_command_resumes(
     state = progress_path(own.state_dir, key)
     proc = subprocess.Popen([*command, "--rate", "12"], env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and proc.poll() is None:
+
+    def started_or_exited() -> bool:
         progress = load_progress(own.state_dir, key) if state.exists() else None
-        if progress is not None and progress.done > 0:
-            break
-        time.sleep(0.1)
+        return proc.poll() is not None or (progress is not None and progress.done > 0)
+
+    wait_for(started_or_exited, 60, "the replay to record progress")
     os.kill(proc.pid, signal.SIGINT)
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
@@ -164,6 +164,7 @@ def test_ctrl_c_stops_the_cli_cleanly_and_the_same_command_resumes(
     assert all(r["actor"].startswith("operator:") for r in finished)
 
 
+@pytest.mark.slow  # loads the MiniLM model
 def test_a_replay_with_another_model_stores_its_results_beside_the_old(
     own: Settings, tmp_path: Path
 ) -> None:

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
-from datetime import UTC, datetime
-from typing import Any
 
 import pytest
 
@@ -13,9 +10,10 @@ from config.settings import Settings
 from protection.fields import FieldProtector
 from protection.keyring import StaticKeyring, generate_keyring
 from protection.tiers import protection_catalog
-from storage import migrate
-from storage.events import StoredEvent
-from storage.scratch import temporary_database
+from tests.support.databases import scratch_database
+
+# Where tests/protection/test_storage_protection.py still imports the event factory from.
+from tests.support.events import stored_events as stored  # noqa: F401
 
 
 @pytest.fixture(scope="module")
@@ -33,18 +31,5 @@ def protector(keyring: StaticKeyring) -> FieldProtector:
 @pytest.fixture(scope="module")
 def scratch_url(stack_settings: Settings) -> Iterator[str]:
     """An empty database on the embedded server, migrated to head, dropped afterwards."""
-    with temporary_database(stack_settings.database_url, "attest_test") as url:
-        migrate.upgrade(url)
+    with scratch_database(stack_settings.database_url, "attest_test") as url:
         yield url
-
-
-def stored(payloads: list[dict[str, Any]], typ: str, topic: str | None = None) -> list[StoredEvent]:
-    """StoredEvents for payloads, each at its own (new) topic position."""
-    topic = topic or f"test.{uuid.uuid4().hex[:8]}"
-    now = datetime.now(UTC)
-    return [
-        StoredEvent(event_id=str(p["event_id"]), typ=typ, source=str(p["source"]), kid="test-kid",
-                    topic=topic, partition=0, offset=i, issued_at=now, received_at=now,
-                    verified_at=now, payload=p)
-        for i, p in enumerate(payloads)
-    ]

@@ -40,8 +40,9 @@ from storage.db import engine_for
 from storage.events import store_events
 from streams.admin import ensure_topics
 from streams.topics import AUDIT
-from tests.helpers import read_topic, scratch_database
-from tests.protection.conftest import stored
+from tests.support.databases import scratch_database
+from tests.support.events import stored_events
+from tests.support.topics import read_topic
 
 pytestmark = pytest.mark.integration
 RUNNER = CliRunner()
@@ -127,7 +128,7 @@ def world(app: typer.Typer, settings: Settings) -> dict[str, Any]:
     protector = writer_protector(settings.state_dir, {})
     population = people(2, seed=uuid.uuid4().int)
     docs = document_payloads(4, seed=uuid.uuid4().int, population=population)
-    store_events(settings.database_url, stored(docs, DOCUMENT_V1), protector=protector)
+    store_events(settings.database_url, stored_events(docs, DOCUMENT_V1), protector=protector)
     http = _service(settings)
 
     def ask(who: str, person: int, fields: list[str]) -> dict[str, Any]:
@@ -292,7 +293,7 @@ def test_a_tampered_field_fails_the_read_loudly(app: typer.Typer, settings: Sett
     protector = writer_protector(settings.state_dir, {})
     person = people(1, seed=uuid.uuid4().int)[0]
     victim, other = document_payloads(3, seed=uuid.uuid4().int, population=[person])[::2]
-    store_events(settings.database_url, stored([victim, other], DOCUMENT_V1), protector=protector)
+    store_events(settings.database_url, stored_events([victim, other], DOCUMENT_V1), protector=protector)
     with engine_for(settings.database_url).begin() as conn:
         conn.execute(text("UPDATE document_fields SET income = (SELECT income FROM document_fields "
                           "WHERE event_id = CAST(:o AS uuid)) WHERE event_id = CAST(:v AS uuid)"),
@@ -370,7 +371,7 @@ def test_forgetting_a_subject_shreds_its_fields_and_says_so(
 
     # A record still found by its id (level-1 fields of a payment) says its fields are forgotten.
     payment = transaction_payloads(1, "core-ledger", seed=uuid.uuid4().int)[0]
-    store_events(settings.database_url, stored([payment], TRANSACTION_V1),
+    store_events(settings.database_url, stored_events([payment], TRANSACTION_V1),
                  protector=writer_protector(settings.state_dir, {}))
     shred = RUNNER.invoke(app, ["forget", "--subject", payment["account"], "--domain", "account",
                                 "--reason", "erasure request 8", "--yes"])

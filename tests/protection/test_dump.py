@@ -16,7 +16,7 @@ from scenarios.finance import transaction_payloads
 from scenarios.government import approval_payload, document_payloads
 from schemas.catalog import APPROVAL_V1, DOCUMENT_V1, TRANSACTION_V1
 from storage.events import store_events
-from tests.protection.conftest import stored
+from tests.support.events import stored_events
 
 pytestmark = pytest.mark.integration
 CATALOG = protection_catalog()
@@ -55,7 +55,7 @@ def test_pg_dump_contains_no_protected_plaintext(scratch_url: str, protector: Fi
                  for i in range(5)]
     for typ, payloads in ((DOCUMENT_V1, documents), (TRANSACTION_V1, transactions),
                           (APPROVAL_V1, approvals)):
-        out = store_events(scratch_url, stored(payloads, typ), protector=protector)
+        out = store_events(scratch_url, stored_events(payloads, typ), protector=protector)
         assert len(out.inserted) == len(payloads)
 
     dump = _dump(scratch_url)

@@ -32,6 +32,7 @@ from protection.tiers import Tier, protection_catalog
 from scenarios.finance import transaction_payloads
 from scenarios.government import document_payloads
 from schemas.catalog import DOCUMENT_V1, TRANSACTION_V1
+from tests.support.events import stored_events
 
 CATALOG = protection_catalog()
 CONTEXT = FieldContext("transaction_fields", "amount", "3f1c2a8e-0000-4000-8000-000000000001")
@@ -165,14 +166,6 @@ def test_key_objects_never_show_or_pickle_their_material(keyring: StaticKeyring)
 # -- the protector and the reader ----------------------------------------------------------
 
 
-def _events(typ: str, payloads: list[dict[str, object]]) -> list[object]:
-    class Event:
-        def __init__(self, payload: dict[str, object]) -> None:
-            self.event_id, self.typ, self.payload = str(payload["event_id"]), typ, payload
-
-    return [Event(p) for p in payloads]
-
-
 def _records(batch: SealedBatch) -> KeyRecords:
     return KeyRecords({r.key_id: r for r in batch.data_keys},
                       {r.key_id: r for r in batch.wrapping_keys})
@@ -186,7 +179,7 @@ def _allow(typ: str, names: list[str]) -> dict[str, AccessDecision]:
 def test_the_protector_keeps_public_fields_and_seals_the_rest(keyring: StaticKeyring) -> None:
     protector = FieldProtector(keyring.restricted_to(()))
     payload = transaction_payloads(1, "core-ledger", seed=3, now=NOW)[0]
-    batch = protector.seal_batch(_events(TRANSACTION_V1, [payload]))
+    batch = protector.seal_batch(stored_events([payload], TRANSACTION_V1))
     sealed = batch.events[0]
     schema = CATALOG.schema(TRANSACTION_V1)
     public = {n for n, f in schema.fields.items() if not f.protected}
@@ -207,7 +200,7 @@ def test_a_field_without_a_tier_is_refused(keyring: StaticKeyring) -> None:
     protector = FieldProtector(keyring.restricted_to(()))
     payload = {**transaction_payloads(1, "core-ledger", seed=3, now=NOW)[0], "surprise": "x"}
     with pytest.raises(TierCatalogError, match="surprise"):
-        protector.seal_batch(_events(TRANSACTION_V1, [payload]))
+        protector.seal_batch(stored_events([payload], TRANSACTION_V1))
     with pytest.raises(TierCatalogError):
         protector.public_payload(TRANSACTION_V1, payload)
 
@@ -217,7 +210,7 @@ def test_keys_are_per_subject_and_tier_and_replaced_after_their_use_limit(
 ) -> None:
     protector = FieldProtector(keyring.restricted_to(()), max_key_uses=5)
     payloads = document_payloads(6, seed=5, now=NOW)  # 3 people, each at both agencies
-    batch = protector.seal_batch(_events(DOCUMENT_V1, payloads))
+    batch = protector.seal_batch(stored_events(payloads, DOCUMENT_V1))
     by_subject: dict[bytes | None, set[uuid.UUID]] = {}
     for record in batch.data_keys:
         by_subject.setdefault(record.subject_ref, set()).add(record.key_id)
@@ -231,7 +224,7 @@ def test_keys_are_per_subject_and_tier_and_replaced_after_their_use_limit(
 
 def test_stored_keys_are_reused_until_a_forget_moves_the_epoch(keyring: StaticKeyring) -> None:
     protector = FieldProtector(keyring.restricted_to(()))
-    events = _events(DOCUMENT_V1, document_payloads(2, seed=5, now=NOW))
+    events = stored_events(document_payloads(2, seed=5, now=NOW), DOCUMENT_V1)
     first = protector.seal_batch(events)
     protector.confirm_stored(first)
     again = protector.seal_batch(events)
@@ -248,17 +241,17 @@ def test_keys_are_replaced_when_their_cryptoperiod_ends(keyring: StaticKeyring) 
     protector = FieldProtector(keyring.restricted_to(()), clock=lambda: clock[0],
                                data_key_max_age=timedelta(days=1))
     payload = transaction_payloads(1, "core-ledger", seed=3, now=NOW)[0]
-    first = protector.seal_batch(_events(TRANSACTION_V1, [payload]))
+    first = protector.seal_batch(stored_events([payload], TRANSACTION_V1))
     protector.confirm_stored(first)
     clock[0] = NOW + timedelta(days=2)
-    later = protector.seal_batch(_events(TRANSACTION_V1, [payload]))
+    later = protector.seal_batch(stored_events([payload], TRANSACTION_V1))
     assert {r.key_id for r in later.data_keys}.isdisjoint({r.key_id for r in first.data_keys})
     assert len(later.data_keys) == 3
 
 
 def test_the_writer_cannot_read_and_a_reader_reads_only_its_tiers(keyring: StaticKeyring) -> None:
     payload = transaction_payloads(1, "core-ledger", seed=4, now=NOW)[0]
-    batch = FieldProtector(keyring.restricted_to(())).seal_batch(_events(TRANSACTION_V1, [payload]))
+    batch = FieldProtector(keyring.restricted_to(())).seal_batch(stored_events([payload], TRANSACTION_V1))
     sealed, keys = batch.events[0], _records(batch)
     names = ["amount", "account"]
     ciphertexts = {n: sealed.columns[n] for n in names}
@@ -278,7 +271,7 @@ def test_the_writer_cannot_read_and_a_reader_reads_only_its_tiers(keyring: Stati
 
 def test_the_reader_opens_nothing_the_policy_did_not_allow(keyring: StaticKeyring) -> None:
     payload = transaction_payloads(1, "core-ledger", seed=4, now=NOW)[0]
-    batch = FieldProtector(keyring.restricted_to(())).seal_batch(_events(TRANSACTION_V1, [payload]))
+    batch = FieldProtector(keyring.restricted_to(())).seal_batch(stored_events([payload], TRANSACTION_V1))
     sealed = batch.events[0]
     masked = {"amount": AccessDecision(CATALOG.field(TRANSACTION_V1, "amount"), "r", False,
                                        AccessReason.NOT_GRANTED)}
@@ -292,7 +285,7 @@ def test_the_reader_opens_nothing_the_policy_did_not_allow(keyring: StaticKeyrin
 def test_a_ciphertext_moved_to_another_row_or_column_fails_loudly(keyring: StaticKeyring) -> None:
     payloads = transaction_payloads(2, "core-ledger", seed=8, now=NOW)
     payloads[1]["account"] = payloads[0]["account"]  # same subject: the same data keys
-    batch = FieldProtector(keyring.restricted_to(())).seal_batch(_events(TRANSACTION_V1, payloads))
+    batch = FieldProtector(keyring.restricted_to(())).seal_batch(stored_events(payloads, TRANSACTION_V1))
     first, second = batch.events
     reader, keys = FieldReader(keyring), _records(batch)
     allowed = _allow(TRANSACTION_V1, ["amount", "counterparty", "memo"])
@@ -309,7 +302,7 @@ def test_a_ciphertext_moved_to_another_row_or_column_fails_loudly(keyring: Stati
 
 def test_a_destroyed_data_key_reads_as_forgotten(keyring: StaticKeyring) -> None:
     payload = document_payloads(1, seed=9, now=NOW)[0]
-    batch = FieldProtector(keyring.restricted_to(())).seal_batch(_events(DOCUMENT_V1, [payload]))
+    batch = FieldProtector(keyring.restricted_to(())).seal_batch(stored_events([payload], DOCUMENT_V1))
     sealed = batch.events[0]
     gone = datetime(2026, 3, 15, tzinfo=UTC)
     tombstones = {r.key_id: DataKeyRecord(r.key_id, r.tier, r.subject_domain, None, None, None, gone)
@@ -325,7 +318,7 @@ def test_a_destroyed_data_key_reads_as_forgotten(keyring: StaticKeyring) -> None
 
 def test_rewrapping_moves_wrapping_keys_to_the_new_version(keyring: StaticKeyring) -> None:
     payload = transaction_payloads(1, "core-ledger", seed=12, now=NOW)[0]
-    batch = FieldProtector(keyring.restricted_to(())).seal_batch(_events(TRANSACTION_V1, [payload]))
+    batch = FieldProtector(keyring.restricted_to(())).seal_batch(stored_events([payload], TRANSACTION_V1))
     rotated = keyring.with_new_version(Tier.RESTRICTED)
     old = next(r for r in batch.wrapping_keys if r.tier is Tier.RESTRICTED)
     fresh = rewrap(rotated, old)

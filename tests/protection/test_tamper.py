@@ -18,7 +18,7 @@ from schemas.catalog import TRANSACTION_V1
 from storage.db import engine_for
 from storage.events import store_events
 from storage.protected import RowFilter, read_protected
-from tests.protection.conftest import stored
+from tests.support.events import stored_events
 
 pytestmark = pytest.mark.integration
 CATALOG = protection_catalog()
@@ -42,7 +42,7 @@ def pair(database_url: str, protector: FieldProtector) -> tuple[dict, dict]:
     """Two stored transactions of one account: they share data keys, so only the AAD differs."""
     first, second = transaction_payloads(2, "core-ledger", seed=uuid.uuid4().int)
     second["account"] = first["account"]
-    store_events(database_url, stored([first, second], TRANSACTION_V1), protector=protector)
+    store_events(database_url, stored_events([first, second], TRANSACTION_V1), protector=protector)
     return first, second
 
 

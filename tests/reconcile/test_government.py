@@ -24,7 +24,7 @@ from schemas.audit import AuditAction
 from schemas.catalog import DOCUMENT_V1
 from security.verification import VerifiedEvent
 from storage.reconciliation import list_breaks
-from tests.helpers import scratch_database
+from tests.support.databases import scratch_database
 
 NOW = datetime(2026, 12, 1, tzinfo=UTC)
 KEY = BlindIndexKey("national_id", os.urandom(32))

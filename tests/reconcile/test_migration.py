@@ -8,7 +8,7 @@ from sqlalchemy import text
 
 from storage import migrate
 from storage.db import engine_for
-from tests.helpers import scratch_database
+from tests.support.databases import scratch_database
 
 pytestmark = pytest.mark.integration
 

@@ -20,8 +20,8 @@ from reconcile.quality import score
 from scenarios.finance import finance_scenario
 from schemas.catalog import TRANSACTION_V1
 from security.verification import VerifiedEvent
-from tests.helpers import scratch_database
 from tests.reconcile.builders import ledger, statement
+from tests.support.databases import scratch_database
 
 pytestmark = pytest.mark.slow
 NOW = datetime(2026, 11, 30, 12, tzinfo=UTC)

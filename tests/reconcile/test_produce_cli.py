@@ -13,8 +13,8 @@ import pytest
 from config.settings import Settings
 from security.keyfiles import generate_key, write_private_key
 from streams.topics import DOCUMENTS, TRANSACTIONS
-from tests.conftest import settings_env
-from tests.helpers import read_topic
+from tests.support.topics import read_topic
+from tests.support.workers import settings_env
 
 
 @pytest.mark.integration

@@ -18,8 +18,8 @@ from schemas.audit import records_in
 from storage.reconciliation import BreakRow, MatchRow, get_match, save_step
 from streams.admin import ensure_topics
 from streams.topics import AUDIT
-from tests.conftest import settings_env
-from tests.helpers import read_topic
+from tests.support.topics import read_topic
+from tests.support.workers import settings_env
 
 NOW = datetime(2026, 12, 1, 12, tzinfo=UTC)
 

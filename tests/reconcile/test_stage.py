@@ -18,7 +18,7 @@ from schemas.audit import AuditAction
 from schemas.catalog import TRANSACTION_V1
 from security.verification import VerifiedEvent
 from storage.reconciliation import list_breaks, list_matches, load_state
-from tests.helpers import scratch_database
+from tests.support.databases import scratch_database
 
 pytestmark = pytest.mark.integration
 NOW = datetime(2026, 11, 30, 12, tzinfo=UTC)

@@ -20,7 +20,7 @@ from schemas.catalog import DOCUMENT_V1, TRANSACTION_V1
 from security.keyfiles import generate_key
 from security.registry import KeyRecord
 from streams.producer import sign_payload, tamper
-from tests.helpers import scratch_database
+from tests.support.databases import scratch_database
 
 pytestmark = pytest.mark.integration
 

@@ -14,18 +14,12 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519
-
 from scenarios.finance import transaction_payloads
 from schemas.catalog import DOCUMENT_V1, TRANSACTION_V1
 from security.keyfiles import SigningKey, generate_key
 from security.reasons import RejectReason as R
 from security.registry import KeyRecord
-
-
-def b64(data: bytes) -> bytes:
-    return base64.urlsafe_b64encode(data).rstrip(b"=")
+from tests.support.jws import b64, sign_raw
 
 
 @dataclass(frozen=True)
@@ -64,29 +58,6 @@ def make_keys(source: str, now: datetime) -> CorpusKeys:
         ed=generate_key(source), es=generate_key(source, "ES256"),
         revoked=generate_key(source), expired=generate_key(source), now=now,
     )
-
-
-def _private(key: SigningKey) -> Any:
-    jwk = key._private_jwk
-    d = base64.urlsafe_b64decode(jwk["d"] + "==")
-    if key.alg == "Ed25519":
-        return ed25519.Ed25519PrivateKey.from_private_bytes(d)
-    return ec.derive_private_key(int.from_bytes(d, "big"), ec.SECP256R1())
-
-
-def sign_raw(key: SigningKey, header: dict[str, Any] | bytes, payload: bytes) -> bytes:
-    """A token with an arbitrary header (dict or raw JSON bytes), properly signed by ``key``."""
-    header_bytes = header if isinstance(header, bytes) else json.dumps(header).encode()
-    signing_input = b64(header_bytes) + b"." + b64(payload)
-    private = _private(key)
-    if key.alg == "Ed25519":
-        signature = private.sign(signing_input)
-    else:
-        from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
-
-        r, s = decode_dss_signature(private.sign(signing_input, ec.ECDSA(hashes.SHA256())))
-        signature = r.to_bytes(32, "big") + s.to_bytes(32, "big")
-    return signing_input + b"." + b64(signature)
 
 
 def build_corpus(keys: CorpusKeys, topic_types: frozenset[str] = frozenset({TRANSACTION_V1})

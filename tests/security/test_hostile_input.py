@@ -13,7 +13,8 @@ from schemas.catalog import TRANSACTION_V1
 from security.errors import Rejection
 from security.reasons import RejectReason
 from security.verification import VerificationPolicy, verify_event
-from tests.security.hostile_corpus import b64, build_corpus, make_keys, sign_raw
+from tests.security.hostile_corpus import build_corpus, make_keys
+from tests.support.jws import b64, sign_raw
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 KEYS = make_keys("core-ledger", NOW)

@@ -9,7 +9,8 @@ import pytest
 from security.errors import Rejection
 from security.jws import MAX_HEADER_BYTES, decode_compact
 from security.reasons import RejectReason
-from security.signatures import b64url_encode
+from tests.support import jws
+from tests.support.jws import b64
 
 MAX = 64 * 1024
 HEADER = {"alg": "Ed25519", "kid": "core-ledger-20250101-00c0ffee", "typ": "attest.transaction.v1"}
@@ -17,21 +18,9 @@ PAYLOAD = b'{"event_id":"x"}'
 SIGNATURE = bytes(range(64))
 
 
-def b64(data: bytes) -> bytes:
-    return b64url_encode(data).encode("ascii")
-
-
-def header_bytes(header: dict | str | bytes) -> bytes:
-    if isinstance(header, bytes):
-        return header
-    if isinstance(header, str):
-        return header.encode("utf-8")
-    return json.dumps(header).encode("utf-8")
-
-
 def token(header: dict | str | bytes = HEADER, payload: bytes = PAYLOAD,
           signature: bytes = SIGNATURE) -> bytes:
-    return b".".join((b64(header_bytes(header)), b64(payload), b64(signature)))
+    return jws.token(header, payload, signature)
 
 
 def malformed(raw: bytes, max_bytes: int = MAX) -> Rejection:

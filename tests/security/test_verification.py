@@ -10,8 +10,7 @@ from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519
-from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from scenarios.finance import transaction_payloads
 from schemas.catalog import DOCUMENT_V1, TRANSACTION_V1
@@ -21,6 +20,7 @@ from security.reasons import RejectReason
 from security.registry import KeyRecord
 from security.signatures import b64url_decode, b64url_encode
 from security.verification import VerificationPolicy, VerifiedEvent, verify_event
+from tests.support import jws
 
 SOURCE = "core-ledger"
 NOW = datetime(2025, 3, 14, 12, 0, 0, tzinfo=UTC)
@@ -64,25 +64,10 @@ def signed(key: SigningKey, body: dict[str, Any] | bytes | None = None,
     return key.sign(data, typ)
 
 
-def raw_signature(key: SigningKey, message: bytes) -> bytes:
-    d = b64url_decode(key._private_jwk["d"])
-    if key.alg == "Ed25519":
-        return ed25519.Ed25519PrivateKey.from_private_bytes(d).sign(message)
-    private = ec.derive_private_key(int.from_bytes(d, "big"), ec.SECP256R1())
-    r, s = decode_dss_signature(private.sign(message, ec.ECDSA(hashes.SHA256())))
-    return r.to_bytes(32, "big") + s.to_bytes(32, "big")
-
-
 def crafted(key: SigningKey, header: dict[str, Any] | str, body: bytes | None = None,
             signature: bytes | None = None) -> bytes:
     """A hand-built compact JWS; signed over its signing input by ``key`` unless given."""
-    header_text = header if isinstance(header, str) else json.dumps(header)
-    signing_input = (
-        b64url_encode(header_text.encode("utf-8")) + "."
-        + b64url_encode(encode(payload()) if body is None else body)
-    ).encode("ascii")
-    sig = raw_signature(key, signing_input) if signature is None else signature
-    return signing_input + b"." + b64url_encode(sig).encode("ascii")
+    return jws.token(header, encode(payload()) if body is None else body, signature, key=key)
 
 
 def header_for(key: SigningKey, **overrides: Any) -> dict[str, Any]:

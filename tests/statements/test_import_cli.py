@@ -14,8 +14,8 @@ from config.settings import Settings
 from security.keyfiles import generate_key, write_private_key
 from streams.admin import ensure_topics
 from streams.topics import TRANSACTIONS
-from tests.conftest import settings_env
-from tests.helpers import read_topic
+from tests.support.topics import read_topic
+from tests.support.workers import settings_env
 
 DATA = Path(__file__).parent / "data"
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import uuid
 from datetime import UTC, datetime, timedelta
 
@@ -17,19 +16,14 @@ from storage import keys as registry
 from storage import migrate
 from storage.db import engine_for
 from storage.events import StoredEvent, count_events, store_events
+from tests.support.events import stored_event
 
 pytestmark = pytest.mark.integration
 
 
-def _event(event_id: str, offset: int, topic: str = "t.transactions",
-           message: bytes = b"token") -> StoredEvent:
-    now = datetime.now(UTC)
-    return StoredEvent(
-        event_id=event_id, typ="attest.transaction.v1", source="core-ledger", kid="k1",
-        topic=topic, partition=0, offset=offset, issued_at=now, received_at=now,
-        verified_at=now, payload={"event_id": event_id, "amount": "10.00"},
-        message_sha256=hashlib.sha256(message).digest(),
-    )
+def _event(event_id: str, offset: int, message: bytes = b"token") -> StoredEvent:
+    return stored_event({"event_id": event_id, "amount": "10.00"}, offset=offset, kid="k1",
+                        message=message)
 
 
 def test_migrations_reach_head_and_are_repeatable(database_url: str) -> None:

@@ -12,7 +12,7 @@ from devstack.processes import choose_port
 from streams.admin import ensure_topics
 from streams.producer import DeliveryFailed, OutgoingMessage, deliver, producer_config
 from streams.topics import TRANSACTIONS
-from tests.helpers import read_topic
+from tests.support.topics import read_topic
 
 pytestmark = pytest.mark.integration
 

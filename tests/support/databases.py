@@ -1,0 +1,29 @@
+"""A scratch database of a test's own on the session's Postgres server.
+
+For tests that need state of their own (a keyring, an audit chain, a worker login) instead
+of the session database every other test shares. Built on the product's own
+``storage.scratch.temporary_database`` (what the benchmarks and the dump use), migrated here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from storage import migrate
+from storage.scratch import temporary_database
+
+
+@contextmanager
+def scratch_database(
+    server_url: str, prefix: str = "attest_scratch", revision: str | None = "head"
+) -> Iterator[str]:
+    """A new database on ``server_url``'s server, migrated to ``revision``, dropped after.
+
+    Yields its libpq-style URL (what ``psql``, ``pg_dump`` and ``ATTEST_DATABASE_URL`` take;
+    ``storage.db`` accepts it too). ``revision=None`` leaves it empty, unmigrated.
+    """
+    with temporary_database(server_url, prefix) as url:
+        if revision is not None:
+            migrate.upgrade(url, revision)
+        yield url
