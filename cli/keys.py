@@ -15,6 +15,7 @@ from rich.table import Column, Table
 from cli.output import console, err_console, fail
 from config.settings import Settings, get_settings
 from schemas.audit import AuditAction, AuditRecord, audit_id_for
+from schemas.catalog import EVENT_TYPES
 from security.errors import SecurityError
 from security.keyfiles import generate_key, public_part, write_private_key
 from security.signatures import canonical_alg, public_key_for
@@ -41,11 +42,41 @@ def _audit(settings: Settings, action: str, kid: str, detail: dict[str, object])
                           f"could not be sent: {exc}")
 
 
+_TYP_HELP = ("A schema this key may sign (repeatable: --typ attest.transaction.v1 --typ ...); "
+             "without it, any schema.")
+_DEPARTMENT_HELP = ("The department or agency this key may speak for (the event's `source` for "
+                    "transactions and approvals, `agency` for documents); without it, any.")
+
+
+def _binding(typs: list[str] | None, department: str | None) -> tuple[frozenset[str] | None, str | None]:
+    """The checked ``--typ``/``--department`` options: (schemas or None, department or None)."""
+    unknown = sorted(set(typs or ()) - set(EVENT_TYPES))
+    if unknown:
+        fail(f"--typ {unknown[0]!r} is not an event schema (one of {', '.join(EVENT_TYPES)})")
+    if department is not None and not (0 < len(department) <= 64 and department.strip() == department):
+        fail("--department must be 1-64 characters without surrounding spaces")
+    return (frozenset(typs) if typs else None), department
+
+
+def _binding_detail(typs: frozenset[str] | None, department: str | None) -> dict[str, object]:
+    """What the audit record says of a key's binding (omitted when it has none)."""
+    detail: dict[str, object] = {}
+    if typs is not None:
+        detail["typs"] = sorted(typs)
+    if department is not None:
+        detail["department"] = department
+    return detail
+
+
 @app.command()
 def generate(
     source: str = typer.Option(..., "--source", "-s", help="The producing system, e.g. core-ledger."),
     alg: str = typer.Option("Ed25519", help="Ed25519 (default) or ES256."),
-    kid: str | None = typer.Option(None, help="Key id; default <source>-<date>-<random>."),
+    kid: str | None = typer.Option(
+        None, help="Key id; default <source>-<date>-<random>. Letters, digits and . _ @ + = : , - "
+                   "(no path separator, not starting with a dot)."),
+    typ: list[str] | None = typer.Option(None, "--typ", help=_TYP_HELP),
+    department: str | None = typer.Option(None, "--department", help=_DEPARTMENT_HELP),
 ) -> None:
     """Make a key pair, keep the private key in the state folder (0600), register the public key.
 
@@ -53,14 +84,17 @@ def generate(
     the newest key of a source. Only the public half goes to the database.
     """
     settings = get_settings()
+    typs, department = _binding(typ, department)
     try:
         key = generate_key(source, alg, kid)
     except SecurityError as exc:
         fail(str(exc))
     # Private file first: a key registered without its private half could never sign.
     path = write_private_key(key, settings.keys_dir)
-    registry.add_key(settings.database_url, key.kid, source, key.alg, key.public_jwk)
-    _audit(settings, AuditAction.KEY_ADDED, key.kid, {"source": source, "alg": key.alg})
+    registry.add_key(settings.database_url, key.kid, source, key.alg, key.public_jwk,
+                     typs=typs, department=department)
+    _audit(settings, AuditAction.KEY_ADDED, key.kid,
+           {"source": source, "alg": key.alg, **_binding_detail(typs, department)})
     console.print(f"generated {key.alg} key [bold]{key.kid}[/] for {source}")
     console.print(f"private key: {path} (mode 0600)")
 
@@ -96,18 +130,26 @@ def _read_json(path: Path) -> Any:
         fail(f"{path} is not readable JSON: {exc}")
 
 
-def _register(settings: Settings, jwk: dict[str, Any], source: str, where: str) -> bool:
+def _new_key(jwk: dict[str, Any], source: str, where: str, typs: frozenset[str] | None,
+             department: str | None) -> registry.NewKey:
     kid, alg, public = _validated_public_jwk(jwk, where)
     not_before, not_after = _validity(jwk)
+    return registry.NewKey(kid, source, alg, public, not_before, not_after, typs, department)
+
+
+def _register_all(settings: Settings, keys: list[registry.NewKey]) -> int:
+    """Register ``keys`` in one database transaction (all or none), then audit each new one."""
     try:
-        added = registry.add_key(settings.database_url, kid, source, alg, public,
-                                 not_before=not_before, not_after=not_after)
-    except registry.KeyConflict as exc:
-        fail(str(exc))
-    if added:
-        _audit(settings, AuditAction.KEY_ADDED, kid, {"source": source, "alg": alg})
-    console.print(f"{'registered' if added else 'already registered'} {kid} ({alg}) for {source}")
-    return added
+        added = registry.add_keys(settings.database_url, keys)
+    except (registry.KeyConflict, registry.KeyRefused) as exc:
+        fail(f"{exc}; nothing was registered" if len(keys) > 1 else str(exc))
+    for key, new in zip(keys, added, strict=True):
+        if new:
+            _audit(settings, AuditAction.KEY_ADDED, key.kid,
+                   {"source": key.source, "alg": key.alg, **_binding_detail(key.typs, key.department)})
+        console.print(f"{'registered' if new else 'already registered'} {key.kid} ({key.alg}) "
+                      f"for {key.source}")
+    return sum(added)
 
 
 @app.command()
@@ -115,12 +157,16 @@ def add(
     jwk_file: Path = typer.Option(..., "--jwk", exists=True, dir_okay=False,
                                   help="A public JWK (JSON) with kid and alg."),
     source: str = typer.Option(..., "--source", "-s", help="The source this key may sign for."),
+    typ: list[str] | None = typer.Option(None, "--typ", help=_TYP_HELP),
+    department: str | None = typer.Option(None, "--department", help=_DEPARTMENT_HELP),
 ) -> None:
     """Register a producer's public key from a JWK file. Private members are refused.
 
     Optional JWK members nbf/exp (seconds since the epoch) set the validity window.
     """
-    _register(get_settings(), _read_json(jwk_file), source, str(jwk_file))
+    settings = get_settings()
+    typs, department = _binding(typ, department)
+    _register_all(settings, [_new_key(_read_json(jwk_file), source, str(jwk_file), typs, department)])
 
 
 @app.command("import")
@@ -131,9 +177,17 @@ def import_jwks(
         None, "--source", "-s",
         help="Source for every key; without it each JWK must carry a 'source' member.",
     ),
+    typ: list[str] | None = typer.Option(None, "--typ", help=_TYP_HELP + " Applies to every key."),
+    department: str | None = typer.Option(
+        None, "--department", help=_DEPARTMENT_HELP + " Applies to every key."),
 ) -> None:
-    """Register every key of a JWK Set. All keys are checked before any is registered."""
+    """Register every key of a JWK Set in one database transaction: all of them or none.
+
+    All keys are checked first; a kid already registered with other content, or one the
+    database refuses, registers none of the set.
+    """
     settings = get_settings()
+    typs, department = _binding(typ, department)
     document = _read_json(jwks_file)
     keys = document.get("keys") if isinstance(document, dict) else None
     if not isinstance(keys, list) or not keys:
@@ -147,28 +201,29 @@ def import_jwks(
             fail(f"{where} says source {claimed!r}, not {source!r}")
         if not (source or isinstance(claimed, str)):
             fail(f"{where} has no 'source' member; pass --source")
-        plan.append((jwk, source or claimed))
-    known = registry.key_snapshot(settings.database_url)
-    for jwk, src in plan:
-        kid, alg, public = _validated_public_jwk(jwk, str(jwks_file))
-        existing = known.get(kid)
-        if existing and (existing.source, existing.alg, existing.public_jwk) != (src, alg, public):
-            fail(f"kid {kid!r} is already registered with a different key; nothing was imported")
-    added = sum(_register(settings, jwk, src, f"{jwks_file}") for jwk, src in plan)
+        plan.append(_new_key(jwk, source or claimed, where, typs, department))
+    seen: dict[str, registry.NewKey] = {}
+    for new in plan:
+        if seen.setdefault(new.kid, new) != new:
+            fail(f"{jwks_file} holds kid {new.kid!r} twice with different keys; nothing was imported")
+    added = _register_all(settings, plan)
     console.print(f"{added} of {len(plan)} keys newly registered")
 
 
 @app.command("list")
 def list_keys() -> None:
-    """Show every registered key: source, algorithm, validity and revocation."""
+    """Show every registered key: source, algorithm, binding (schemas, department; "any" when
+    unbound), validity and revocation."""
     rows = registry.list_keys(get_settings().database_url)
     # The kid is what an operator copies into `keys revoke`: never cut it short, whatever
     # the terminal's width; the other columns give way.
     kid = Column("kid", no_wrap=True, min_width=max((len(r.kid) for r in rows), default=3))
-    table = Table(kid, "source", "alg", "not after", "revoked")
+    table = Table(kid, "source", "alg", "schemas", "department", "not after", "revoked")
     for r in rows:
         table.add_row(
             r.kid, r.source, r.alg,
+            ", ".join(sorted(r.typs)) if r.typs is not None else "any",
+            r.department if r.department is not None else "any",
             r.not_after.isoformat(timespec="seconds") if r.not_after else "-",
             f"{r.revoked_at:%Y-%m-%d %H:%M} {r.revoked_reason or ''}" if r.revoked_at else "-",
         )

@@ -15,6 +15,9 @@ class RejectReason(StrEnum):
     EXPIRED_KEY = "expired_key"
     ALG_MISMATCH = "alg_mismatch"
     SOURCE_MISMATCH = "source_mismatch"
+    #: The key is bound to other schemas (``typ``) or another department/agency than the
+    #: event's (``attest keys add --typ/--department``).
+    SCOPE_MISMATCH = "scope_mismatch"
     MALFORMED = "malformed"
     SCHEMA_INVALID = "schema_invalid"
     REPLAYED = "replayed"

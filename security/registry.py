@@ -16,7 +16,12 @@ from security.reasons import RejectReason
 
 @dataclass(frozen=True, slots=True)
 class KeyRecord:
-    """One registered public key: bound to one source, one algorithm, one validity window."""
+    """One registered public key: bound to one source, one algorithm, one validity window,
+    and optionally to the schemas (``typs``) and the department it may speak for.
+
+    ``typs`` and ``department`` are ``None`` for "any": keys registered before the binding
+    existed keep working as they did (docs/events.md, "Key binding").
+    """
 
     kid: str
     source: str
@@ -26,6 +31,8 @@ class KeyRecord:
     not_after: datetime | None = None
     revoked_at: datetime | None = None
     revoked_reason: str | None = None
+    typs: frozenset[str] | None = None
+    department: str | None = None
 
     def unusable_reason(self, at: datetime) -> tuple[RejectReason, str] | None:
         """Why this key may not sign an event issued at ``at``, or None when it may."""
@@ -41,6 +48,24 @@ class KeyRecord:
         if self.not_after is not None and at >= self.not_after:
             return RejectReason.EXPIRED_KEY, (
                 f"key {self.kid!r} expired at {self.not_after.isoformat()}"
+            )
+        return None
+
+    def scope_reason(self, typ: str, department: str | None) -> tuple[RejectReason, str] | None:
+        """Why this key may not sign a ``typ`` event of ``department``, or None when it may.
+
+        ``department`` is the value of the schema's department field (``schemas/tiers.yaml``:
+        ``source`` or ``agency``); ``None`` when the schema names none.
+        """
+        if self.typs is not None and typ not in self.typs:
+            return RejectReason.SCOPE_MISMATCH, (
+                f"key {self.kid!r} may sign {', '.join(sorted(self.typs)) or 'no schema'}, "
+                f"not {typ[:64]!r}"
+            )
+        if self.department is not None and department != self.department:
+            return RejectReason.SCOPE_MISMATCH, (
+                f"key {self.kid!r} speaks for department {self.department!r}, "
+                f"the event belongs to {str(department)[:64]!r}"
             )
         return None
 

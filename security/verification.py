@@ -3,7 +3,7 @@
 ``verify_event`` is pure: the key snapshot, the clock and the limits come in as arguments,
 so every rule is tested with plain values and no broker. The order of the checks is part of
 the contract: cheap structural checks first, the signature before the payload is trusted,
-and the payload's claims (schema, source, time) only after the signature holds.
+and the payload's claims (schema, source, the key's binding, time) only after the signature holds.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from protection.tiers import protection_catalog
 from schemas.catalog import validation_errors
 from security.errors import Rejection, UnsupportedAlgorithm, UnusableKey
 from security.jws import decode_compact, parse_json_object
@@ -103,6 +104,18 @@ def freshness_reference(now: datetime, reached_broker_at: datetime | None) -> da
     return min(reached_broker_at, now)
 
 
+def event_department(typ: str, payload: dict[str, Any]) -> str | None:
+    """The department or agency an event belongs to: its schema's department field.
+
+    ``schemas/tiers.yaml`` names the field (``source`` for transactions and approvals,
+    ``agency`` for documents); it is the same value the writer stores as the row's
+    ``department``, which row-level security and the access policy filter on.
+    """
+    schema = protection_catalog().schemas.get(typ)
+    value = payload.get(schema.department_field) if schema else None
+    return value if isinstance(value, str) else None
+
+
 def verify_event(
     raw: bytes,
     keys: KeySnapshot,
@@ -165,6 +178,10 @@ def verify_event(
             RejectReason.SOURCE_MISMATCH,
             f"key {key.kid!r} signs for {key.source!r}, the event claims {payload['source']!r}",
         )
+    if key.typs is not None or key.department is not None:
+        out_of_scope = key.scope_reason(token.typ, event_department(token.typ, payload))
+        if out_of_scope:
+            raise Rejection(*out_of_scope)
     try:
         issued_at = parse_issued_at(payload["issued_at"])
     except ValueError as exc:

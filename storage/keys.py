@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select, update
 from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import DBAPIError
 
 from security.registry import KeyRecord
 from storage.db import engine_for, run_db
@@ -16,6 +20,40 @@ from storage.models import SigningKeyRow
 
 class KeyConflict(StorageError):
     """A kid is already registered with different content."""
+
+
+class KeyRefused(StorageError):
+    """The database refused a key's values (a kid longer than 200 characters, ...)."""
+
+
+@dataclass(frozen=True)
+class NewKey:
+    """A key to register: its identity, public half, validity window and binding.
+
+    ``typs`` and ``department`` ``None`` mean "any" (docs/events.md, "Key binding").
+    """
+
+    kid: str
+    source: str
+    alg: str
+    public_jwk: dict[str, Any] = field(hash=False)
+    not_before: datetime | None = None
+    not_after: datetime | None = None
+    typs: frozenset[str] | None = None
+    department: str | None = None
+
+    def values(self) -> dict[str, Any]:
+        return {
+            "kid": self.kid, "source": self.source, "alg": self.alg,
+            "public_jwk": self.public_jwk, "not_before": self.not_before,
+            "not_after": self.not_after,
+            "allowed_typs": sorted(self.typs) if self.typs is not None else None,
+            "department": self.department,
+        }
+
+
+def _typs(value: Collection[str] | None) -> frozenset[str] | None:
+    return frozenset(value) if value is not None else None
 
 
 def _record(row: SigningKeyRow) -> KeyRecord:
@@ -28,7 +66,32 @@ def _record(row: SigningKeyRow) -> KeyRecord:
         not_after=row.not_after,
         revoked_at=row.revoked_at,
         revoked_reason=row.revoked_reason,
+        typs=_typs(row.allowed_typs),
+        department=row.department,
     )
+
+
+def _insert(conn: Connection, key: NewKey) -> bool:
+    """Register one key inside ``conn``'s transaction; see ``add_key``."""
+    stmt = (
+        insert(SigningKeyRow)
+        .values(**key.values())
+        .on_conflict_do_nothing(index_elements=["kid"])
+        .returning(SigningKeyRow.kid)
+    )
+    if conn.execute(stmt).first():
+        return True
+    existing = conn.execute(
+        select(SigningKeyRow.source, SigningKeyRow.alg, SigningKeyRow.public_jwk,
+               SigningKeyRow.allowed_typs, SigningKeyRow.department)
+        .where(SigningKeyRow.kid == key.kid)
+    ).one()
+    if (existing.source, existing.alg, existing.public_jwk) != (key.source, key.alg, key.public_jwk):
+        raise KeyConflict(f"kid {key.kid!r} is already registered with a different key")
+    if (_typs(existing.allowed_typs), existing.department) != (key.typs, key.department):
+        raise KeyConflict(f"kid {key.kid!r} is already registered with a different binding "
+                          "(schemas or department)")
+    return False
 
 
 def add_key(
@@ -39,29 +102,32 @@ def add_key(
     public_jwk: dict[str, Any],
     not_before: datetime | None = None,
     not_after: datetime | None = None,
+    *,
+    typs: Collection[str] | None = None,
+    department: str | None = None,
 ) -> bool:
     """Register a key. True when added, False when the identical key was already there."""
+    key = NewKey(kid, source, alg, public_jwk, not_before, not_after, _typs(typs), department)
+    return add_keys(url, [key])[0]
 
-    def write() -> bool:
+
+def add_keys(url: str, keys: Sequence[NewKey]) -> list[bool]:
+    """Register several keys in one transaction: all of them, or (on any error) none.
+
+    Per key: True when added, False when the identical key was already there. A kid
+    registered with other content raises ``KeyConflict``, a value the database refuses
+    ``KeyRefused``; either way nothing is registered.
+    """
+
+    def write() -> list[bool]:
         with engine_for(url).begin() as conn:
-            stmt = (
-                insert(SigningKeyRow)
-                .values(kid=kid, source=source, alg=alg, public_jwk=public_jwk,
-                        not_before=not_before, not_after=not_after)
-                .on_conflict_do_nothing(index_elements=["kid"])
-                .returning(SigningKeyRow.kid)
-            )
-            if conn.execute(stmt).first():
-                return True
-            existing = conn.execute(
-                select(SigningKeyRow.source, SigningKeyRow.alg, SigningKeyRow.public_jwk)
-                .where(SigningKeyRow.kid == kid)
-            ).one()
-            if (existing.source, existing.alg, existing.public_jwk) != (source, alg, public_jwk):
-                raise KeyConflict(f"kid {kid!r} is already registered with a different key")
-            return False
+            return [_insert(conn, key) for key in keys]
 
-    return run_db(write)
+    try:
+        return run_db(write)
+    except DBAPIError as exc:  # not a lost connection (run_db raised that as unavailable)
+        cause = str(exc.orig).strip().splitlines()[0][:200] if exc.orig else type(exc).__name__
+        raise KeyRefused(f"the registry refused the keys ({cause})") from exc
 
 
 def list_keys(url: str) -> list[KeyRecord]:

@@ -45,6 +45,9 @@ class SigningKeyRow(Base):
     created_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), server_default=func.now()
     )
+    # Migration 0010_signing_key_scope: NULL is "any" (keys registered before the binding).
+    allowed_typs: Mapped[list[str] | None] = mapped_column(ARRAY(String(64)))
+    department: Mapped[str | None] = mapped_column(String(64))
 
 
 class EventRow(Base):

@@ -14,7 +14,7 @@ from storage.db import engine_for
 from streams.admin import ensure_topics
 from streams.producer import OutgoingMessage, send_all
 from streams.topics import DEAD_LETTER, TRANSACTIONS
-from tests.security.hostile_corpus import build_corpus, make_keys
+from tests.security.hostile_corpus import BOUND_TYPS, build_corpus, make_keys
 from tests.support.topics import read_topic
 from tests.support.waiting import wait_until
 from tests.support.workers import wait_for_key_refresh
@@ -32,6 +32,8 @@ def test_hostile_corpus_is_dead_lettered_and_never_stored(
         registry.add_key(url, key.kid, key.source, key.alg, key.public_jwk)
     registry.add_key(url, keys.expired.kid, keys.expired.source, keys.expired.alg,
                      keys.expired.public_jwk, not_after=now - timedelta(days=1))
+    registry.add_key(url, keys.bound.kid, keys.bound.source, keys.bound.alg, keys.bound.public_jwk,
+                     typs=BOUND_TYPS, department=keys.bound.source)
     registry.revoke_key(url, keys.revoked.kid, "corpus", now - timedelta(hours=1))
     # One snapshot holds every key change; it is loaded once the last change (the revocation) shows.
     wait_for_key_refresh(stack_settings, keys.revoked, "revoked_key")

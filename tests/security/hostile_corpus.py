@@ -38,6 +38,7 @@ class CorpusKeys:
     revoked: SigningKey
     expired: SigningKey
     now: datetime
+    bound: SigningKey       # bound to documents of its own department only (BOUND_TYPS)
 
     def records(self) -> dict[str, KeyRecord]:
         def rec(key: SigningKey, **kw: Any) -> KeyRecord:
@@ -50,13 +51,19 @@ class CorpusKeys:
             self.revoked.kid: rec(self.revoked, revoked_at=self.now - timedelta(hours=1),
                                   revoked_reason="corpus"),
             self.expired.kid: rec(self.expired, not_after=self.now - timedelta(days=1)),
+            self.bound.kid: rec(self.bound, typs=BOUND_TYPS, department=self.bound.source),
         }
+
+
+#: The schemas ``CorpusKeys.bound`` may sign: not the transactions the corpus sends.
+BOUND_TYPS = frozenset({DOCUMENT_V1})
 
 
 def make_keys(source: str, now: datetime) -> CorpusKeys:
     return CorpusKeys(
         ed=generate_key(source), es=generate_key(source, "ES256"),
         revoked=generate_key(source), expired=generate_key(source), now=now,
+        bound=generate_key(source),
     )
 
 
@@ -226,6 +233,7 @@ def build_corpus(keys: CorpusKeys, topic_types: frozenset[str] = frozenset({TRAN
     # -- claims: source and time --------------------------------------------------------------
     add("source claims another producer", good({**fresh(), "source": "payment-switch"}),
         R.SOURCE_MISMATCH)
+    add("a key bound to other schemas", good(key=keys.bound), R.SCOPE_MISMATCH)
     for name, delta in (("an hour old", -3600), ("a day old", -86400), ("from the future", 3600),
                         ("a year old", -86400 * 365)):
         stamp = (now + timedelta(seconds=delta)).isoformat().replace("+00:00", "Z")
