@@ -7,15 +7,18 @@ The hash chain itself (encoding, hashes, checkpoint notes, verification) is pure
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Connection, func, insert, select, text
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, ProgrammingError
 
 from audit.chain import CHECKPOINT_ACTION, GENESIS, hashed_view, json_safe, row_hash
 from audit.checkpoints import CheckpointSigner, NoteVerifier, checkpoint_body, checkpoint_due
+from audit.errors import AuditTablesMissing
 from audit.verify import ChainRow, StoredCheckpoint, Verdict, verify_chain
 from schemas.audit import AuditRecord
 from storage.columnar import columnar_insert
@@ -285,11 +288,27 @@ def chain_head(url: str) -> tuple[int, str]:
     return run_db(read)
 
 
-def verify_stored_chain(url: str, verifiers: list[NoteVerifier], batch: int = 5000) -> Verdict:
+@contextmanager
+def tables_checked() -> Iterator[None]:
+    """Missing or out-of-date audit tables as ``AuditTablesMissing`` (one sentence, exit 1)."""
+    try:
+        yield
+    except ProgrammingError as exc:
+        if "audit_checkpoints" in str(exc) or "prev_hash" in str(exc) or "audit_log" in str(exc):
+            raise AuditTablesMissing(
+                "the audit tables are missing or out of date: run `attest db upgrade`") from None
+        raise
+
+
+def verify_stored_chain(
+    url: str, verifiers: list[NoteVerifier], batch: int = 5000,
+    witness: StoredCheckpoint | None = None,
+) -> Verdict:
     """Recompute the stored chain and check every checkpoint, in one consistent snapshot.
 
     Two server-side cursors (rows, checkpoints) in one REPEATABLE READ transaction: memory
     stays flat, and rows appended meanwhile are simply not part of this verification.
+    ``witness``: a checkpoint from outside the database (audit.verify.verify_chain).
     """
     chain_columns = [AuditLogRow.seq, AuditLogRow.prev_hash, AuditLogRow.row_hash, *RECORD_COLUMNS]
 
@@ -307,7 +326,7 @@ def verify_stored_chain(url: str, verifiers: list[NoteVerifier], batch: int = 50
                 return verify_chain(
                     (ChainRow(r.seq, r.prev_hash, r.row_hash, hashed_view(r._mapping)) for r in rows),
                     (StoredCheckpoint(c.last_seq, c.head_hash, c.checkpoint) for c in cps),
-                    verifiers,
+                    verifiers, witness,
                 )
 
     return run_db(read)

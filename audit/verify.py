@@ -143,14 +143,59 @@ def _check_checkpoint(
     return None
 
 
+def _witness_problem(witness: StoredCheckpoint, verifiers: list[NoteVerifier]) -> Problem | None:
+    """The published checkpoint's own checks: it parses, and a trusted key signed it."""
+    where = f"the audit topic's checkpoint at seq={witness.last_seq}"
+    try:
+        parsed = parse_checkpoint(witness.text)
+    except ValueError as exc:
+        return Problem("checkpoint", witness.last_seq, f"{where} is malformed ({exc})")
+    signed = checkpoint_signed_by(parsed, verifiers)
+    if signed is False:
+        return Problem("checkpoint", witness.last_seq,
+                       f"{where} has an invalid signature (forged or altered)")
+    if signed is None:
+        return Problem("checkpoint", witness.last_seq, f"{where} is not signed by a trusted key")
+    if parsed.count != witness.last_seq or parsed.head_hash != witness.head_hash:
+        return Problem("checkpoint", witness.last_seq, f"{where} disagrees with its signed text")
+    return None
+
+
+def _against_witness(witness: StoredCheckpoint, seq: int, head: str, covered: int) -> Problem | None:
+    """The verified chain (up to ``seq``, hash ``head``) against the published checkpoint.
+
+    Called at the witness's seq, or at the end of a log shorter than it. ``covered`` is the
+    last stored checkpoint verified so far.
+    """
+    where = f"the audit topic's checkpoint at seq={witness.last_seq}"
+    if witness.last_seq > seq:
+        after = f" after the last stored checkpoint (seq={covered})" if covered else ""
+        return _missing(seq + 1, witness.last_seq,
+                        f"{after}: {where} proves they existed")
+    if head != witness.head_hash and covered >= seq:  # two signed heads for one seq
+        return Problem("rewritten", seq, f"the log up to seq={seq} no longer matches {where}: "
+                       f"the stored checkpoint at seq={covered} signs a different head")
+    if head != witness.head_hash:
+        return Problem("rewritten", covered + 1, f"{_span(covered + 1, seq, 'was')} rewritten: "
+                       f"the chain no longer matches {where}")
+    return None
+
+
 def verify_chain(
     rows: Iterable[ChainRow], checkpoints: Iterable[StoredCheckpoint],
-    verifiers: list[NoteVerifier],
+    verifiers: list[NoteVerifier], witness: StoredCheckpoint | None = None,
 ) -> Verdict:
     """Recompute the chain over ``rows`` (seq order) and check ``checkpoints`` (last_seq order).
 
-    Streams both: memory stays flat however long the log is (a window of 16 rows).
+    ``witness``: a checkpoint kept outside the database (the newest one published on the
+    audit topic). It must be signed by a trusted key (else that is the problem reported,
+    after any in the chain itself); the chain must then reach its seq with its head hash,
+    so a tail deleted together with the stored checkpoints that covered it is caught.
+    Streams rows and checkpoints: memory stays flat however long the log is (16 rows).
     """
+    forged = _witness_problem(witness, verifiers) if witness is not None else None
+    if forged is not None:  # never compared with; reported unless the chain fails first
+        witness = None
     rows_it, ahead = iter(rows), deque[ChainRow]()
     window: deque[ChainRow] = deque(maxlen=_WINDOW)
     cps = iter(checkpoints)
@@ -173,6 +218,14 @@ def verify_chain(
             verdict.checkpoints += 1
             verdict.last_checkpoint_seq = cp.last_seq
             cp = next(cps, None)
+        if witness is not None and seq == witness.last_seq and (
+                problem := _against_witness(witness, seq, head, verdict.last_checkpoint_seq)):
+            verdict.problem = problem
+            return verdict
     if cp is not None:  # a checkpoint beyond the last row: the tail was cut off
         verdict.problem = _check_checkpoint(cp, seq, head, verdict.last_checkpoint_seq, verifiers)
+    elif witness is not None and witness.last_seq > seq:  # ...and its stored checkpoints too
+        verdict.problem = _against_witness(witness, seq, head, verdict.last_checkpoint_seq)
+    if verdict.problem is None:
+        verdict.problem = forged
     return verdict

@@ -6,28 +6,22 @@ import csv
 import json
 import re
 import sys
-import uuid
+from contextlib import closing
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
-from typing import NoReturn
 
 import typer
-from confluent_kafka import Consumer, KafkaError
-from pydantic import ValidationError
 from rich.table import Table
-from sqlalchemy.exc import ProgrammingError
 
-from audit.checkpoints import CheckpointSigner, NoteVerifier, load_or_create_service_key
-from audit.log import count_checkpoints, verify_stored_chain
-from audit.queries import AuditQuery, StoredAudit, query_records
+from audit.check import verify_log
+from audit.errors import AuditCheckError
+from audit.published import follow_audit_topic
+from audit.queries import AuditQuery, StoredAudit, query_page
+from audit.trust import pin_keys, service_public_jwk
 from cli.output import console, err_console, fail
-from config.settings import Settings, get_settings
-from schemas.audit import AuditRecord, records_in
-from security.errors import SecurityError
-from security.keyfiles import load_private_key
-from streams.admin import ensure_topics, kafka_config
-from streams.topics import AUDIT
+from config.settings import get_settings
+from schemas.audit import AuditRecord
 
 app = typer.Typer(
     help="Follow, query and verify the audit trail (hash-chained, with signed checkpoints).",
@@ -57,41 +51,17 @@ def tail(
 
     This reads the topic, not the table: use `attest audit query` for what was stored.
     """
-    import time
-
-    settings = get_settings()
-    ensure_topics(settings)
-    consumer = Consumer({
-        **kafka_config(settings),
-        "group.id": f"attest-tail-{uuid.uuid4().hex[:8]}",
-        "auto.offset.reset": "earliest" if from_beginning else "latest",
-        "enable.auto.commit": False,
-        "session.timeout.ms": int(settings.session_timeout_s * 1000),
-    })
-    consumer.subscribe([AUDIT.name(settings)])
-    seen, last = 0, time.monotonic()
-    try:
-        while count is None or seen < count:
-            msg = consumer.poll(0.5)
-            if msg is None:
-                if idle_exit is not None and time.monotonic() - last > idle_exit:
-                    break
-                continue
-            if msg.error():
-                if msg.error().code() != KafkaError._PARTITION_EOF:
-                    console.print(f"[yellow]{msg.error().str()}[/]")
-                continue
-            last = time.monotonic()
-            seen += 1
-            try:
-                for record in records_in(msg.value()):
+    with closing(follow_audit_topic(get_settings(), from_beginning, count, idle_exit)) as items:
+        try:
+            for item in items:
+                if item.broker_error is not None:
+                    console.print(f"[yellow]{item.broker_error}[/]")
+                elif item.unparseable_offset is not None:
+                    console.print(f"[red]unparseable audit record at offset {item.unparseable_offset}[/]")
+                for record in item.records:
                     console.print(format_record(record))
-            except ValidationError:
-                console.print(f"[red]unparseable audit record at offset {msg.offset()}[/]")
-    except KeyboardInterrupt:
-        pass
-    finally:
-        consumer.close()
+        except KeyboardInterrupt:
+            pass
 
 
 def parse_when(value: str, option: str, now: datetime) -> datetime:
@@ -107,74 +77,71 @@ def parse_when(value: str, option: str, now: datetime) -> datetime:
     return when if when.tzinfo else when.replace(tzinfo=UTC)
 
 
-def _missing_tables(exc: ProgrammingError) -> NoReturn:
-    if "audit_checkpoints" in str(exc) or "prev_hash" in str(exc) or "audit_log" in str(exc):
-        fail("the audit tables are missing or out of date: run `attest db upgrade`")
-    raise exc
-
-
-def _trusted_keys(settings: Settings, files: list[Path]) -> list[NoteVerifier]:
-    """The keys whose checkpoint signatures count: the given public JWKs, else our own key."""
-    verifiers = []
-    for path in files:
-        try:
-            document = json.loads(path.read_text())
-            jwk = document.get("jwk", document) if isinstance(document, dict) else None
-            if not isinstance(jwk, dict):
-                raise SecurityError("not a JWK object")
-            verifiers.append(NoteVerifier.from_jwk({k: v for k, v in jwk.items() if k != "d"}))
-        except (OSError, ValueError, SecurityError) as exc:
-            fail(f"{path} is not a usable Ed25519 public JWK: {exc}")
-    if not files and settings.service_key_path.exists():
-        verifiers.append(CheckpointSigner(load_private_key(settings.service_key_path)).verifier())
-    return verifiers
-
-
 @app.command()
 def verify(
     key: list[Path] = typer.Option(
         [], "--key", exists=True, dir_okay=False, metavar="FILE",
-        help="A public JWK trusted to sign checkpoints (from `attest audit pubkey`); repeatable. "
-             "Default: this installation's service key.",
+        help="A public JWK trusted to sign checkpoints, for this run only; repeatable. "
+             "Default: ATTEST_AUDIT_PUBLIC_KEY, else the key pinned by `attest audit pin`.",
     ),
 ) -> None:
-    """Recompute the whole hash chain and check every signed checkpoint against it.
+    """Recompute the hash chain and check it against every signed checkpoint and the topic's.
 
-    Streams the log in seq order, so memory stays flat. Prints
-    "intact: N records, M checkpoints verified" and exits 0, or names the
-    first problem (a changed, missing, inserted or reordered row, a forged
-    checkpoint) and exits 2. Exit 1: it could not check (no database, no key).
+    Compares the log with the newest checkpoint published on the audit topic too.
+
+    Streams the log in seq order, so memory stays flat. Exit 0: "intact: N
+    records, M checkpoints verified". Exit 2: "TAMPERED: " and the first problem
+    (a changed, missing, inserted or reordered row, a cut tail, a forged
+    checkpoint). Exit 1: it could not check (no database, no pinned key).
+    Exit 6 (broker unreachable) or 3 (no audit topic, or no checkpoint on it):
+    "NOT VERIFIED": the chain was checked but a cut tail would go unnoticed.
+    Signatures are checked only against a pinned key, never against the
+    writer's private key file (docs/audit.md).
     """
-    settings = get_settings()
-    url = settings.database_url
-    verifiers = _trusted_keys(settings, key)
     try:
-        if not verifiers and count_checkpoints(url):
-            fail(f"no trusted key to check checkpoint signatures ({settings.service_key_path} "
-                 "does not exist): pass --key with the JWK printed by `attest audit pubkey`")
-        verdict = verify_stored_chain(url, verifiers)
-    except ProgrammingError as exc:
-        _missing_tables(exc)
-    if verdict.problem is not None:
-        typer.echo(f"TAMPERED: {verdict.problem.message}")
-        typer.echo(f"(verified before it: {verdict.records} records, "
-                   f"{verdict.checkpoints} checkpoints)")
-        raise typer.Exit(2)
-    typer.echo(f"intact: {verdict.records} records, {verdict.checkpoints} checkpoints verified")
-    tail = verdict.records - verdict.last_checkpoint_seq
-    if tail:
-        typer.echo(f"({tail} records after the last checkpoint are chained but not yet signed)")
+        report = verify_log(get_settings(), key)
+    except AuditCheckError as exc:
+        fail(str(exc), int(exc.exit_code))
+    for line in report.lines:
+        typer.echo(line)
+    if report.exit_code:
+        raise typer.Exit(int(report.exit_code))
+
+
+@app.command()
+def pin(
+    key: list[Path] = typer.Option(
+        ..., "--key", exists=True, dir_okay=False, metavar="FILE",
+        help="The public JWK that signs checkpoints (from `attest audit pubkey` on the signer); "
+             "repeatable (a key rotation: old and new).",
+    ),
+    replace: bool = typer.Option(False, "--replace", help="Replace a different pinned key."),
+) -> None:
+    """Pin the public key `attest audit verify` trusts, once (read-only, audited).
+
+    Stored as ATTEST_STATE_DIR/audit-public-key.jwk, mode 0444. The same key again changes
+    nothing; a different one is refused unless --replace is given, and every change is
+    published to the audit topic first (exit 10 when that fails: nothing is pinned).
+    """
+    try:
+        result = pin_keys(get_settings(), key, replace=replace)
+    except AuditCheckError as exc:
+        fail(str(exc), int(exc.exit_code))
+    if not result.changed:
+        typer.echo(f"already pinned: {result.names} ({result.path})")
+    else:
+        verb = "replaced the pinned key with" if result.replaced else "pinned"
+        typer.echo(f"{verb} {result.names} ({result.path})")
 
 
 @app.command()
 def pubkey() -> None:
     """Print the public JWK that signs audit checkpoints.
 
-    The service key is created (0600) on first use. Hand the JWK to auditors:
-    `attest audit verify --key FILE` trusts exactly the keys it is given.
+    The service key is created (0600) on first use. Hand the JWK to auditors, who pin it
+    once (`attest audit pin --key FILE`): verify trusts only a pinned or given key.
     """
-    key = load_or_create_service_key(get_settings().service_key_path)
-    typer.echo(json.dumps(key.public_jwk, indent=2))
+    typer.echo(json.dumps(service_public_jwk(get_settings()), indent=2))
 
 
 class OutputFormat(StrEnum):
@@ -241,9 +208,9 @@ def query(
     filters = AuditQuery(subject=subject, event_id=event_id, actor=actor, action=action,
                          since=start, until=end, after_seq=after_seq, limit=limit)
     try:
-        page = query_records(get_settings().database_url, filters)
-    except ProgrammingError as exc:
-        _missing_tables(exc)
+        page = query_page(get_settings().database_url, filters)
+    except AuditCheckError as exc:
+        fail(str(exc), int(exc.exit_code))
     _print_page(page, output)
     if len(page) == limit:
         err_console.print(f"more records: add --after-seq {page[-1].seq}", highlight=False)
