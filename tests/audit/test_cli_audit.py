@@ -13,27 +13,27 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner, Result
 
-from audit.checkpoints import CheckpointSigner, load_or_create_service_key
-from audit.log import CheckpointPolicy, append_chained
+from bench.ledger import child_env
 from cli.audit import app
 from config.settings import Settings, get_settings
 from security.keyfiles import generate_key
 from tests.audit.conftest import make_records, tamper
-from tests.support.workers import settings_env
+from tests.audit.published_chain import build_chain, cli, own_settings, public_key_file
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-def env(chain_db: str, tmp_path: Path) -> Iterator[dict[str, str]]:
-    """A database with 30 records and checkpoints at 10, 20, 30 signed by the service key."""
-    settings = Settings(database_url=chain_db, state_dir=tmp_path)
-    signer = CheckpointSigner(load_or_create_service_key(settings.service_key_path))
-    for start in range(0, 30, 10):
-        append_chained(chain_db, make_records(10, start=start),
-                       CheckpointPolicy(every=10, interval_s=3600, signer=signer))
+def env(stack_settings: Settings, chain_db: str, tmp_path: Path) -> Iterator[dict[str, str]]:
+    """A database with 30 records and checkpoints at 10, 20, 30 signed by the service key,
+    published on an audit topic of its own; the service's public key is pinned."""
+    settings = own_settings(stack_settings, chain_db, tmp_path)
+    signer = build_chain(settings)
+    assert cli(settings, "pin", "--key", str(public_key_file(signer, tmp_path / "pub.jwk"))
+               ).exit_code == 0
     get_settings.cache_clear()
-    yield {"ATTEST_DATABASE_URL": chain_db, "ATTEST_STATE_DIR": str(tmp_path)}
+    yield {**{k: v for k, v in child_env(settings).items() if k.startswith("ATTEST_")},
+           "ATTEST_AUDIT_PUBLIC_KEY": ""}
     get_settings.cache_clear()
 
 
@@ -77,8 +77,8 @@ def test_verify_without_any_key_says_so(env: dict[str, str], tmp_path: Path) -> 
 def test_verify_exit_code_through_the_real_command(env: dict[str, str], stack_settings: Settings
                                                    ) -> None:
     tamper(env["ATTEST_DATABASE_URL"], "DELETE FROM audit_log WHERE seq = 5")
-    child_env = {**settings_env(stack_settings), **env}
-    result = subprocess.run([sys.executable, "-m", "cli.main", "audit", "verify"], env=child_env,
+    environment = {**child_env(stack_settings), **env}
+    result = subprocess.run([sys.executable, "-m", "cli.main", "audit", "verify"], env=environment,
                             capture_output=True, text=True, timeout=120, check=False)
     assert result.returncode == 2, result.stderr
     assert result.stdout.startswith("TAMPERED: row seq=5 is missing (deleted)")
