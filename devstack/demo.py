@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from audit.queries import decision_counts
+from audit.trust import pin_own_key_for_development
 from config.settings import Settings
 from devstack import stack
 from devstack.errors import DevStackError
@@ -137,6 +138,9 @@ def run_demo(
         say(f"stack: broker {info.kafka_bootstrap}, postgres {info.database_url}")
         migrate.upgrade(settings.database_url)
         ensure_topics(settings)
+        # `attest audit verify` trusts only a pinned key: on this one machine, the demo's own.
+        if (pinned := pin_own_key_for_development(settings)) is not None:
+            say(f"audit: pinned checkpoint key {pinned.names} for `attest audit verify`")
         run_start = datetime.now(UTC) - timedelta(seconds=1)
         payments = demo_transactions(settings, count, tampered, seed)
         documents = demo_documents(settings, documents_count, seed)
