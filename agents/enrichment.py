@@ -11,7 +11,8 @@ import asyncio
 import hashlib
 import logging
 import re
-from collections import defaultdict
+import time
+from collections import Counter, defaultdict
 from collections.abc import Callable
 from functools import partial
 from typing import Protocol
@@ -134,6 +135,10 @@ def _stored_form(message: IncomingMessage, max_bytes: int) -> tuple[VerifiedEven
     return event, (event.event_id, message.topic, message.partition, message.offset, digest)
 
 
+#: Whether the broker's log still holds (topic, partition, offset, sha256): see streams/log_probe.
+LogCheck = Callable[[str, int, int, bytes], bool | None]
+
+
 class EnrichmentStage:
     """Classifies what intake stored, reading the intake topics in a consumer group of its own.
 
@@ -141,14 +146,22 @@ class EnrichmentStage:
     lag (docs/architecture.md). It never runs ahead of intake either: a message is classified
     once intake stored it from these very bytes, skipped once intake's committed offset has
     passed it without storing it (intake rejected it), and waited for otherwise.
+
+    The one exception: a message the broker's log no longer holds (the embedded broker
+    restarted and forgot its topics) will never be read by intake, so after waiting
+    ``probe_after_s`` the stage asks the log, and a message found missing twice in a row is
+    given up, with a warning, instead of holding the stage (and a rebalance) for ever.
     """
 
     def __init__(self, settings: Settings, enrichment: Enrichment, intake_progress: IntakeProgress,
-                 poll_s: float = 0.2) -> None:
+                 poll_s: float = 0.2, log_check: LogCheck | None = None,
+                 probe_after_s: float = 10.0) -> None:
         self._settings = settings
         self._enrichment = enrichment
         self._intake_progress = intake_progress
         self._poll_s = poll_s
+        self._log_check = log_check
+        self._probe_after_s = probe_after_s
 
     async def decided(
         self, batch: list[IncomingMessage]
@@ -158,6 +171,7 @@ class EnrichmentStage:
                    if (found := _stored_form(m, self._settings.max_event_bytes)) is not None]
         stored: list[tuple[IncomingMessage, VerifiedEvent]] = []
         url, delay = self._settings.database_url, self._poll_s
+        started, missing = time.monotonic(), Counter[Delivery]()
         while waiting:
             positions = sorted({(m.topic, m.partition) for m, _, _ in waiting})
             # Progress first, rows second: a row is committed before intake's offset moves,
@@ -168,10 +182,28 @@ class EnrichmentStage:
             stored.extend((m, e) for m, e, d in waiting if d in found)
             waiting = [(m, e, d) for m, e, d in waiting
                        if d not in found and progress.get((m.topic, m.partition), -1) <= m.offset]
+            if waiting and self._log_check and time.monotonic() - started >= self._probe_after_s:
+                waiting = await self._drop_lost(waiting, missing)
             if waiting:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
         return stored
+
+    async def _drop_lost(self, waiting: list[tuple[IncomingMessage, VerifiedEvent, Delivery]],
+                         missing: Counter[Delivery]) -> list[tuple[IncomingMessage, VerifiedEvent, Delivery]]:
+        """``waiting`` without the messages the log has been found not to hold twice running."""
+        assert self._log_check is not None
+        kept = []
+        for m, e, d in waiting:
+            held = await asyncio.to_thread(self._log_check, m.topic, m.partition, m.offset, d[4])
+            missing[d] = missing[d] + 1 if held is False else 0
+            if missing[d] < 2:
+                kept.append((m, e, d))
+            else:
+                log.warning("%s/%d@%d is no longer in the broker's log (a broker that lost its "
+                            "topics, or retention); intake cannot decide it, so it is not "
+                            "classified", m.topic, m.partition, m.offset)
+        return kept
 
     async def process(self, batch: list[IncomingMessage]) -> BatchOutput:
         accepted = await self.decided(batch)

@@ -6,7 +6,6 @@ never joins (or disturbs) the workers' consumer groups: it assigns partitions ex
 
 from __future__ import annotations
 
-import logging
 import time
 import uuid
 from collections.abc import Iterator
@@ -21,11 +20,6 @@ from operations.time_offsets import first_offset_at_or_after
 from streams.admin import kafka_config
 from streams.errors import BrokerUnavailable
 
-#: librdkafka logs connection failures to stderr by itself; an operator gets one sentence.
-_quiet = logging.getLogger("attest.kafka")
-_quiet.addHandler(logging.NullHandler())
-_quiet.propagate = False
-
 
 class BrokerReader:
     """One consumer for one command: use as a context manager."""
@@ -39,7 +33,10 @@ class BrokerReader:
             "enable.auto.commit": False,
             "enable.partition.eof": True,
             "auto.offset.reset": "earliest",
-            "logger": _quiet,
+            # librdkafka's own lines (a broker that is down) stay out of the terminal: log_level 0,
+            # not a Python logger, whose callback runs on librdkafka's threads and can crash a
+            # client destroyed while the broker fails (a stage died with -11 so).
+            "log_level": 0,
             "socket.connection.setup.timeout.ms": int(timeout_s * 1000),
         })
 
@@ -108,7 +105,7 @@ class BrokerReader:
     def committed(self, group: str, topic: str, partitions: list[int]) -> dict[int, int | None]:
         """A consumer group's committed offset per partition (None: nothing committed yet)."""
         probe = Consumer({**kafka_config(self._settings), "group.id": group,
-                          "enable.auto.commit": False, "logger": _quiet})
+                          "enable.auto.commit": False, "log_level": 0})
         try:
             found = probe.committed([TopicPartition(topic, p) for p in partitions],
                                     timeout=self._timeout)

@@ -9,6 +9,7 @@ durable effects (at-least-once with idempotent effects; see docs/architecture.md
 from __future__ import annotations
 
 import asyncio
+import faulthandler
 import logging
 import os
 import socket
@@ -33,6 +34,7 @@ from protection.fields import writer_protector
 from schemas.audit import encode_batches
 from storage.keys import key_snapshot
 from streams.fetch_wait import set_fetch_max_wait
+from streams.log_probe import LogProbe
 from streams.observability import exposition, install, observe_batch
 from streams.offsets import CommittedOffsets
 from streams.topics import (
@@ -152,6 +154,9 @@ def build_app(settings: Settings, role: str = "intake") -> faust.App:
     """
     if role not in ROLES:
         raise ValueError(f"unknown worker role {role!r}")
+    # A crash inside a C extension (librdkafka, psycopg2, torch) kills a stage with no Python
+    # trace; the fault suite saw one (-11) at a broker restart. Print the stacks to the log.
+    faulthandler.enable()
     set_fetch_max_wait(settings.fetch_max_wait_ms)
     app = faust.App(
         group_id(settings, role),
@@ -165,6 +170,7 @@ def build_app(settings: Settings, role: str = "intake") -> faust.App:
         producer_acks=-1,
         web_enabled=settings.worker_web_enabled,
         web_port=settings.worker_web_port,
+        web_bind=settings.worker_web_bind,  # loopback unless configured (Faust's default: all)
         datadir=str(settings.state_dir / f"worker-{role}"),
     )
     topics = {
@@ -268,7 +274,7 @@ def _attach_enrichment(
     app.service(models)
     progress = CommittedOffsets(settings, group_id(settings, "intake"))
     stage = EnrichmentStage(settings, Enrichment(settings, models.tasks, actor=actor),
-                            progress.committed)
+                            progress.committed, log_check=LogProbe(settings).holds)
 
     async def enrichment_stage(batch: list[IncomingMessage]) -> BatchOutput:
         await models.ready.wait()

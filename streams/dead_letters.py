@@ -8,7 +8,6 @@ the SHA-256 of the bytes) is what tells one rejected message from another.
 from __future__ import annotations
 
 import hashlib
-import logging
 import time
 import uuid
 from collections.abc import Iterator
@@ -22,12 +21,6 @@ from operations.time_offsets import first_offset_at_or_after
 from streams.admin import kafka_config
 from streams.errors import BrokerUnavailable
 from streams.topics import DEAD_LETTER
-
-#: librdkafka's own log lines (a broker that is down) stay out of the operator's terminal;
-#: an unreachable broker is reported once, as BrokerUnavailable.
-_quiet = logging.getLogger("attest.kafka.dead_letters")
-_quiet.addHandler(logging.NullHandler())
-_quiet.propagate = False
 
 
 @dataclass(frozen=True)
@@ -107,7 +100,10 @@ def read_letters(
         "group.id": f"attest-dlq-{uuid.uuid4().hex[:8]}",
         "enable.auto.commit": False,
         "enable.partition.eof": True,
-        "logger": _quiet,
+        # librdkafka's own lines (a broker that is down) stay out of the terminal: log_level 0,
+        # not a Python logger, whose callback runs on librdkafka's threads and can crash a
+        # client destroyed while the broker fails (a stage died with -11 so).
+        "log_level": 0,
     })
     try:
         try:

@@ -110,3 +110,45 @@ async def test_unsigned_bytes_claiming_a_non_uuid_event_id_are_skipped_not_fatal
                             Enrichment(stack_settings, LabelEverything(), actor="test"),
                             lambda positions: {(topic, 0): 2}, poll_s=0.01)
     assert (await stage.process([message])).audit == []
+
+
+async def test_a_message_the_broker_no_longer_holds_is_given_up_after_two_checks(
+    stack_settings: Settings,
+) -> None:
+    """The broker-restart fault: the embedded broker forgot its log, intake's committed offsets
+    start again from nothing, and a message held from the old log would be waited for for
+    ever (and hold the rebalance that follows). Signed and valid, but never stored."""
+    key = generate_key(f"lost-{uuid.uuid4().hex[:6]}")
+    topic = TRANSACTIONS.name(stack_settings)
+    now = datetime.now(UTC)
+    (payload,) = transaction_payloads(1, key.source, now=now)
+    held_from_old_log = IncomingMessage(topic, 0, 10**9 + uuid.uuid4().int % 10**6, None,
+                                        sign_payload(key, payload, TRANSACTION_V1), now)
+    asked: list[int] = []
+    answers = iter([None, False, True, False, False])  # unknown, missing, held, missing twice
+
+    def log_check(t: str, partition: int, offset: int, sha256: bytes) -> bool | None:
+        assert (t, partition, offset) == (topic, 0, held_from_old_log.offset)
+        asked.append(offset)
+        return next(answers)
+
+    stage = EnrichmentStage(stack_settings, Enrichment(stack_settings, LabelEverything(), actor="test"),
+                            lambda positions: {}, poll_s=0.001, log_check=log_check,
+                            probe_after_s=0.0)
+    output = await asyncio.wait_for(stage.process([held_from_old_log]), 30)
+    assert output.audit == []
+    # Gave up only after two "missing" answers in a row: "held" in between started again.
+    assert len(asked) == 5
+
+
+async def test_without_a_log_check_an_undecided_message_keeps_waiting(stack_settings: Settings) -> None:
+    key = generate_key(f"wait-{uuid.uuid4().hex[:6]}")
+    topic = TRANSACTIONS.name(stack_settings)
+    (payload,) = transaction_payloads(1, key.source, now=datetime.now(UTC))
+    message = IncomingMessage(topic, 0, 10**9, None, sign_payload(key, payload, TRANSACTION_V1),
+                              datetime.now(UTC))
+    stage = EnrichmentStage(stack_settings, Enrichment(stack_settings, LabelEverything(), actor="test"),
+                            lambda positions: {}, poll_s=0.001,
+                            log_check=lambda *_: False, probe_after_s=3600)
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(stage.process([message]), 1.0)

@@ -1,0 +1,91 @@
+"""Whether the broker's log still holds a message a consumer is holding.
+
+A consumer can hold messages its broker no longer has: the embedded broker keeps topics in
+memory and forgets them when it restarts, and a topic can be deleted and recreated or
+truncated by retention. A stage that waits for intake to decide such a message would wait
+for ever, because intake will never read it (docs/reliability.md, the broker-restart case).
+
+Why by hand: confluent-kafka answers "what is at offset N" only through a consumer, and
+the embedded Tansu broker reports the base offset of its last record batch plus one as the
+high watermark, so the end of a partition is read, not asked for (as in
+operations/broker_reads.py).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
+
+from config.settings import Settings
+from streams.admin import kafka_config
+
+
+class LogProbe:
+    """Reads single positions of a partition; joins no group and commits nothing."""
+
+    def __init__(self, settings: Settings, timeout_s: float = 5.0) -> None:
+        self._timeout_s = timeout_s
+        self._consumer = Consumer({
+            **kafka_config(settings),
+            "group.id": f"attest-probe-{uuid.uuid4().hex[:8]}",
+            "client.id": f"attest-probe-{uuid.uuid4().hex[:6]}",
+            "enable.auto.commit": False,
+            "auto.offset.reset": "error",
+            "fetch.wait.max.ms": 100,
+            "enable.partition.eof": True,
+        })
+
+    def holds(self, topic: str, partition: int, offset: int, sha256: bytes) -> bool | None:
+        """Whether ``topic/partition@offset`` holds bytes whose SHA-256 is ``sha256``.
+
+        False: the position is before the log's start, past its end, or holds other bytes;
+        None: the broker did not answer in time.
+        """
+        try:
+            low, high = self._consumer.get_watermark_offsets(
+                TopicPartition(topic, partition), timeout=self._timeout_s)
+        except KafkaException:
+            return None
+        if offset < low or high <= low:
+            return False  # removed by retention, or the partition is empty
+        # Read from the reported end's last message (never past ``offset``) to the real end.
+        start = min(offset, max(low, high - 1))
+        last = self._read(topic, partition, start, offset, sha256)
+        if isinstance(last, bool):
+            return last
+        return False if last is not None and last < offset else None
+
+    def _read(self, topic: str, partition: int, start: int, offset: int,
+              sha256: bytes) -> bool | int | None:
+        """A bool once ``offset`` is read or out of range; else the last offset read
+        (None: nothing read, or the broker failed)."""
+        self._consumer.assign([TopicPartition(topic, partition, start)])
+        last: int | None = None
+        try:
+            while True:
+                batch = self._consumer.consume(500, self._timeout_s if last is None else 0.5)
+                if not batch:
+                    return last
+                for message in batch:
+                    error = message.error()
+                    if error is not None:
+                        if error.code() == KafkaError._PARTITION_EOF:
+                            return last
+                        if error.code() == KafkaError.OFFSET_OUT_OF_RANGE:
+                            return False
+                        return None
+                    if message.offset() == offset:
+                        same = hashlib.sha256(message.value() or b"").digest() == sha256
+                        return True if same else False
+                    if message.offset() > offset:
+                        return False  # compacted or the log moved on without it
+                    last = message.offset()
+        except KafkaException:
+            return None
+        finally:
+            self._consumer.unassign()
+
+    def close(self) -> None:
+        self._consumer.close()
