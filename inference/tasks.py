@@ -66,6 +66,10 @@ def validate_prototypes(data: object) -> dict[str, dict[str, list[str]]]:
     return checked
 
 
+#: How long start-up may take to embed every task's prototypes (see ``Tasks.prepare``).
+PREPARE_TIMEOUT_S = 600.0
+
+
 class Tasks:
     """The model pool's tasks for agents. Cheap to create; share one per worker with the pool."""
 
@@ -90,10 +94,15 @@ class Tasks:
         """Unit sentence vectors, (len(texts), dim) float32; see ``ModelPool.embed``."""
         return await self.pool.embed(texts, priority)
 
-    async def prepare(self) -> None:
-        """Embed every task's prototypes now (at start-up) rather than on the first classify."""
+    async def prepare(self, timeout_s: float = PREPARE_TIMEOUT_S) -> None:
+        """Embed every task's prototypes now (at start-up) rather than on the first classify.
+
+        Under its own timeout, not the pool's per-request one: on a loaded machine the first
+        calls of a fresh model are slow, and a worker that exits because start-up took longer
+        than a live request may was the fault suite's model-queue finding (exit 70).
+        """
         for task in self.prototypes:
-            await self._centroids_for(task)
+            await self._centroids_for(task, timeout_s)
 
     async def classify(
         self, task: str, texts: Sequence[str], priority: Priority = Priority.LIVE
@@ -128,7 +137,7 @@ class Tasks:
         except KeyError:
             raise ValueError(f"unknown task {task!r}; known: {', '.join(self.prototypes)}") from None
 
-    async def _centroids_for(self, task: str) -> tuple[list[str], np.ndarray]:
+    async def _centroids_for(self, task: str, timeout_s: float | None = None) -> tuple[list[str], np.ndarray]:
         """Prototype centroids of a task, embedded once per Tasks object (the pool's model is fixed)."""
         examples = self._task(task)
         if task in self._centroids:
@@ -136,7 +145,7 @@ class Tasks:
         async with self._lock:
             if task not in self._centroids:
                 flat = [text for texts in examples.values() for text in texts]
-                vectors = await self.pool.embed(flat, Priority.LIVE)
+                vectors = await self.pool.embed(flat, Priority.LIVE, timeout_s=timeout_s)
                 groups, offset = {}, 0
                 for label, texts in examples.items():
                     groups[label] = vectors[offset:offset + len(texts)]
