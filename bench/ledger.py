@@ -235,9 +235,13 @@ def child_env(settings: Settings, extra: dict[str, str] | None = None) -> dict[s
 
 
 def audit_verify(settings: Settings) -> subprocess.CompletedProcess[str]:
-    """``attest audit verify`` as an operator runs it, against this run's database."""
+    """``attest audit verify`` as an operator runs it, against this run's database.
+
+    The run's workers sign checkpoints with the state folder's service key; one machine
+    is writer and auditor here, so that key is the one trusted (``--key``, public part only).
+    """
     return subprocess.run(
-        [sys.executable, "-m", "cli.main", "audit", "verify"],
+        [sys.executable, "-m", "cli.main", "audit", "verify", "--key", str(settings.service_key_path)],
         env=child_env(settings), capture_output=True, text=True, timeout=120, check=False,
     )
 
