@@ -97,6 +97,11 @@ class Settings(BaseSettings):
     worker_web_host: str = Field(
         "127.0.0.1", description="Where `attest status` reaches the worker's web endpoint."
     )
+    worker_web_bind: str = Field(
+        "127.0.0.1",
+        description="Address the worker's web endpoint (/metrics, /health) listens on; "
+                    "0.0.0.0 exposes it on every interface (docker-compose, for Prometheus).",
+    )
     status_max_lag: int = Field(
         10_000, ge=0, description="`attest status` fails when a partition lags more than this."
     )

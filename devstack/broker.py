@@ -14,6 +14,7 @@ import psutil
 
 from devstack.errors import ComponentStartError
 from devstack.processes import pid_alive, terminate_tree, wait_for_port
+from security.private_files import open_private_log
 
 
 @dataclass(frozen=True)
@@ -41,8 +42,7 @@ def broker_binary() -> str:
 def start_broker(port: int, log: Path, timeout_s: float = 20.0) -> BrokerHandle:
     """Start Tansu on 127.0.0.1:``port`` in its own session and wait until it accepts."""
     url = f"tcp://127.0.0.1:{port}"
-    log.parent.mkdir(parents=True, exist_ok=True)
-    with log.open("ab") as out:
+    with open_private_log(log) as out:  # 0600
         proc = subprocess.Popen(
             [
                 broker_binary(),

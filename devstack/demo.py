@@ -27,6 +27,7 @@ from scenarios.finance import transaction_payloads
 from scenarios.government import AGENCIES, document_payloads
 from schemas.catalog import DOCUMENT_V1, TRANSACTION_V1
 from security.keyfiles import SigningKey, generate_key, keys_for_source, write_private_key
+from security.private_files import open_private_log
 from storage import migrate
 from storage.events import count_events
 from storage.keys import add_key
@@ -62,7 +63,7 @@ def worker_environment(settings: Settings) -> dict[str, str]:
 
 def start_worker(settings: Settings) -> subprocess.Popen[bytes]:
     """A real ``attest worker`` process, logging to ``<state>/worker.log``."""
-    log = (settings.state_dir / "worker.log").open("ab")
+    log = open_private_log(settings.state_dir / "worker.log")  # 0600
     return subprocess.Popen(
         [sys.executable, "-m", "cli.main", "worker"],
         env=worker_environment(settings),

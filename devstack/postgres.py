@@ -22,6 +22,7 @@ from psycopg2 import sql
 
 from devstack.errors import ComponentStartError
 from devstack.processes import pid_alive
+from security.private_files import touch_private
 
 DATABASE_NAME = "attest"
 SUPERUSER = "postgres"
@@ -149,8 +150,7 @@ def start_postgres(pgdata: Path, port: int, auth: str = "trust") -> PostgresHand
     pgdata = pgdata.resolve()
     pgdata.mkdir(parents=True, exist_ok=True)
     os.chmod(pgdata, 0o700)
-    log = pgdata.parent / "postgres.log"
-    log.touch()
+    log = touch_private(pgdata.parent / "postgres.log")  # 0600
     if _run_as():
         _prepare_for_system_user(pgdata)
         entry = _pgserver_utils().ensure_user_exists(SYSTEM_USER)

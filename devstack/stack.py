@@ -27,6 +27,7 @@ from devstack.postgres import (
     stop_postgres,
 )
 from devstack.processes import choose_port
+from security.private_files import private_folder
 
 
 @dataclass(frozen=True)
@@ -87,7 +88,9 @@ def status(settings: Settings) -> StackStatus:
 
 def up(settings: Settings, notice: Callable[[str], None] = print) -> StackInfo:
     """Start broker and database (or reuse a running stack); stop both on any failure."""
-    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    # 0700: keys, passwords, logs. As root the embedded Postgres runs as its own system user
+    # and must pass through to its data folder: 0711 (traverse, never list or read).
+    private_folder(settings.state_dir, traversable=os.geteuid() == 0)
     # Key files per process (access service, worker, issuer), created 0600 once; see
     # docs/security.md.
     ensure_local_keys(settings.state_dir)
@@ -97,7 +100,6 @@ def up(settings: Settings, notice: Callable[[str], None] = print) -> StackInfo:
     down(settings)  # a half-running stack is cleaned up before we start afresh
 
     state = settings.state_dir
-    state.mkdir(parents=True, exist_ok=True)
     kafka_port = choose_port(settings.dev_kafka_port)
     pg_port = choose_port(settings.dev_postgres_port)
     for wanted, got, what in (
@@ -112,6 +114,8 @@ def up(settings: Settings, notice: Callable[[str], None] = print) -> StackInfo:
     try:
         broker = start_broker(kafka_port, state / "broker.log")
         database = start_postgres(pgdata, pg_port, auth=settings.dev_postgres_auth)
+        # Postgres's start-up (as root) opens every folder above its data to everyone.
+        private_folder(state, traversable=os.geteuid() == 0)
         access_url = ensure_access_login(
             pg_port, generated_password(state / "postgres-access.password"), database.password)
         worker_url = ensure_worker_login(

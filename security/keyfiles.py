@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
+import stat
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -56,6 +58,28 @@ def public_part(jwk: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in jwk.items() if k in PUBLIC_MEMBERS}
 
 
+#: A kid that can name a file in the keys folder: no path separator, no leading dot, no
+#: control character, at most 200 characters (the registry column's width).
+_FILE_KID = re.compile(r"[A-Za-z0-9_@+=:,-][A-Za-z0-9_.@+=:,-]{0,199}")
+
+
+class InvalidKid(UnusableKey):
+    """A kid that cannot name a key file (path separators, a leading dot, odd characters)."""
+
+
+def check_kid(kid: str) -> str:
+    """``kid`` when it can name a file ``<kid>.jwk`` in the keys folder; ``InvalidKid`` otherwise.
+
+    ``attest keys generate --kid ../../x`` once wrote the private key outside the keys folder.
+    """
+    if not _FILE_KID.fullmatch(kid):
+        raise InvalidKid(
+            f"kid {kid[:80]!r} is not usable: letters, digits and . _ @ + = : , - only "
+            "(no path separator, not starting with a dot), at most 200 characters"
+        )
+    return kid
+
+
 def new_kid(source: str) -> str:
     return f"{source}-{datetime.now(UTC):%Y%m%d}-{secrets.token_hex(4)}"
 
@@ -63,7 +87,7 @@ def new_kid(source: str) -> str:
 def generate_key(source: str, alg: str = "Ed25519", kid: str | None = None) -> SigningKey:
     """A fresh key pair for ``source`` (Ed25519 by default, or ES256)."""
     name = canonical_alg(alg)
-    kid = kid or new_kid(source)
+    kid = check_kid(kid or new_kid(source))
     key = OKPKey.generate_key("Ed25519") if name == "Ed25519" else ECKey.generate_key("P-256")
     private = dict(key.as_dict(private=True))
     private.update({"kid": kid, "alg": name, "use": "sig"})
@@ -71,19 +95,65 @@ def generate_key(source: str, alg: str = "Ed25519", kid: str | None = None) -> S
 
 
 def write_private_key(key: SigningKey, keys_dir: Path) -> Path:
-    """Write the private JWK to ``keys_dir/<kid>.jwk``, created 0600 in a 0700 folder."""
-    keys_dir.mkdir(parents=True, exist_ok=True)
+    """Write the private JWK to ``keys_dir/<kid>.jwk``, 0600 in a 0700 folder, whole or not at all.
+
+    The key is written to a private temporary file (``O_EXCL``, 0600, a name that is not
+    ``*.jwk``), flushed to disk, then linked to its name, which fails if that name exists
+    (never overwritten). Any failure (a full disk, a read-only one) removes the temporary
+    file, so ``<kid>.jwk`` is either complete or absent: an empty key file once made every
+    later ``attest produce`` of the source fail (issue 15).
+    """
+    path = keys_dir / f"{check_kid(key.kid)}.jwk"
+    keys_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     os.chmod(keys_dir, 0o700)
-    path = keys_dir / f"{key.kid}.jwk"
-    document = {"source": key.source, "jwk": key._private_jwk}
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as out:
-        json.dump(document, out)
+    document = json.dumps({"source": key.source, "jwk": key._private_jwk}).encode("utf-8")
+    tmp = keys_dir / f".{key.kid}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        try:
+            view = memoryview(document)
+            while view:
+                view = view[os.write(fd, view):]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.link(tmp, path)
+        _fsync_dir(keys_dir)
+    finally:
+        tmp.unlink(missing_ok=True)
     return path
 
 
+def _fsync_dir(folder: Path) -> None:
+    """Make a new name in ``folder`` durable (best effort where folders cannot be opened)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def check_private_mode(path: Path) -> None:
+    """Refuse a private key file that group or others may read or write (as ssh does)."""
+    try:
+        mode = path.stat().st_mode
+    except OSError as exc:
+        raise UnusableKey(f"{path} cannot be read: {exc.strerror or exc}") from exc
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise UnusableKey(
+            f"{path} is accessible by group or others (mode {stat.S_IMODE(mode):04o}); "
+            f"a private key must be 0600: run 'chmod 600 {path}'"
+        )
+
+
 def load_private_key(path: Path) -> SigningKey:
-    """Read a key file written by ``write_private_key``."""
+    """Read a key file written by ``write_private_key``; refused when others may read it."""
+    check_private_mode(path)
     try:
         document = json.loads(path.read_text())
         jwk = document["jwk"]

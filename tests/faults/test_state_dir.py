@@ -108,9 +108,6 @@ def test_keys_generate_on_a_read_only_disk_fails_clearly(fault_run: FaultRun, sm
         remount_read_write(small_disk)
 
 
-@pytest.mark.xfail(strict=True, reason="security.keyfiles.write_private_key creates <kid>.jwk "
-                   "before writing it, so a full disk leaves an empty key file that makes "
-                   "keys_for_source (every later `attest produce`) fail")
 def test_a_full_disk_leaves_no_broken_key_file(fault_run: FaultRun, small_disk: Path) -> None:
     filler = fill(small_disk)
     _cli(fault_run, small_disk, "keys", "generate", "--source", "full-disk")
