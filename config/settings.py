@@ -204,8 +204,10 @@ class Settings(BaseSettings):
         15432, ge=0, description="Preferred port of the embedded Postgres (0: any free port)."
     )
     dev_postgres_auth: Literal["trust", "scram-sha-256"] = Field(
-        "trust", description="Authentication of a newly initialised embedded Postgres: scram-sha-256 "
-        "gives the superuser a generated password kept 0600 in the state folder."
+        "scram-sha-256", description="Authentication of a newly initialised embedded Postgres: "
+        "scram-sha-256 gives every login a generated password kept 0600 in the state folder; "
+        "trust (no passwords) is for throwaway local runs only. A cluster keeps what it was "
+        "initialised with."
     )
 
     @property

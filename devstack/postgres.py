@@ -37,7 +37,11 @@ WORKER_GROUP = "attest_app"
 SYSTEM_USER = "pgserver"
 #: The superuser's generated password (scram-sha-256 clusters only), beside the data folder.
 SUPERUSER_PASSWORD_FILE = "postgres-superuser.password"  # noqa: S105 - a file name
+#: The same password as a libpq password file (0600); the recorded superuser URL names it
+#: (``?passfile=...``) instead of carrying the password, so printing that URL shows none.
+SUPERUSER_PASSFILE = "postgres-superuser.pgpass"
 AUTH_METHODS = ("trust", "scram-sha-256")
+DEFAULT_AUTH = "scram-sha-256"
 
 
 @dataclass(frozen=True)
@@ -48,12 +52,40 @@ class PostgresHandle:
     port: int
     pid: int
     password: str | None = field(default=None, repr=False)
+    #: the libpq password file holding ``password`` (scram-sha-256 clusters only)
+    passfile: Path | None = None
 
     @property
     def url(self) -> str:
         """The superuser's URL; with scram-sha-256 it carries the password (keep it 0600)."""
         secret = f":{quote(self.password, safe='')}" if self.password else ""
         return f"postgresql://{SUPERUSER}{secret}@127.0.0.1:{self.port}/{DATABASE_NAME}"
+
+    @property
+    def recorded_url(self) -> str:
+        """The superuser's URL as ``stack.json`` records it and commands print it: the password
+        stays in its 0600 password file, which the URL names (libpq reads it; so does psql)."""
+        return passfile_url(SUPERUSER, self.port, self.passfile)
+
+
+def passfile_url(login: str, port: int, passfile: Path | None) -> str:
+    """``login``'s URL on the embedded server; with ``passfile`` libpq takes the password from
+    that file (a ``host:port:database:user:password`` line), so the URL itself holds none."""
+    query = f"?passfile={quote(str(passfile), safe='/')}" if passfile else ""
+    return f"postgresql://{login}@127.0.0.1:{port}/{DATABASE_NAME}{query}"
+
+
+def write_passfile(path: Path, login: str, password: str) -> Path:
+    """Write (or rewrite) a libpq password file for ``login`` on 127.0.0.1, any port and
+    database, 0600 (libpq ignores one that group or others may read); return its absolute path."""
+    path = path.resolve()
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.unlink(missing_ok=True)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(f"127.0.0.1:*:*:{login}:{password}\n")
+    os.replace(tmp, path)
+    return path
 
 
 def _pgserver_utils() -> ModuleType:
@@ -138,15 +170,28 @@ def _initdb(pgdata: Path, auth: str, log: Path) -> None:
         pwfile.unlink(missing_ok=True)
 
 
+def cluster_auth(pgdata: Path) -> str | None:
+    """How an initialised cluster authenticates TCP connections (its ``pg_hba.conf``), or None
+    before ``initdb``. A cluster keeps what it was initialised with."""
+    try:
+        lines = (Path(pgdata) / "pg_hba.conf").read_text().splitlines()
+    except OSError:
+        return None
+    methods = {line.split()[-1] for line in lines
+               if line.strip() and not line.lstrip().startswith("#") and line.split()[0] == "host"}
+    return methods.pop() if len(methods) == 1 else ("trust" if "trust" in methods else None)
+
+
 def superuser_password(pgdata: Path) -> str | None:
     """The generated superuser password of a scram-sha-256 cluster (None for a trust one)."""
     path = Path(pgdata).resolve().parent / SUPERUSER_PASSWORD_FILE
     return generated_password(path) if path.exists() else None
 
 
-def start_postgres(pgdata: Path, port: int, auth: str = "trust") -> PostgresHandle:
+def start_postgres(pgdata: Path, port: int, auth: str = DEFAULT_AUTH) -> PostgresHandle:
     """Initialise (once, with ``auth``) and start a server on 127.0.0.1:``port``; create the
-    database. A cluster keeps the authentication it was initialised with."""
+    database. A cluster keeps the authentication it was initialised with: a state folder
+    initialised with trust stays trust, whatever ``auth`` says now."""
     pgdata = pgdata.resolve()
     pgdata.mkdir(parents=True, exist_ok=True)
     os.chmod(pgdata, 0o700)
@@ -163,9 +208,24 @@ def start_postgres(pgdata: Path, port: int, auth: str = "trust") -> PostgresHand
     pid = postmaster_pid(pgdata)
     if pid is None:
         raise ComponentStartError(f"Postgres did not stay up; see {log}.")
-    handle = PostgresHandle(pgdata=pgdata, port=port, pid=pid, password=superuser_password(pgdata))
+    password = superuser_password(pgdata)
+    if password is None and cluster_auth(pgdata) == "scram-sha-256":
+        raise ComponentStartError(
+            f"{pgdata} asks for passwords but {pgdata.parent / SUPERUSER_PASSWORD_FILE} is gone; "
+            f"without it the database cannot be reached. Stop the stack and remove {pgdata} "
+            "to start afresh (its data is lost).")
+    passfile = (write_passfile(pgdata.parent / SUPERUSER_PASSFILE, SUPERUSER, password)
+                if password else None)
+    handle = PostgresHandle(pgdata=pgdata, port=port, pid=pid, password=password, passfile=passfile)
     _create_database(port, handle.password)
     return handle
+
+
+def superuser_url(pgdata: Path, port: int) -> str:
+    """The superuser's recorded-style URL for the cluster in ``pgdata`` served on ``port``
+    (naming its password file when it has one)."""
+    passfile = Path(pgdata).resolve().parent / SUPERUSER_PASSFILE
+    return passfile_url(SUPERUSER, port, passfile if superuser_password(pgdata) else None)
 
 
 def _create_database(port: int, password: str | None) -> None:

@@ -19,6 +19,7 @@ from config.settings import STACK_FILE, Settings
 from devstack.broker import is_broker, start_broker, stop_broker
 from devstack.errors import DevStackError
 from devstack.postgres import (
+    cluster_auth,
     ensure_access_login,
     ensure_worker_login,
     generated_password,
@@ -47,6 +48,7 @@ class StackInfo:
     worker_database_url: str = ""
 
     def env_lines(self) -> list[str]:
+        """For ``eval``: the superuser URL names its password file (psql and libpq read it)."""
         return [
             f"ATTEST_KAFKA_BOOTSTRAP={self.kafka_bootstrap}",
             f"ATTEST_DATABASE_URL={self.database_url}",
@@ -111,6 +113,11 @@ def up(settings: Settings, notice: Callable[[str], None] = print) -> StackInfo:
 
     broker = None
     pgdata = state / "pg"
+    initialised = cluster_auth(pgdata)
+    if initialised and initialised != settings.dev_postgres_auth:
+        notice(f"The embedded Postgres in {pgdata} was initialised with {initialised} "
+               f"authentication and keeps it (ATTEST_DEV_POSTGRES_AUTH={settings.dev_postgres_auth} "
+               f"applies to a new one: stop the stack and remove {pgdata} to get it; its data is lost).")
     try:
         broker = start_broker(kafka_port, state / "broker.log")
         database = start_postgres(pgdata, pg_port, auth=settings.dev_postgres_auth)
@@ -128,7 +135,9 @@ def up(settings: Settings, notice: Callable[[str], None] = print) -> StackInfo:
         raise
     info = StackInfo(
         kafka_bootstrap=broker.bootstrap,
-        database_url=database.url,
+        # names the superuser's 0600 password file, never carries the password: `attest dev
+        # status`/`env` print it
+        database_url=database.recorded_url,
         broker_pid=broker.pid,
         postgres_pid=database.pid,
         pgdata=str(pgdata.resolve()),

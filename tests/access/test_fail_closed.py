@@ -35,16 +35,17 @@ def _admin(url: str):  # noqa: ANN202 - a throwaway engine
 def closed_world(stack_settings: Settings, tmp_path_factory: pytest.TempPathFactory
                  ) -> Iterator[tuple[AccessWorld, TestClient, str]]:
     login = f"attest_svc_{uuid.uuid4().hex[:8]}"
+    password = uuid.uuid4().hex  # the embedded Postgres asks for one (scram-sha-256)
     admin = _admin(stack_settings.database_url)
     with admin.connect() as conn:
-        conn.execute(text(f"CREATE ROLE {login} LOGIN"))
+        conn.execute(text(f"CREATE ROLE {login} LOGIN PASSWORD '{password}'"))
         conn.execute(text(f"GRANT attest_access_service TO {login}"))
     try:
         with scratch_database(stack_settings.database_url, "attest_closed") as url:
             world = build_world(stack_settings, tmp_path_factory.mktemp("closed-state"), url)
             world.register("dana")
-            service_url = make_url(normalise_url(url)).set(username=login).render_as_string(
-                hide_password=False)
+            service_url = make_url(normalise_url(url)).set(
+                username=login, password=password).render_as_string(hide_password=False)
             service = AccessService(
                 database_url=service_url, policies=world.service._policies,
                 keyring=world.service._keyring, attestor=world.service._attestor)

@@ -18,7 +18,14 @@ import psutil
 from config.settings import Settings
 from devstack import stack
 from devstack.broker import start_broker, stop_broker
-from devstack.postgres import SYSTEM_USER, bin_dir, postmaster_pid, start_postgres, stop_postgres
+from devstack.postgres import (
+    SYSTEM_USER,
+    bin_dir,
+    postmaster_pid,
+    start_postgres,
+    stop_postgres,
+    superuser_url,
+)
 from devstack.processes import choose_port, wait_for_port
 
 
@@ -41,7 +48,7 @@ class FaultStack:
 
     @property
     def server_url(self) -> str:
-        return f"postgresql://postgres@127.0.0.1:{self.postgres_port}/attest"
+        return superuser_url(self.pgdata, self.postgres_port)  # names its password file
 
     def start(self) -> None:
         """The first start goes through ``devstack.stack.up``, so the state folder gets every
