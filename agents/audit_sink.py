@@ -85,7 +85,10 @@ class AuditSink:
         self._signer = signer
 
     def policy(self) -> CheckpointPolicy:
-        """Checkpoint settings and the service key (created 0600 on first use)."""
+        """Checkpoint settings and the signer: the one given, else the service key file
+        (created 0600 on first use). That file belongs to the account that writes the log;
+        in production pass a signer backed by a KMS or a separate signer process instead, and
+        let auditors pin its public key (docs/audit.md, "Where the signing key should live")."""
         if self._signer is None:
             key = load_or_create_service_key(self._settings.service_key_path)
             self._signer = CheckpointSigner(key)
