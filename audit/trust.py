@@ -27,12 +27,12 @@ from typing import Any
 from audit.checkpoints import NoteVerifier, load_or_create_service_key
 from audit.errors import BadKeyFile, NoTrustedKey, PinConflict, PinNotAudited
 from config.settings import Settings
-from schemas.audit import AuditRecord, audit_id_for
+from schemas.audit import AuditAction, AuditRecord, audit_id_for
 from security.errors import SecurityError
 
 PINNED_NAME = "audit-public-key.jwk"
 #: Recorded on the audit topic when the pinned key is set or replaced.
-KEY_PINNED_ACTION = "audit.key_pinned"
+KEY_PINNED_ACTION = AuditAction.AUDIT_KEY_PINNED
 _PRIVATE_MEMBERS = frozenset({"d", "p", "q", "dp", "dq", "qi", "k"})
 
 

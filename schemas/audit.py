@@ -31,6 +31,7 @@ class AuditAction(StrEnum):
     EVENT_INFERRED = "event.inferred"
     AUDIT_CHECKPOINT = "audit.checkpoint"
     AUDIT_CONFLICT = "audit.conflict"
+    AUDIT_KEY_PINNED = "audit.key_pinned"
     KEY_ADDED = "key.added"
     KEY_REVOKED = "key.revoked"
     KEY_ROTATED = "key.rotated"
