@@ -103,8 +103,12 @@ class Match:
     match_id: str = field(default="", compare=False)
 
     def __post_init__(self) -> None:
+        # Canonical order: which record of a group arrived first depends on how partitions
+        # were read (and on where a killed worker resumed); the stored row must not.
+        object.__setattr__(self, "left_ids", tuple(sorted(self.left_ids)))
+        object.__setattr__(self, "right_ids", tuple(sorted(self.right_ids)))
         if not self.match_id:  # derived once from the pairing and the records it joins
-            name = "|".join([self.pairing, *sorted(self.left_ids), "/", *sorted(self.right_ids)])
+            name = "|".join([self.pairing, *self.left_ids, "/", *self.right_ids])
             object.__setattr__(self, "match_id",
                                str(uuid.uuid5(uuid.NAMESPACE_URL, "attest.recon.match:" + name)))
 
@@ -121,6 +125,9 @@ class Break:
     amount: Decimal = Decimal(0)
     currency: str = ""
     related_ids: tuple[str, ...] = field(default=())
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "related_ids", tuple(sorted(self.related_ids)))  # as Match's ids
 
     @property
     def break_id(self) -> str:

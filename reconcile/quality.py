@@ -16,15 +16,17 @@ from reconcile.models import Break, Match, Status
 
 
 def links_of(match: Match) -> set[tuple[str, str]]:
+    """The match's links as unordered pairs (``_norm``): a one-sided match (a reversal) links
+    its records in no particular order, and the truth's order is the generator's."""
     if match.left_ids and match.right_ids:
-        return {(a, b) for a in match.left_ids for b in match.right_ids}
+        return {_norm((a, b)) for a in match.left_ids for b in match.right_ids}
     ids = match.left_ids or match.right_ids
-    return {(a, b) for i, a in enumerate(ids) for b in ids[i + 1:]}
+    return {_norm((a, b)) for i, a in enumerate(ids) for b in ids[i + 1:]}
 
 
 def _norm(link: Iterable[str]) -> tuple[str, str]:
     a, b = link
-    return (a, b)
+    return (a, b) if a <= b else (b, a)
 
 
 @dataclass
