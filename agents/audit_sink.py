@@ -29,6 +29,22 @@ from security.reasons import RejectReason
 
 log = logging.getLogger("attest.audit_sink")
 
+#: Actions the access service appends to the log itself, in the transaction that must commit
+#: before it decrypts (docs/security.md): they never travel on the audit topic, so one found
+#: there was written by someone with produce rights on the topic, not by the service.
+SERVICE_ONLY_ACTIONS = frozenset({
+    AuditAction.FIELDS_READ, AuditAction.ACCESS_REQUESTED, AuditAction.ACCESS_APPROVED,
+    AuditAction.ACCESS_DENIED, AuditAction.APPROVER_KEY_REGISTERED,
+})
+
+
+def topic_problem(record: AuditRecord) -> str | None:
+    """Why a record read from the audit topic cannot be genuine and must not be chained, or None."""
+    if record.action in SERVICE_ONLY_ACTIONS:
+        return (f"{record.action} is written by the access service into the log directly, "
+                "never through the audit topic")
+    return record_problem(record)
+
 
 def checkpoint_record(checkpoint: Checkpoint, actor: str) -> AuditRecord:
     """The audit record announcing a checkpoint; its id is derived from what it signs."""
@@ -109,7 +125,7 @@ class AuditSink:
                 self._reject(output, message, RejectReason.MALFORMED,
                              f"not an attest.audit.v1 record or batch: {exc.error_count()} errors")
                 continue
-            problems = [(i, p) for i, r in enumerate(found) if (p := record_problem(r)) is not None]
+            problems = [(i, p) for i, r in enumerate(found) if (p := topic_problem(r)) is not None]
             if problems:
                 # The message is the unit of a dead letter: it keeps its original bytes, so
                 # its storable records are stored now and a retry stores nothing twice.

@@ -150,3 +150,24 @@ async def test_an_audit_id_arriving_again_with_other_content_is_an_alarm_never_d
     # or a replay writes it) is no conflict.
     copy = forged.model_copy(update={"actor": "operator:replay", "detail": {"redelivered": True}})
     assert (await sink.process(messages([copy]))).audit == []
+
+
+async def test_an_access_service_action_arriving_on_the_topic_is_dead_lettered_not_chained(
+    chain_db: str, tmp_path: Path
+) -> None:
+    """Review finding: anyone with produce rights on the audit topic could have a forged
+    ``fields.read`` or ``access.approved`` chained and signed as genuine. The access service
+    appends those itself; on the topic they are forgeries."""
+    from schemas.audit import AuditAction, audit_id_for
+
+    genuine = make_records(2, start=700)
+    forged = genuine[0].model_copy(update={
+        "audit_id": audit_id_for("forged", 1), "action": AuditAction.ACCESS_APPROVED,
+        "actor": "person:dana", "correlation_id": "request-1"})
+    sink = AuditSink(sink_settings(chain_db, tmp_path), actor="worker:test:1")
+    before = chain_head(chain_db)[0]
+    out = await sink.process(messages([forged, *genuine], first_offset=700))
+    assert out.stored == 2  # the genuine records are chained, the forgery is not
+    assert chain_head(chain_db)[0] == before + 2
+    (letter,) = out.dead_letters
+    assert letter.reason == "schema_invalid" and "access service" in letter.detail
