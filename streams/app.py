@@ -171,7 +171,6 @@ def build_app(settings: Settings, role: str = "intake") -> faust.App:
         web_enabled=settings.worker_web_enabled,
         web_port=settings.worker_web_port,
         web_bind=settings.worker_web_bind,  # loopback unless configured (Faust's default: all)
-        web_bind=settings.worker_web_bind,  # loopback unless configured (Faust's default: all)
         datadir=str(settings.state_dir / f"worker-{role}"),
     )
     topics = {
