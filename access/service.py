@@ -398,7 +398,8 @@ class AccessService:
     def _view(self, reader: FieldReader, schema: SchemaProtection,
               decided: dict[str, AccessDecision], row: Any, keys: Any) -> RecordView:
         allowed = {n: d for n, d in decided.items() if d.allowed and d.protected}
-        opened = reader.open_fields(schema.typ, row.event_id, row.ciphertexts, allowed, keys)
+        opened = reader.open_fields(schema.typ, row.event_id, row.ciphertexts, allowed, keys,
+                                    department=row.department)
         with self._lock:
             self.fields_opened += sum(1 for c in row.ciphertexts.values() if c is not None)
         views = []

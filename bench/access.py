@@ -73,7 +73,8 @@ def raw_decrypt_rate(url: str, state: Path, limit: int) -> tuple[float, int]:
     start = time.perf_counter()
     for row in rows:
         FieldReader(keyring, policy.catalog).open_fields(TRANSACTION_V1, row.event_id,
-                                                          row.ciphertexts, allow, keys)
+                                                          row.ciphertexts, allow, keys,
+                                                          department=row.department)
     return len(rows) / (time.perf_counter() - start), len(columns)
 
 

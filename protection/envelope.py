@@ -13,7 +13,10 @@ Three layers (docs/security.md has the picture):
     AES-256-GCM under a per-subject, per-tier *data key* (DEK). The 96-bit nonce is random.
     The associated data binds the format byte, the tier, the data key id (the key version),
     the table, the column and the row id, so a ciphertext copied to another row or column,
-    or altered in one bit, fails to open.
+    or altered in one bit, fails to open. Format 2 (what the writer seals since key binding,
+    issue 14) also binds the row's schema (``typ``) and department (``field_scope``), so a row
+    moved to another department fails to open; format 1 ciphertexts stored earlier open as
+    they always did.
 
 ``wrap_data_key`` / ``unwrap_data_key``
     AES-256-GCM of a DEK under a *wrapping key* (WK), binding the DEK id, tier, subject
@@ -46,6 +49,9 @@ from protection.errors import FieldIntegrityError
 from protection.tiers import Tier
 
 FORMAT_V1 = 1
+#: A field ciphertext whose associated data also binds its row's schema and department.
+FORMAT_V2 = 2
+FIELD_FORMATS = (FORMAT_V1, FORMAT_V2)
 KEY_BYTES = 32
 NONCE_BYTES = 12
 TAG_BYTES = 16
@@ -70,7 +76,7 @@ def _lp(text: str | bytes) -> bytes:
 class _SymmetricKey:
     """An AES-256-GCM key with an id and a tier. Never printed, never compared by value."""
 
-    __slots__ = ("key_id", "tier", "_material", "_aead", "_header")
+    __slots__ = ("key_id", "tier", "_material", "_aead", "_header", "_header_v2")
 
     def __init__(self, key_id: uuid.UUID, tier: Tier, material: bytes) -> None:
         if len(material) != KEY_BYTES:
@@ -83,6 +89,7 @@ class _SymmetricKey:
         self._aead = AESGCM(material)
         # The field ciphertext header: format, tier, key id (the key version of the field).
         self._header = bytes((FORMAT_V1, int(tier))) + key_id.bytes
+        self._header_v2 = bytes((FORMAT_V2, int(tier))) + key_id.bytes
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(key_id={self.key_id}, tier={self.tier.label})"
@@ -117,6 +124,16 @@ class FieldContext:
     table: str
     column: str
     row_id: str
+    #: ``field_scope(typ, department)`` of the row: given, a field is sealed as format 2 and
+    #: opening it checks the row's schema and department; ``None`` seals format 1.
+    scope: bytes | None = None
+
+
+@lru_cache(maxsize=4096)
+def field_scope(typ: str, department: str) -> bytes:
+    """The part of a format-2 field's associated data that names its row's schema and
+    department (the row's ``department`` column, which row-level security filters on)."""
+    return _lp("attest.field-scope.v2") + _lp(typ) + _lp(department)
 
 
 @lru_cache(maxsize=1024)
@@ -126,33 +143,45 @@ def column_label(table: str, column: str) -> bytes:
 
 
 def _field_aad(header: bytes, context: FieldContext) -> bytes:
-    return header + column_label(context.table, context.column) + _lp(context.row_id)
+    aad = header + column_label(context.table, context.column) + _lp(context.row_id)
+    if header[0] == FORMAT_V2:
+        if context.scope is None:
+            raise FieldIntegrityError(
+                f"{context.table}.{context.column} of row {context.row_id} is bound to its "
+                "row's schema and department, and they were not given")
+        aad += context.scope
+    return aad
 
 
 def seal_field(key: DataKey, plaintext: bytes, context: FieldContext) -> bytes:
     """Encrypt one field value for one row and column under ``key``."""
-    return seal_row_fields(context.table, context.row_id, [(key, context.column, plaintext)])[0]
+    return seal_row_fields(context.table, context.row_id, [(key, context.column, plaintext)],
+                           context.scope)[0]
 
 
 def seal_row_fields(
-    table: str, row_id: str, fields: Sequence[tuple[DataKey, str, bytes]]
+    table: str, row_id: str, fields: Sequence[tuple[DataKey, str, bytes]],
+    scope: bytes | None = None,
 ) -> list[bytes]:
     """``seal_field`` for several (key, column, plaintext) of one row: one nonce draw, one row label.
 
     The result is exactly what ``seal_field`` gives for each field.
     """
     return seal_labelled(row_id, [(key, column_label(table, column), plaintext)
-                                  for key, column, plaintext in fields])
+                                  for key, column, plaintext in fields], scope)
 
 
-def seal_labelled(row_id: str, fields: Sequence[tuple[DataKey, bytes, bytes]]) -> list[bytes]:
-    """The storage hot path: (key, ``column_label(table, column)``, plaintext) of one row."""
-    row = _lp(row_id)
+def seal_labelled(
+    row_id: str, fields: Sequence[tuple[DataKey, bytes, bytes]], scope: bytes | None = None
+) -> list[bytes]:
+    """The storage hot path: (key, ``column_label(table, column)``, plaintext) of one row;
+    with ``scope`` (``field_scope(typ, department)``) format 2, else format 1."""
+    row = _lp(row_id) if scope is None else _lp(row_id) + scope
     nonces = os.urandom(NONCE_BYTES * len(fields))
     out = []
     at = 0
     for key, label, plaintext in fields:
-        header = key._header
+        header = key._header if scope is None else key._header_v2
         nonce = nonces[at:at + NONCE_BYTES]
         at += NONCE_BYTES
         out.append(header + nonce + key._aead.encrypt(nonce, plaintext, header + label + row))
@@ -169,7 +198,8 @@ class FieldKeyRef:
 
 def field_key_ref(ciphertext: bytes) -> FieldKeyRef:
     """The tier and data key id in a field ciphertext's header."""
-    if len(ciphertext) < _FIELD_HEADER + NONCE_BYTES + TAG_BYTES or ciphertext[0] != FORMAT_V1:
+    if (len(ciphertext) < _FIELD_HEADER + NONCE_BYTES + TAG_BYTES
+            or ciphertext[0] not in FIELD_FORMATS):
         raise FieldIntegrityError("not an Attest field ciphertext (wrong format or length)")
     try:
         tier = Tier(ciphertext[1])
@@ -192,6 +222,7 @@ def open_field(key: DataKey, ciphertext: bytes, context: FieldContext) -> bytes:
         raise FieldIntegrityError(
             f"{context.table}.{context.column} of row {context.row_id} failed authentication: "
             "the ciphertext was altered or belongs to another row or column"
+            + (" (or the row was moved to another department)" if header[0] == FORMAT_V2 else "")
         ) from None
 
 

@@ -283,8 +283,9 @@ class FieldProtector:
             names.append(name)
             if domain:
                 indexes[index_column] = self._index(domain, value, batch)  # type: ignore[index]
-        sealed = envelope.seal_labelled(event_id, to_seal)
-        return SealedEvent(event_id, typ, schema.table, str(payload[schema.department_field]),
+        department = str(payload[schema.department_field])
+        sealed = envelope.seal_labelled(event_id, to_seal, envelope.field_scope(typ, department))
+        return SealedEvent(event_id, typ, schema.table, department,
                            {n: payload[n] for n in plan.public if n in payload},
                            dict(zip(names, sealed, strict=True)), indexes)
 

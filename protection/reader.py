@@ -65,13 +65,18 @@ class FieldReader:
         ciphertexts: Mapping[str, bytes | None],
         decisions: Mapping[str, AccessDecision],
         keys: KeyRecords,
+        department: str | None = None,
     ) -> dict[str, FieldReading]:
         """Open each ciphertext whose field ``decisions`` allow; anything else is refused.
 
-        Raises ``FieldIntegrityError`` for a ciphertext that was altered or moved, and
-        ``AccessRefused`` when asked to open a field no decision allowed.
+        ``department`` is the row's ``department`` column: fields sealed since key binding
+        (format 2) are bound to it and to ``typ``, and do not open without it.
+        Raises ``FieldIntegrityError`` for a ciphertext that was altered or moved (to another
+        row, column or department), and ``AccessRefused`` when asked to open a field no
+        decision allowed.
         """
         schema = self._catalog.schema(typ)
+        scope = envelope.field_scope(typ, department) if department is not None else None
         out: dict[str, FieldReading] = {}
         for name, ciphertext in ciphertexts.items():
             spec = schema.field(name)
@@ -92,7 +97,7 @@ class FieldReader:
                 out[name] = FieldReading(name, forgotten=str(gone))
                 continue
             plaintext = envelope.open_field(key, ciphertext,
-                                            FieldContext(schema.table, name, event_id))
+                                            FieldContext(schema.table, name, event_id, scope))
             out[name] = FieldReading(name, json.loads(plaintext))
         return out
 

@@ -66,10 +66,10 @@ def test_the_workers_keyring_opens_no_stored_field(world: AccessWorld) -> None:
     schema = catalog.schema(DOCUMENT_V1)
     columns = [f.name for f in schema.protected_fields]
     with engine_for(world.url).connect() as conn:
-        rows = conn.execute(text(f"SELECT event_id::text, {', '.join(columns)} "  # noqa: S608
-                                 "FROM document_fields")).all()
+        rows = conn.execute(text(f"SELECT event_id::text, {', '.join(columns)}, "  # noqa: S608
+                                 "department FROM document_fields")).all()
     assert len(rows) == len(world.docs)
-    ciphertexts = [{c: bytes(v) for c, v in zip(columns, row[1:], strict=True) if v is not None}
+    ciphertexts = [{c: bytes(v) for c, v in zip(columns, row[1:-1], strict=True) if v is not None}
                    for row in rows]
     keys = load_key_records(world.url, FieldReader.key_ids(
         c for fields in ciphertexts for c in fields.values()))
@@ -80,11 +80,13 @@ def test_the_workers_keyring_opens_no_stored_field(world: AccessWorld) -> None:
             allow = {name: AccessDecision(schema.field(name), "attacker", True,
                                           AccessReason.GRANTED, 1)}
             with pytest.raises(KeyNotHeld):
-                reader.open_fields(DOCUMENT_V1, row[0], {name: ciphertext}, allow, keys)
+                reader.open_fields(DOCUMENT_V1, row[0], {name: ciphertext}, allow, keys,
+                                   department=row[-1])
             tried += 1
     assert tried >= 4 * len(rows)  # at least document_id, title, body and one agency field each
     # The service's keyring opens the same fields (so the failure above is the keys, not the data).
     service = FieldReader(world.service._keyring, catalog)
     name, ciphertext = next(iter(ciphertexts[0].items()))
     allow = {name: AccessDecision(schema.field(name), "service", True, AccessReason.GRANTED, 1)}
-    assert service.open_fields(DOCUMENT_V1, rows[0][0], {name: ciphertext}, allow, keys)[name].value
+    assert service.open_fields(DOCUMENT_V1, rows[0][0], {name: ciphertext}, allow, keys,
+                               department=rows[0][-1])[name].value

@@ -261,7 +261,8 @@ def test_the_writer_cannot_read_and_a_reader_reads_only_its_tiers(keyring: Stati
     confidential_only = FieldReader(keyring.restricted_to({Tier.CONFIDENTIAL}))
     opened = confidential_only.open_fields(TRANSACTION_V1, sealed.event_id,
                                            {"amount": ciphertexts["amount"]},
-                                           _allow(TRANSACTION_V1, ["amount"]), keys)
+                                           _allow(TRANSACTION_V1, ["amount"]), keys,
+                                           department=sealed.department)
     assert opened["amount"].value == payload["amount"]
     with pytest.raises(KeyNotHeld):
         confidential_only.open_fields(TRANSACTION_V1, sealed.event_id,
@@ -291,10 +292,12 @@ def test_a_ciphertext_moved_to_another_row_or_column_fails_loudly(keyring: Stati
     allowed = _allow(TRANSACTION_V1, ["amount", "counterparty", "memo"])
     with pytest.raises(FieldIntegrityError, match="another row or column"):
         reader.open_fields(TRANSACTION_V1, second.event_id,
-                           {"amount": first.columns["amount"]}, allowed, keys)
+                           {"amount": first.columns["amount"]}, allowed, keys,
+                           department=second.department)
     with pytest.raises(FieldIntegrityError, match="another row or column"):
         reader.open_fields(TRANSACTION_V1, first.event_id,
-                           {"counterparty": first.columns["memo"]}, allowed, keys)
+                           {"counterparty": first.columns["memo"]}, allowed, keys,
+                           department=first.department)
     with pytest.raises(FieldIntegrityError, match="claims tier"):
         reader.open_fields(TRANSACTION_V1, first.event_id,
                            {"amount": first.columns["reference"]}, allowed, keys)
@@ -331,7 +334,8 @@ def test_rewrapping_moves_wrapping_keys_to_the_new_version(keyring: StaticKeyrin
     sealed = batch.events[0]
     opened = FieldReader(only_new).open_fields(TRANSACTION_V1, sealed.event_id,
                                                {"account": sealed.columns["account"]},
-                                               _allow(TRANSACTION_V1, ["account"]), keys)
+                                               _allow(TRANSACTION_V1, ["account"]), keys,
+                                               department=sealed.department)
     assert opened["account"].value == payload["account"]
     stale = WrappingKeyRecord(old.key_id, old.tier, 2, old.sealed)  # version column lies
     with pytest.raises(FieldIntegrityError):

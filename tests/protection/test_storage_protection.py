@@ -53,7 +53,8 @@ def _read(url: str, keyring: StaticKeyring, role: str, subject: str,
     reader = FieldReader(keyring.restricted_to(policy_role.tiers))
     out = {}
     for row in rows:
-        opened = reader.open_fields(DOCUMENT_V1, row.event_id, row.ciphertexts, allowed, keys)
+        opened = reader.open_fields(DOCUMENT_V1, row.event_id, row.ciphertexts, allowed, keys,
+                                    department=row.department)
         out[row.event_id] = {**row.public, **{n: r.value for n, r in opened.items()}}
     return out
 
@@ -218,7 +219,8 @@ def test_a_subject_forgotten_while_the_writer_holds_its_key_gets_a_fresh_key(
                                     where=RowFilter(event_id=event["event_id"]),
                                     key_ids_of=FieldReader.key_ids)
         values[event["event_id"]] = reader.open_fields(TRANSACTION_V1, rows[0].event_id,
-                                                       rows[0].ciphertexts, allowed, keys)
+                                                       rows[0].ciphertexts, allowed, keys,
+                                                       department=rows[0].department)
     assert values[before["event_id"]]["amount"].forgotten
     assert values[after["event_id"]]["amount"].value == after["amount"]
 

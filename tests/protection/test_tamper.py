@@ -33,7 +33,7 @@ def _open(url: str, keyring: StaticKeyring, event_id: str) -> dict[str, object]:
                                 key_ids_of=FieldReader.key_ids)
     (row,) = rows
     opened = FieldReader(keyring).open_fields(TRANSACTION_V1, row.event_id, row.ciphertexts,
-                                              ALLOWED, keys)
+                                              ALLOWED, keys, department=row.department)
     return {n: r.value for n, r in opened.items()}
 
 
