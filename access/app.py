@@ -255,6 +255,16 @@ def create_app(service: AccessService, verifier: TokenVerifier) -> FastAPI:
         request = service.visible_request(who, request_id)
         return _request_out(request, service.status_of(request))
 
+    @app.get("/v1/recon/breaks", tags=["reads"])
+    def recon_breaks(who: Who, purpose: Purpose, role: str | None = None,
+                     limit: Annotated[int, Field(ge=1, le=1000)] = 100) -> dict[str, Any]:
+        """Cross-agency discrepancies your role may see (the rule and the documents' event ids,
+        no values); the read is audited before it is answered (access/recon_reads.py)."""
+        from access.recon_reads import as_json, read_discrepancies
+
+        read_id, acting, found = read_discrepancies(service, who, purpose, role, limit)
+        return {"read_id": read_id, "role": acting, "discrepancies": [as_json(d) for d in found]}
+
     @app.put("/v1/me/approval-key", tags=["identity"])
     def register_key(body: KeyBody, who: Who) -> KeyOut:
         """Register your approval-signing public key (once; the service attests it)."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 import httpx
 
@@ -77,6 +78,13 @@ class AccessClient:
 
     def read(self, **body: Any) -> dict[str, Any]:
         return self._call("POST", "/v1/reads", {k: v for k, v in body.items() if v is not None})
+
+    def recon_breaks(self, purpose: str, role: str | None = None, limit: int = 100) -> dict[str, Any]:
+        """Cross-agency discrepancies the caller's role may see (``GET /v1/recon/breaks``)."""
+        params: dict[str, Any] = {"purpose": purpose, "limit": limit}
+        if role is not None:
+            params["role"] = role
+        return self._call("GET", "/v1/recon/breaks?" + urlencode(params))
 
     def create_request(self, **body: Any) -> dict[str, Any]:
         return self._call("POST", "/v1/requests", {k: v for k, v in body.items() if v is not None})

@@ -30,7 +30,7 @@ from config.settings import Settings
 from protection.blind_index import BlindIndexKey, blind_index
 from reconcile.cascade import PairScorer
 from reconcile.config import MatchConfig
-from reconcile.government import SOCIAL_SECURITY, TAX_BUREAU
+from reconcile.government import GOVERNMENT_PAIRING, SOCIAL_SECURITY, STORED_REASON_LENGTH, TAX_BUREAU
 from reconcile.models import Break, Match, Status
 from reconcile.records import record_from_payload
 from reconcile.sealing import StateKey
@@ -287,7 +287,7 @@ class ConsistencyStage:
     and audited as ``recon.inconsistent``; no field value is stored or audited.
     """
 
-    PAIRING = "tax-bureau~social-security-bureau"
+    PAIRING = GOVERNMENT_PAIRING
 
     def __init__(self, settings: Settings, actor: str, index_key: BlindIndexKey,
                  readable: dict[str, frozenset[str]], name: str = "government") -> None:
@@ -368,7 +368,7 @@ class ConsistencyStage:
             del pending[key]
             self._since.pop(key, None)
         rows = [BreakRow(break_id=d.discrepancy_id, pairing=self.PAIRING, record_id=d.event_ids[0],
-                         source=d.agencies[0], reason=d.rule[:32],
+                         source=d.agencies[0], reason=d.rule[:STORED_REASON_LENGTH],
                          detail_sealed=self._state_key.seal(
                              json.dumps({"rule": d.rule, "visible_to": list(d.visible_to)}).encode(),
                              f"detail|{d.discrepancy_id}".encode()),

@@ -1,7 +1,7 @@
-"""``attest recon``: the reconciliation analyst's commands (report, confirm, reject).
+"""``attest recon``: the reconciliation analyst's commands (report, confirm, reject, breaks).
 
 Each parses, calls one function of ``operations`` (``recon_report.recon_report``,
-``match_decisions.decide``) and prints.
+``match_decisions.decide``) or of the access service's client (``breaks``) and prints.
 """
 
 from __future__ import annotations
@@ -19,7 +19,8 @@ from rich.table import Table
 
 from cli.audit import OutputFormat, parse_when
 from cli.exit_codes import attest_errors
-from cli.output import console
+from cli.output import console, fail
+from cli.query import TOKEN_FILE
 from config.settings import get_settings
 from reconcile.report import flat_rows
 
@@ -100,3 +101,34 @@ def reject(
 ) -> None:
     """Reject a suggested (or automatic) match: its records are no longer reconciled (recon.rejected)."""
     _decide(match_id, reason, "rejected")
+
+
+@app.command()
+def breaks(
+    token_file: Path = TOKEN_FILE,
+    purpose: str = typer.Option(..., "--purpose", help="Why you read: recorded with the read."),
+    role: str | None = typer.Option(None, "--role", help="Which of your token's roles to read as."),
+    limit: int = typer.Option(100, "--limit", "-n", min=1, max=1000, help="Most discrepancies (newest)."),
+    as_json: bool = typer.Option(False, "--json", help="The service's answer as JSON."),
+) -> None:
+    """Cross-agency discrepancies your department may see, through the access service: the rule
+    that fired and the documents' event ids, never a value. The read is audited.
+
+    Example: `attest recon breaks -t tess.token --purpose "2026 consistency review"`.
+    """
+    from access.errors import AccessError
+    from cli.query import client
+
+    try:
+        with client(token_file) as service:
+            result = service.recon_breaks(purpose, role=role, limit=limit)
+    except AccessError as exc:
+        fail(str(exc))
+    if as_json:
+        print(json.dumps(result))
+        return
+    for d in result["discrepancies"]:
+        console.print(f"{d['break_id']}  {d['rule']}  {d['agency']}  events {', '.join(d['event_ids'])}  "
+                      f"visible to {', '.join(d['visible_to'])}", markup=False)
+    console.print(f"{len(result['discrepancies'])} discrepancies as {result['role']}; "
+                  f"audit {result['read_id']}", markup=False)

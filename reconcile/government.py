@@ -19,6 +19,8 @@ from typing import Any
 
 TAX_BUREAU = "tax-bureau"
 SOCIAL_SECURITY = "social-security-bureau"
+#: The ``pairing`` of a government discrepancy's row in ``recon_breaks``.
+GOVERNMENT_PAIRING = f"{TAX_BUREAU}~{SOCIAL_SECURITY}"
 #: Declared income at or above this (a year's minimum employment income) means someone
 #: should be insured; below it, being uninsured is plausible.
 INSURABLE_INCOME = Decimal("6000")
@@ -91,6 +93,27 @@ RULES: dict[str, tuple[frozenset[str], Rule]] = {
 }
 MISSING_RULE = "missing_at_agency"
 MISSING_FIELDS = frozenset({"subject_id"})
+
+
+#: ``recon_breaks.reason`` holds 32 characters; one rule name is longer and is stored cut.
+STORED_REASON_LENGTH = 32
+
+
+def rule_named(reason: str) -> str:
+    """The full rule name of a stored reason (``income_differs_from_contribution_base`` is
+    stored as its first 32 characters); a reason that is no rule comes back as it is."""
+    for name in (*RULES, MISSING_RULE):
+        if reason in (name, name[:STORED_REASON_LENGTH]):
+            return name
+    return reason
+
+
+def rule_fields(rule: str) -> frozenset[str]:
+    """The fields a rule compares (none for a name that is no rule: visible to nobody)."""
+    rule = rule_named(rule)
+    if rule == MISSING_RULE:
+        return MISSING_FIELDS
+    return RULES[rule][0] if rule in RULES else frozenset()
 
 
 def visible_to(fields: frozenset[str], readable: Mapping[str, frozenset[str]]) -> tuple[str, ...]:

@@ -205,6 +205,24 @@ def list_breaks(url: str, since: datetime | None = None) -> list[BreakRow]:
     return run_db(read)
 
 
+def list_discrepancies(url: str, pairing: str) -> list[BreakRow]:
+    """One pairing's breaks without their sealed columns, oldest first: what the access
+    service may read (migration 0011 grants it these columns only)."""
+    columns = [recon_breaks.c[name] for name in ("break_id", "pairing", "record_id", "source", "reason",
+                                                 "related_ids", "opened_at")]
+
+    def read() -> list[BreakRow]:
+        query = (select(*columns).where(recon_breaks.c.pairing == pairing)
+                 .order_by(recon_breaks.c.opened_at, recon_breaks.c.break_id))
+        with engine_for(url).connect() as conn:
+            return [BreakRow(break_id=str(r.break_id), pairing=r.pairing, record_id=str(r.record_id),
+                             source=r.source, reason=r.reason,
+                             related_ids=tuple(str(i) for i in r.related_ids), opened_at=r.opened_at)
+                    for r in conn.execute(query)]
+
+    return run_db(read)
+
+
 def get_match(url: str, match_id: str) -> MatchRow | None:
     def read() -> MatchRow | None:
         with engine_for(url).connect() as conn:
