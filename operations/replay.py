@@ -47,6 +47,7 @@ from storage.operations import event_positions, inferred_event_ids
 from streams.audit_publisher import publish_audit
 from streams.dead_letters import StoredLetter
 from streams.errors import BrokerUnavailable
+from streams.log_probe import LogProbe
 from streams.topics import DEAD_LETTER, INTAKE_TOPICS
 
 log = logging.getLogger("attest.replay")
@@ -155,15 +156,19 @@ class _LazyEnrichment:
             await self._pool.close()
 
 
-def intake_processor(settings: Settings, actor: str) -> IntakeProcessor:
-    """The live intake, minus the issued_at window (the audited exception of a replay)."""
+def intake_processor(settings: Settings, actor: str, check_freshness: bool = False) -> IntakeProcessor:
+    """The live intake, minus the issued_at window (the audited exception of a replay).
+
+    A dead-letter retry keeps the window (``check_freshness``), judged at the time the
+    original message reached the broker: see ``Replay._incoming``.
+    """
     options: dict[str, Any] = {
         "actor": actor,
         "accepted_types": {spec.name(settings): spec.accepted_types for spec in INTAKE_TOPICS},
         "protector": writer_protector(settings.state_dir, secret_environ()),
     }
     if "check_freshness" in inspect.signature(IntakeProcessor.__init__).parameters:
-        options["check_freshness"] = False
+        options["check_freshness"] = check_freshness
     processor = IntakeProcessor(settings, **options)
     processor.replace_keys(key_snapshot(settings.database_url))
     return processor
@@ -212,6 +217,7 @@ class Replay:
         self._enrichment = _LazyEnrichment(model_settings, actor)
         self._model_version: str | None = None
         self._mostly_stored = True
+        self._probe: LogProbe | None = None
 
     # -- audit of the operator action ---------------------------------------------------
 
@@ -255,7 +261,7 @@ class Replay:
                 raise AuditUnavailable(
                     f"the replay was not started: its audit record could not be sent ({exc})") from None
             save_progress(self.settings.state_dir, progress)
-        processor = intake_processor(self.settings, self.actor)
+        processor = intake_processor(self.settings, self.actor, check_freshness=self._from_dead_letters)
         dry_counts: Counter[str] = Counter()
         t0 = time.monotonic()
         before = progress.done
@@ -274,6 +280,9 @@ class Replay:
             raise
         finally:
             await self._enrichment.close()
+            if self._probe is not None:
+                self._probe.close()
+                self._probe = None
         seconds = time.monotonic() - t0
         # Stopped with work left. (A range can also end early without a stop: offsets the
         # log no longer holds, or transaction markers at its end; that range is complete.)
@@ -355,7 +364,24 @@ class Replay:
         seen.add(identity)
         return IncomingMessage(topic=letter.source_topic, partition=letter.source_partition,
                                offset=letter.source_offset, key=letter.key, value=value,
-                               received_at=now)
+                               received_at=now, broker_time=self._original_arrival(letter, value))
+
+    def _original_arrival(self, letter: StoredLetter, value: bytes) -> datetime | None:
+        """When the letter's bytes reached the intake topic, if the log still shows it.
+
+        A dead letter's headers are only what someone wrote on the dead-letter topic: anyone
+        with produce rights there could claim a position and carry an event the live path
+        would refuse as stale. So freshness stays on for a retry, judged at the original
+        arrival where the intake topic still holds these exact bytes at the claimed position,
+        and at the time of the retry otherwise (as if the event were sent now), never skipped.
+        """
+        assert letter.source_topic is not None and letter.source_partition is not None
+        assert letter.source_offset is not None
+        if self._probe is None:
+            self._probe = LogProbe(self.settings)
+        held, at = self._probe.arrival(letter.source_topic, letter.source_partition,
+                                       letter.source_offset, hashlib.sha256(value).digest())
+        return at if held else None
 
     async def _flush(self, processor: IntakeProcessor, batch: list[IncomingMessage],
                      skipped: Counter[str], read_upto: dict[int, int], progress: ReplayProgress,

@@ -15,8 +15,16 @@ from __future__ import annotations
 
 import hashlib
 import uuid
+from datetime import UTC, datetime
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
+from confluent_kafka import (
+    TIMESTAMP_CREATE_TIME,
+    TIMESTAMP_LOG_APPEND_TIME,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    TopicPartition,
+)
 
 from config.settings import Settings
 from streams.admin import kafka_config
@@ -27,6 +35,10 @@ class LogProbe:
 
     def __init__(self, settings: Settings, timeout_s: float = 5.0) -> None:
         self._timeout_s = timeout_s
+        # As intake judges freshness: the producer's CreateTime only where the settings say
+        # the broker is one that keeps it (docs/events.md); LogAppendTime always.
+        self._trust_create_time = settings.freshness_from_create_time
+        self._arrived: datetime | None = None
         self._consumer = Consumer({
             **kafka_config(settings),
             "group.id": f"attest-probe-{uuid.uuid4().hex[:8]}",
@@ -43,19 +55,25 @@ class LogProbe:
         False: the position is before the log's start, past its end, or holds other bytes;
         None: the broker did not answer in time.
         """
+        return self.arrival(topic, partition, offset, sha256)[0]
+
+    def arrival(self, topic: str, partition: int, offset: int,
+                sha256: bytes) -> tuple[bool | None, datetime | None]:
+        """``holds`` and, when it does, the record's broker timestamp (when it arrived)."""
+        self._arrived = None
         try:
             low, high = self._consumer.get_watermark_offsets(
                 TopicPartition(topic, partition), timeout=self._timeout_s)
         except KafkaException:
-            return None
+            return None, None
         if offset < low or high <= low:
-            return False  # removed by retention, or the partition is empty
+            return False, None  # removed by retention, or the partition is empty
         # Read from the reported end's last message (never past ``offset``) to the real end.
         start = min(offset, max(low, high - 1))
         last = self._read(topic, partition, start, offset, sha256)
         if isinstance(last, bool):
-            return last
-        return False if last is not None and last < offset else None
+            return last, self._arrived if last else None
+        return (False if last is not None and last < offset else None), None
 
     def _read(self, topic: str, partition: int, start: int, offset: int,
               sha256: bytes) -> bool | int | None:
@@ -78,6 +96,11 @@ class LogProbe:
                         return None
                     if message.offset() == offset:
                         same = hashlib.sha256(message.value() or b"").digest() == sha256
+                        kind, millis = message.timestamp()
+                        trusted = kind == TIMESTAMP_LOG_APPEND_TIME or (
+                            kind == TIMESTAMP_CREATE_TIME and self._trust_create_time)
+                        if same and trusted and millis >= 0:
+                            self._arrived = datetime.fromtimestamp(millis / 1000, UTC)
                         return True if same else False
                     if message.offset() > offset:
                         return False  # compacted or the log moved on without it
