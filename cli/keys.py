@@ -45,17 +45,32 @@ def _audit(settings: Settings, action: str, kid: str, detail: dict[str, object])
 _TYP_HELP = ("A schema this key may sign (repeatable: --typ attest.transaction.v1 --typ ...); "
              "without it, any schema.")
 _DEPARTMENT_HELP = ("The department or agency this key may speak for (the event's `source` for "
-                    "transactions and approvals, `agency` for documents); without it, any.")
+                    "transactions and approvals, `agency` for documents); default: the key's "
+                    "source.")
+_ANY_DEPARTMENT_HELP = ("Let this key speak for any department or agency (a gateway that relays "
+                        "for several); without it and without --department, only for its source.")
+#: ``--department`` not given: the key speaks only for its own source (resolved per key).
+SAME_AS_SOURCE = "\0same-as-source"
 
 
-def _binding(typs: list[str] | None, department: str | None) -> tuple[frozenset[str] | None, str | None]:
-    """The checked ``--typ``/``--department`` options: (schemas or None, department or None)."""
+def _binding(typs: list[str] | None, department: str | None,
+             any_department: bool = False) -> tuple[frozenset[str] | None, str | None]:
+    """The checked ``--typ``/``--department``/``--any-department`` options: (schemas or None,
+    department, ``SAME_AS_SOURCE`` or None for any).
+
+    A key registered with no department used to speak for every department: a ledger's key
+    could file a document in the tax bureau's view (review finding). Any is now a choice.
+    """
     unknown = sorted(set(typs or ()) - set(EVENT_TYPES))
     if unknown:
         fail(f"--typ {unknown[0]!r} is not an event schema (one of {', '.join(EVENT_TYPES)})")
+    if department is not None and any_department:
+        fail("give --department or --any-department, not both")
     if department is not None and not (0 < len(department) <= 64 and department.strip() == department):
         fail("--department must be 1-64 characters without surrounding spaces")
-    return (frozenset(typs) if typs else None), department
+    if any_department:
+        return (frozenset(typs) if typs else None), None
+    return (frozenset(typs) if typs else None), (department if department is not None else SAME_AS_SOURCE)
 
 
 def _binding_detail(typs: frozenset[str] | None, department: str | None) -> dict[str, object]:
@@ -77,6 +92,7 @@ def generate(
                    "(no path separator, not starting with a dot)."),
     typ: list[str] | None = typer.Option(None, "--typ", help=_TYP_HELP),
     department: str | None = typer.Option(None, "--department", help=_DEPARTMENT_HELP),
+    any_department: bool = typer.Option(False, "--any-department", help=_ANY_DEPARTMENT_HELP),
 ) -> None:
     """Make a key pair, keep the private key in the state folder (0600), register the public key.
 
@@ -84,7 +100,8 @@ def generate(
     the newest key of a source. Only the public half goes to the database.
     """
     settings = get_settings()
-    typs, department = _binding(typ, department)
+    typs, department = _binding(typ, department, any_department)
+    department = source if department == SAME_AS_SOURCE else department
     try:
         key = generate_key(source, alg, kid)
     except SecurityError as exc:
@@ -134,6 +151,7 @@ def _new_key(jwk: dict[str, Any], source: str, where: str, typs: frozenset[str] 
              department: str | None) -> registry.NewKey:
     kid, alg, public = _validated_public_jwk(jwk, where)
     not_before, not_after = _validity(jwk)
+    department = source if department == SAME_AS_SOURCE else department
     return registry.NewKey(kid, source, alg, public, not_before, not_after, typs, department)
 
 
@@ -159,13 +177,14 @@ def add(
     source: str = typer.Option(..., "--source", "-s", help="The source this key may sign for."),
     typ: list[str] | None = typer.Option(None, "--typ", help=_TYP_HELP),
     department: str | None = typer.Option(None, "--department", help=_DEPARTMENT_HELP),
+    any_department: bool = typer.Option(False, "--any-department", help=_ANY_DEPARTMENT_HELP),
 ) -> None:
     """Register a producer's public key from a JWK file. Private members are refused.
 
     Optional JWK members nbf/exp (seconds since the epoch) set the validity window.
     """
     settings = get_settings()
-    typs, department = _binding(typ, department)
+    typs, department = _binding(typ, department, any_department)
     _register_all(settings, [_new_key(_read_json(jwk_file), source, str(jwk_file), typs, department)])
 
 
@@ -180,6 +199,7 @@ def import_jwks(
     typ: list[str] | None = typer.Option(None, "--typ", help=_TYP_HELP + " Applies to every key."),
     department: str | None = typer.Option(
         None, "--department", help=_DEPARTMENT_HELP + " Applies to every key."),
+    any_department: bool = typer.Option(False, "--any-department", help=_ANY_DEPARTMENT_HELP),
 ) -> None:
     """Register every key of a JWK Set in one database transaction: all of them or none.
 
@@ -187,7 +207,7 @@ def import_jwks(
     database refuses, registers none of the set.
     """
     settings = get_settings()
-    typs, department = _binding(typ, department)
+    typs, department = _binding(typ, department, any_department)
     document = _read_json(jwks_file)
     keys = document.get("keys") if isinstance(document, dict) else None
     if not isinstance(keys, list) or not keys:

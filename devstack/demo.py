@@ -30,7 +30,7 @@ from security.keyfiles import SigningKey, generate_key, keys_for_source, write_p
 from security.private_files import open_private_log
 from storage import migrate
 from storage.events import count_events
-from storage.keys import add_key
+from storage.keys import KeyConflict, add_key
 from streams.admin import ensure_topics
 from streams.producer import OutgoingMessage, send_all, sign_payload, tamper
 from streams.topics import DOCUMENTS, TRANSACTIONS
@@ -84,7 +84,12 @@ def signing_key(settings: Settings, source: str) -> SigningKey:
     """The newest local key of ``source``, registered; made (0600) when there is none."""
     keys = keys_for_source(settings.keys_dir, source)
     key = keys[0] if keys else generate_key(source)
-    add_key(settings.database_url, key.kid, source, key.alg, key.public_jwk)
+    try:
+        add_key(settings.database_url, key.kid, source, key.alg, key.public_jwk, department=source)
+    except KeyConflict:
+        # A key an older demo registered unbound cannot be re-bound: the demo makes a new one.
+        keys, key = [], generate_key(source)
+        add_key(settings.database_url, key.kid, source, key.alg, key.public_jwk, department=source)
     if not keys:
         write_private_key(key, settings.keys_dir)
     return key
