@@ -103,8 +103,9 @@ class Enrichment:
             source_topic=message.topic,
             source_partition=message.partition,
             source_offset=message.offset,
-            detail=({"task": task, "label": label.label, "score": round(label.score, 4),
-                     "model_version": label.model_version} if label
+            # No label or score: both are read from the confidential text, and the audit log
+            # is append-only and in clear; the label lives in ``inferences`` with the event.
+            detail=({"task": task, "model_version": label.model_version} if label
                     else {"task": task, "error": error[:300] if error else ""}),
         )
 

@@ -64,8 +64,11 @@ def shred_subject(
         publish_audit(settings, [operator_record(
             AuditAction.SUBJECT_FORGOTTEN, forget_id, actor,
             {"reason": reason, "domains": chosen, "data_keys_destroyed": outcome.data_keys,
-             "tiers": list(outcome.tiers), "records": len(outcome.event_ids)},
-            subject_ids=outcome.event_ids)])
+             "tiers": list(outcome.tiers), "records": len(outcome.event_ids),
+             "inferences_deleted": outcome.inferences},
+            # No event ids: the append-only log would keep, for ever, the list of every
+            # event of the person it was asked to forget.
+            subject_ids=[])])
 
     try:
         outcome = forget_subject(settings.database_url, refs, catalog, before_commit=audit)

@@ -5,11 +5,12 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from sqlalchemy import and_, bindparam, func, or_, select, text, update
+from sqlalchemy import and_, bindparam, delete, func, or_, select, text, update
 
 from protection.fields import WrappingKeyRecord
 from protection.tiers import ProtectionCatalog, Tier
 from storage.db import engine_for, run_db
+from storage.inference_models import InferenceRow
 from storage.protected_models import FIELD_TABLES, DataKeyRow, TierWrappingKeyRow
 
 
@@ -20,6 +21,7 @@ class ForgetOutcome:
     data_keys: int
     tiers: tuple[str, ...]
     event_ids: tuple[str, ...]
+    inferences: int = 0  # model labels of those events, deleted with them
 
 
 def forget_subject(
@@ -28,7 +30,8 @@ def forget_subject(
     catalog: ProtectionCatalog,
     before_commit: Callable[[ForgetOutcome], None],
 ) -> ForgetOutcome:
-    """Destroy every data key of the subject (per domain: its blind index) and its indexes.
+    """Destroy every data key of the subject (per domain: its blind index), its indexes and
+    the model labels of its events.
 
     Key rows stay as tombstones (``wrapped`` NULL, ``destroyed_at`` set) so that a later read
     says "forgotten". ``before_commit`` runs inside the transaction (the CLI publishes the
@@ -60,8 +63,13 @@ def forget_subject(
                 event_ids += [str(r[0]) for r in conn.execute(
                     update(table).where(table.c[index_column] == ref).values(cleared)
                     .returning(table.c.event_id))]
+            # A model label is read from the confidential text (a benefit application, a
+            # salary payment): it goes with the keys, or it would outlive what it describes.
+            labels = conn.execute(
+                delete(InferenceRow).where(InferenceRow.event_id.in_(sorted(set(event_ids))))
+            ).rowcount if event_ids else 0
             outcome = ForgetOutcome(len(destroyed), tuple(sorted({r[0] for r in destroyed})),
-                                    tuple(sorted(event_ids)))
+                                    tuple(sorted(event_ids)), labels)
             before_commit(outcome)
             return outcome
 

@@ -76,6 +76,8 @@ async def test_only_what_intake_stored_is_classified_and_undecided_messages_wait
     caught_up = True
     output = await asyncio.wait_for(running, 30)
     classified = {r.correlation_id for r in output.audit}
+    # Labels are read from confidential text: the append-only audit log does not carry them.
+    assert all(set(r.detail) == {"task", "model_version"} for r in output.audit)
     # The tampered one was rejected by intake: intake moved past it, it is never classified.
     assert classified == {payloads[i]["event_id"] for i in (0, 2, 3)}
     assert len(classifier.texts) == 3

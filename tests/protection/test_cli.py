@@ -99,13 +99,15 @@ def fresh_service(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
         "http://testserver", read_token(token_file), http=_service(settings)))
 
 
-def _decide(settings: Settings, who: str, request: dict[str, Any], http: TestClient) -> int:
+def _decide(settings: Settings, who: str, request: dict[str, Any], http: TestClient,
+            subject: str) -> int:
+    """``who`` approves ``request``, naming its person (``subject``) as an approver must."""
     key = load_person_key(settings.state_dir, who)
     headers = {"Authorization": f"Bearer {_token(settings, who)}"}
     http.put("/v1/me/approval-key", headers=headers, json={"jwk": key.as_dict(private=False)})
     jws = sign_decision(request["request_id"], request["digest"], "approve", who, key)
     return http.post(f"/v1/requests/{request['request_id']}/decisions", headers=headers,
-                     json={"jws": jws}).status_code
+                     json={"jws": jws, "subject": subject}).status_code
 
 
 def _token(settings: Settings, who: str) -> str:
@@ -138,14 +140,15 @@ def world(app: typer.Typer, settings: Settings) -> dict[str, Any]:
         assert response.status_code == 201, response.text
         return response.json()
 
+    first, other = population[0].national_id, population[1].national_id
     second = ask("tess", 0, ["income", "tax_paid"])
-    assert _decide(settings, "dana", second, http) == 201
-    assert _decide(settings, "dora", second, http) == 201
+    assert _decide(settings, "dana", second, http, first) == 201
+    assert _decide(settings, "dora", second, http, first) == 201
     own = ask("tova", 0, ["income", "tax_paid"])
-    assert _decide(settings, "tova", own, http) == 403  # a requester never approves
-    assert _decide(settings, "dana", own, http) == 201
+    assert _decide(settings, "tova", own, http, first) == 403  # a requester never approves
+    assert _decide(settings, "dana", own, http, first) == 201
     level_2 = ask("sam", 1, ["subject_id", "insurance_status"])
-    assert _decide(settings, "dana", level_2, http) == 201
+    assert _decide(settings, "dana", level_2, http, other) == 201
     requests = {"second-person": second["request_id"], "self": own["request_id"],
                 "level-2": level_2["request_id"]}
     return {"people": population, "docs": docs, "requests": requests, "tokens": tokens}
@@ -178,8 +181,8 @@ def _approved_request(settings: Settings, national_id: str) -> str:
                                "fields": ["income", "tax_paid"]})
     assert response.status_code == 201, response.text
     request = response.json()
-    assert _decide(settings, "dana", request, http) == 201
-    assert _decide(settings, "dora", request, http) == 201
+    assert _decide(settings, "dana", request, http, national_id) == 201
+    assert _decide(settings, "dora", request, http, national_id) == 201
     return request["request_id"]
 
 
@@ -366,7 +369,10 @@ def test_forgetting_a_subject_shreds_its_fields_and_says_so(
     assert code == 0 and by_request == [], output
     (record,) = [r for r in _audit(settings, action="subject.forgotten")
                  if r.detail["reason"] == "erasure request 7"]
-    assert doc["event_id"] in record.subject_ids and record.detail["data_keys_destroyed"] >= 2
+    # The forget record links none of the person's events (issue 14, item 7).
+    assert record.subject_ids == [] and record.detail["records"] >= 1
+    assert doc["event_id"] not in record.to_bytes().decode()
+    assert record.detail["data_keys_destroyed"] >= 2
     assert person.national_id not in record.to_bytes().decode()
 
     # A record still found by its id (level-1 fields of a payment) says its fields are forgotten.
