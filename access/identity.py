@@ -49,8 +49,13 @@ class Identity:
 def load_jwks(source: str | Path, timeout_s: float = 5.0) -> KeySet:
     """The issuer's public keys from a JWKS file or an https URL (read once, at start)."""
     text = str(source)
+    if "://" in text and not text.lower().startswith("https://"):
+        # Plain http (or any other scheme) lets anyone on the path swap the issuer's keys and
+        # mint any identity: the JWKS is a file or an https URL, nothing else.
+        raise IdentityConfigError(f"the issuer's JWKS must be a file or an https:// URL, not "
+                                  f"{text.split('://', 1)[0]}://")
     try:
-        if text.startswith(("https://", "http://")):
+        if text.lower().startswith("https://"):
             response = httpx.get(text, timeout=timeout_s)
             response.raise_for_status()
             document = response.json()
