@@ -94,6 +94,7 @@ class TransactionFieldsRow(Base):
     department: Mapped[str] = mapped_column(String(64))
     reference: Mapped[bytes | None] = mapped_column(LargeBinary)
     value_date: Mapped[bytes | None] = mapped_column(LargeBinary)
+    entry_date: Mapped[bytes | None] = mapped_column(LargeBinary)
     direction: Mapped[bytes | None] = mapped_column(LargeBinary)
     amount: Mapped[bytes | None] = mapped_column(LargeBinary)
     counterparty: Mapped[bytes | None] = mapped_column(LargeBinary)
@@ -117,6 +118,7 @@ class DocumentFieldsRow(Base):
     insurance_status: Mapped[bytes | None] = mapped_column(LargeBinary)
     income: Mapped[bytes | None] = mapped_column(LargeBinary)
     tax_paid: Mapped[bytes | None] = mapped_column(LargeBinary)
+    contribution_base: Mapped[bytes | None] = mapped_column(LargeBinary)
     subject_id_bidx: Mapped[bytes | None] = mapped_column(LargeBinary)
 
 

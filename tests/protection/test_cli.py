@@ -228,7 +228,7 @@ def test_without_approval_level_3_fields_are_masked(app: typer.Typer, world: dic
     assert lines[0]["masked"] == {"income": "approval_missing", "tax_paid": "approval_missing",
                                   "subject_id": "not_granted", "document_id": "not_granted",
                                   "title": "not_granted", "body": "not_granted",
-                                  "insurance_status": "not_granted"}
+                                  "insurance_status": "not_granted", "contribution_base": "not_granted"}
     assert doc["income"] not in output
 
 
