@@ -66,17 +66,30 @@ def _printable(text: str) -> str:
 Purpose = Annotated[str, Field(max_length=500,
                                description="Why you read; recorded with the read. Required."),
                     AfterValidator(_printable)]
+#: A name (role, schema, source, field): printable, short. Every string a body carries is
+#: checked like the purpose, so nothing in it can make a refusal's audit record unwritable.
+Name = Annotated[str, Field(max_length=128), AfterValidator(_printable)]
+#: An identifier (national id, account number): printable, short; never recorded.
+Identifier = Annotated[str, Field(max_length=256), AfterValidator(_printable)]
+
+
+def _printable_json(value: dict[str, Any]) -> dict[str, Any]:
+    if forbidden_character_field(value) is not None:
+        raise ValueError("control characters and lone surrogates are not accepted")
+    return value
 
 
 class ReadBody(_Body):
     purpose: Purpose
-    role: str | None = Field(None, description="One of your token's roles (when it has several).")
-    subject: str | None = Field(None, description="An identifier (national id, account); matched "
-                                "by blind index inside the service, rate-limited, never recorded.")
+    role: Name | None = Field(None, description="One of your token's roles (when it has several).")
+    subject: Identifier | None = Field(None, description="An identifier (national id, account); "
+                                       "matched by blind index inside the service, rate-limited, "
+                                       "never recorded.")
     event_id: uuid.UUID | None = None
-    typ: str | None = Field(None, description="Only this schema, e.g. attest.document.v1.")
-    source: str | None = None
-    request_id: str | None = Field(None, description="Your approved access request (level 2/3 fields).")
+    typ: Name | None = Field(None, description="Only this schema, e.g. attest.document.v1.")
+    source: Name | None = None
+    request_id: uuid.UUID | None = Field(None, description="Your approved access request (level "
+                                         "2/3 fields).")
     limit: int = Field(20, ge=1, le=1000)
 
 
@@ -105,10 +118,11 @@ class ReadOut(BaseModel):
 
 class RequestBody(_Body):
     purpose: Purpose
-    typ: str = Field(description="The schema, e.g. attest.document.v1.")
-    subject: str = Field(description="The subject's identifier; the service keeps only its blind index.")
-    fields: list[str] = Field(min_length=1)
-    role: str | None = None
+    typ: Name = Field(description="The schema, e.g. attest.document.v1.")
+    subject: Identifier = Field(description="The subject's identifier; the service keeps only its "
+                                "blind index.")
+    fields: list[Name] = Field(min_length=1, max_length=64)
+    role: Name | None = None
     valid_for_hours: float = Field(168.0, gt=0, le=24 * 366, allow_inf_nan=False)
 
 
@@ -130,7 +144,8 @@ class RequestOut(BaseModel):
 
 
 class KeyBody(_Body):
-    jwk: dict[str, Any] = Field(description="Your Ed25519 public JWK for signing decisions.")
+    jwk: Annotated[dict[str, Any], AfterValidator(_printable_json)] = Field(
+        description="Your Ed25519 public JWK for signing decisions.")
 
 
 class KeyOut(BaseModel):
@@ -139,8 +154,14 @@ class KeyOut(BaseModel):
 
 
 class DecisionBody(_Body):
-    jws: str = Field(description="Compact JWS by your registered key over {request_id, digest, "
+    jws: str = Field(max_length=8192, pattern=r"^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$",
+                     description="Compact JWS by your registered key over {request_id, digest, "
                      "decision, approver, iat}, typ attest.access-decision+jws.")
+    subject: Identifier | None = Field(None, description="The identifier of the person the request "
+                                       "is about, as you know it from the case (the request shows "
+                                       "only its purpose): the service checks that it is the "
+                                       "request's subject and refuses the decision otherwise. "
+                                       "Required to approve; checked when given with a denial.")
 
 
 def _request_out(request: AccessRequest, status: ApprovalStatus) -> RequestOut:
@@ -228,6 +249,7 @@ def create_app(service: AccessService, verifier: TokenVerifier) -> FastAPI:
         """Read records: permitted fields decrypted, the rest masked with the reason."""
         query = body.model_dump()
         query["event_id"] = str(body.event_id) if body.event_id else None
+        query["request_id"] = str(body.request_id) if body.request_id else None
         return _read_out(service.read(who, ReadQuery(**query)))
 
     @app.post("/v1/requests", tags=["requests"], status_code=201)
@@ -251,7 +273,7 @@ def create_app(service: AccessService, verifier: TokenVerifier) -> FastAPI:
     @app.post("/v1/requests/{request_id}/decisions", tags=["requests"], status_code=201)
     def decide(request_id: str, body: DecisionBody, who: Who) -> RequestOut:
         """Approve or deny: a JWS by your own registered key over the request's digest."""
-        service.decide(who, request_id, body.jws)
+        service.decide(who, request_id, body.jws, body.subject)
         request = service.visible_request(who, request_id)
         return _request_out(request, service.status_of(request))
 

@@ -98,5 +98,6 @@ class AccessClient:
     def register_key(self, public_jwk: dict[str, Any]) -> dict[str, Any]:
         return self._call("PUT", "/v1/me/approval-key", {"jwk": public_jwk})
 
-    def decide(self, request_id: str, jws: str) -> dict[str, Any]:
-        return self._call("POST", f"/v1/requests/{request_id}/decisions", {"jws": jws})
+    def decide(self, request_id: str, jws: str, subject: str | None = None) -> dict[str, Any]:
+        body = {"jws": jws} if subject is None else {"jws": jws, "subject": subject}
+        return self._call("POST", f"/v1/requests/{request_id}/decisions", body)

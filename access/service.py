@@ -18,7 +18,11 @@ A read, in order (``read``):
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import hmac
+import json
+import logging
 import threading
 import uuid
 from collections.abc import Callable, Mapping, Sequence
@@ -63,6 +67,43 @@ from protection.tiers import FieldSpec, SchemaProtection
 from schemas.audit import AuditAction, AuditRecord, audit_id_for
 from storage import access_requests as store
 from storage.protected import RowFilter, read_protected
+
+log = logging.getLogger("attest.access")
+
+#: The longest text a refusal's audit record keeps of a column (actor, correlation: 200) and
+#: of any one value in its detail (a purpose may have 500 characters).
+_REFUSAL_TEXT_MAX = 200
+_REFUSAL_DETAIL_MAX = 500
+
+
+def _safe_text(text: str, limit: int = _REFUSAL_TEXT_MAX) -> str:
+    """``text`` fit for an audit record whatever a caller put in it: anything not printable (a
+    NUL, a control character, a lone surrogate) escaped as ``\\uXXXX``, then cut to ``limit``.
+    A refusal's record must always be writable: a probe that could break its own record would
+    go unseen."""
+    escaped = "".join(c if c.isprintable() else f"\\u{ord(c):04x}" for c in text)
+    return escaped if len(escaped) <= limit else escaped[:limit - 3] + "..."
+
+
+def _safe(value: Any) -> Any:
+    if isinstance(value, str):
+        return _safe_text(value, _REFUSAL_DETAIL_MAX)
+    if isinstance(value, Mapping):
+        return {_safe_text(str(k)): _safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_safe(v) for v in value]
+    return value
+
+
+def _claimed_decision(token: str) -> str | None:
+    """What a decision JWS *says* it decides, unverified: only to name a refusal's record."""
+    try:
+        part = token.split(".")[1]
+        payload = json.loads(base64.urlsafe_b64decode(part + "=" * (-len(part) % 4)))
+    except (IndexError, ValueError, TypeError):
+        return None
+    decision = payload.get("decision") if isinstance(payload, dict) else None
+    return decision if decision in ("approve", "deny") else None
 
 
 class AccessService:
@@ -152,6 +193,20 @@ class AccessService:
                         self._clock())
 
     def create_request(self, identity: Identity, new: NewRequest) -> tuple[AccessRequest, ApprovalStatus]:
+        """A new access request, or a refusal; a refusal is audited too (``access.requested``,
+        outcome ``rejected``)."""
+        try:
+            return self._create_request(identity, new)
+        except AuditUnavailable:
+            raise
+        except AccessError as refusal:
+            self._audit_refused(identity, AuditAction.ACCESS_REQUESTED, str(uuid.uuid4()), {
+                "role": new.role, "department": identity.department, "purpose": new.purpose,
+                "typ": new.typ, "fields": list(new.fields)}, refusal)
+            raise
+
+    def _create_request(self, identity: Identity, new: NewRequest
+                        ) -> tuple[AccessRequest, ApprovalStatus]:
         if not new.purpose.strip():
             raise AccessError("a request needs a stated purpose")
         policy, role = self.role_of(identity, new.role)
@@ -207,7 +262,21 @@ class AccessService:
                 or self.is_approver(identity, self._policy_of_role(r.role))]
 
     def register_key(self, identity: Identity, jwk: Mapping[str, Any]) -> ApproverKey:
-        """Register the caller's approval-signing public key (Ed25519), attested by the service."""
+        """Register the caller's approval-signing public key (Ed25519), attested by the service;
+        a refusal is audited too (``access.key_registered``, outcome ``rejected``)."""
+        try:
+            return self._register_key(identity, jwk)
+        except AuditUnavailable:
+            raise
+        except AccessError as refusal:
+            kid = None
+            with contextlib.suppress(JoseError, ValueError, TypeError):
+                kid = OKPKey.import_key(dict(jwk)).thumbprint()
+            self._audit_refused(identity, AuditAction.APPROVER_KEY_REGISTERED, str(uuid.uuid4()),
+                                {"kid": kid}, refusal)
+            raise
+
+    def _register_key(self, identity: Identity, jwk: Mapping[str, Any]) -> ApproverKey:
         try:
             key = OKPKey.import_key(dict(jwk))
         except (JoseError, ValueError, TypeError):
@@ -232,11 +301,34 @@ class AccessService:
         self._audit(self._record(identity, AuditAction.APPROVER_KEY_REGISTERED, kid, [kid],
                                  {"kid": kid}))
         if not store.insert_approver_key(self._url, registered):
-            raise Conflict("this key was registered meanwhile")
+            # Another registration won the race (the database holds one key per person and
+            # one person per key: migration 0013's unique index on the subject).
+            winner = store.approver_keys(self._url, [kid]).get(kid)
+            if winner is not None and winner.subject == identity.subject:
+                return winner
+            raise Conflict("you already have a registered approval key; ask an operator to "
+                           "replace it")
         return registered
 
-    def decide(self, identity: Identity, request_id: str, token: str) -> ApprovalStatus:
-        """Record an approver's signed decision after checking everything it claims."""
+    def decide(self, identity: Identity, request_id: str, token: str,
+               subject: str | None = None) -> ApprovalStatus:
+        """Record an approver's signed decision after checking everything it claims, including
+        that ``subject`` (the identifier the approver names) is the request's subject; a refusal
+        is audited too (``access.approved`` or ``access.denied``, outcome ``rejected``)."""
+        try:
+            return self._record_decision(identity, request_id, token, subject)
+        except AuditUnavailable:
+            raise
+        except AccessError as refusal:
+            claimed = _claimed_decision(token)
+            action = AuditAction.ACCESS_DENIED if claimed == "deny" else AuditAction.ACCESS_APPROVED
+            self._audit_refused(identity, action, request_id, {
+                "request_id": request_id, "decision": claimed,
+                "subject_named": subject is not None}, refusal)
+            raise
+
+    def _record_decision(self, identity: Identity, request_id: str, token: str,
+                         subject: str | None) -> ApprovalStatus:
         request = store.load_request(self._url, request_id)
         if request is None:
             raise NotFound(f"no access request {request_id}")
@@ -258,6 +350,18 @@ class AccessService:
         if payload.get("approver") != identity.subject or payload.get("decision") not in ("approve",
                                                                                           "deny"):
             raise Forbidden("the decision names another approver or no decision")
+        # The approver names the person; the service checks it is the request's subject. The
+        # digest covers only a blind index the approver cannot compute, and the purpose is the
+        # requester's own words: without this, an approver approves a subject they never saw.
+        if subject is None:
+            if payload["decision"] == "approve":
+                raise Forbidden("name the request's subject (the person's identifier) to approve it")
+        else:
+            self._limit.take(identity.subject)  # each check is a lookup by identifier
+            if not hmac.compare_digest(self._subject_ref(request.subject_domain, subject),
+                                       request.subject_ref):
+                raise Forbidden("the subject you named is not the subject of this request; "
+                                "nothing was recorded")
         if any(d.approver == identity.subject for d in store.decisions_for(self._url, request_id)):
             raise Conflict("you have already decided on this request")
         decision = StoredDecision(
@@ -270,7 +374,7 @@ class AccessService:
         action = AuditAction.ACCESS_APPROVED if decision.decision == "approve" else AuditAction.ACCESS_DENIED
         self._audit(self._record(identity, action, request.request_id, [request.request_id], {
             "approval_id": decision.approval_id, "kid": key.kid, "digest": request.digest,
-            "requester": request.requester}))
+            "requester": request.requester, "subject_checked": subject is not None}))
         store.insert_decision(self._url, decision)
         return self.status_of(request)
 
@@ -312,18 +416,28 @@ class AccessService:
             raise
 
     def _audit_refusal(self, identity: Identity, query: ReadQuery, refusal: AccessError) -> None:
-        """Best effort: the refusal stands whether or not its record could be written."""
-        record = self._record(identity, AuditAction.FIELDS_READ, str(uuid.uuid4()), [], {
+        self._audit_refused(identity, AuditAction.FIELDS_READ, str(uuid.uuid4()), {
             "reader": identity.subject, "role": query.role, "department": identity.department,
             "purpose": (query.purpose or "").strip(), "request_id": query.request_id,
-            "refused": str(refusal),
             "filters": {"subject": query.subject is not None, "event_id": query.event_id,
                         "typ": query.typ, "source": query.source},
-        })
-        record = record.model_copy(update={"outcome": "rejected",
-                                           "reason": type(refusal).__name__.lower()})
-        with contextlib.suppress(AuditUnavailable):
+        }, refusal)
+
+    def _audit_refused(self, identity: Identity, action: AuditAction, correlation: str,
+                       detail: dict[str, Any], refusal: AccessError) -> None:
+        """Record a refusal (outcome ``rejected``, reason the refusal's kind). Every value a
+        caller chose is escaped and cut (``_safe``), so no input can make the record unwritable.
+        Best effort only against the database itself: the refusal stands either way, and a
+        record that could not be committed is logged."""
+        record = self._record(identity, action, _safe_text(correlation), [],
+                              _safe({**detail, "refused": str(refusal)}))
+        record = record.model_copy(update={
+            "actor": _safe_text(record.actor), "outcome": "rejected",
+            "reason": type(refusal).__name__.lower(), "detail": _safe(record.detail)})
+        try:
             self._audit(record)
+        except AuditUnavailable as exc:
+            log.warning("a refusal (%s) could not be audited: %s", record.reason, exc)
 
     def _read(self, identity: Identity, query: ReadQuery) -> ReadResult:
         if not query.purpose or not query.purpose.strip():

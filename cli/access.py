@@ -1,7 +1,8 @@
 """``attest access``: data-sharing requests and signed approvals, as a client of the service.
 
 ``request`` asks for level-2/3 fields of one subject; ``approve`` / ``deny`` sign the request's
-digest with *your own* key (registered with the service on first use); ``read`` reads with an
+digest with *your own* key (registered with the service on first use) and pass the subject you
+name (``--subject``, required to approve) to the service, which checks it; ``read`` reads with an
 approved request; ``list`` shows your requests (approvers: every request they may decide).
 """
 
@@ -55,7 +56,7 @@ def request_command(
 
 
 def _decide(token_file: Path, request_id: str, decision: str, key_file: Path | None,
-            yes: bool) -> None:
+            yes: bool, subject: str | None) -> None:
     """Show what is to be signed, confirm, then sign the digest with the person's own key."""
     try:
         with client(token_file) as service:
@@ -68,7 +69,7 @@ def _decide(token_file: Path, request_id: str, decision: str, key_file: Path | N
                    else OKPKey.import_key(read_private_json(key_file)))
             service.register_key(key.as_dict(private=False))  # once; idempotent after
             jws = sign_decision(request["request_id"], request["digest"], decision, me, key)
-            decided = service.decide(request_id, jws)
+            decided = service.decide(request_id, jws, subject)
     except AccessError as exc:
         fail(str(exc))
     _show_request(decided)
@@ -77,28 +78,34 @@ def _decide(token_file: Path, request_id: str, decision: str, key_file: Path | N
 KEY_FILE = typer.Option(None, "--key", help="Your approval-signing key (default: "
                         "ATTEST_STATE_DIR/people/<you>.jwk, made by `attest identity add-person`).")
 YES = typer.Option(False, "--yes", "-y", help="Sign without asking (the request is still shown).")
+SUBJECT_HELP = ("The identifier of the person the request is about (national id, account), as "
+                "you know it from the case; the service refuses the decision unless it is the "
+                "request's subject.")
 
 
 @app.command()
 def approve(
     request_id: str = typer.Argument(..., help="The request to approve."),
     token_file: Path = TOKEN_FILE,
+    subject: str = typer.Option(..., "--subject", help=SUBJECT_HELP),
     key: Path | None = KEY_FILE,
     yes: bool = YES,
 ) -> None:
     """Approve a colleague's request: shown first, then its digest is signed with your own key."""
-    _decide(token_file, request_id, "approve", key, yes)
+    _decide(token_file, request_id, "approve", key, yes, subject)
 
 
 @app.command()
 def deny(
     request_id: str = typer.Argument(..., help="The request to deny."),
     token_file: Path = TOKEN_FILE,
+    subject: str | None = typer.Option(None, "--subject", help=SUBJECT_HELP + " Optional "
+                                       "for a denial (checked when given)."),
     key: Path | None = KEY_FILE,
     yes: bool = YES,
 ) -> None:
     """Deny a request (a signed denial vetoes it, whatever else was approved)."""
-    _decide(token_file, request_id, "deny", key, yes)
+    _decide(token_file, request_id, "deny", key, yes, subject)
 
 
 @app.command()

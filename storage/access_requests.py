@@ -68,14 +68,16 @@ def list_requests(url: str, requester: str | None = None, limit: int = 100) -> l
 
 
 def insert_approver_key(url: str, key: ApproverKey) -> bool:
-    """Register a key; False when that kid is already registered (nothing changes)."""
+    """Register a key; False when that kid, or a key of that subject, is already registered
+    (nothing changes). Both are unique in the database (the kid is the primary key, the subject
+    has a unique index since migration 0013), so concurrent registrations store one key."""
 
     def write() -> bool:
         with engine_for(url).begin() as conn:
             done = conn.execute(
                 pg_insert(ApproverKeyRow).values(kid=key.kid, subject=key.subject, jwk=dict(key.jwk),
                                                  attestation=key.attestation)
-                .on_conflict_do_nothing(index_elements=["kid"]).returning(ApproverKeyRow.kid)
+                .on_conflict_do_nothing().returning(ApproverKeyRow.kid)
             ).first()
         return done is not None
 

@@ -55,6 +55,8 @@ class AccessWorld:
     population: list[Any]
     docs: list[dict[str, Any]]
     offset: list[timedelta] = field(default_factory=lambda: [timedelta(0)])
+    #: request id -> the identifier its requester bound it to (what an approver must name)
+    subjects: dict[str, str] = field(default_factory=dict)
 
     def token(self, subject: str, ttl_s: int = 600, now: float | None = None) -> str:
         return mint_token(self.state, subject, audience=self.settings.oidc_audience,
@@ -77,9 +79,11 @@ class AccessWorld:
                              load_person_key(self.state, subject))
 
     def decide(self, subject: str, request: dict[str, Any], decision: str = "approve",
-               target: str | None = None) -> Any:
+               target: str | None = None, person: str | None = None) -> Any:
+        """``subject`` decides; the body names the request's person (``person`` overrides)."""
+        named = person if person is not None else self.subjects[request["request_id"]]
         return self.post(subject, f"/v1/requests/{target or request['request_id']}/decisions",
-                         {"jws": self.signed(subject, request, decision)})
+                         {"jws": self.signed(subject, request, decision), "subject": named})
 
     def request(self, subject: str, person: int = 0, fields: tuple[str, ...] = ("income", "tax_paid"),
                 hours: float = 24.0) -> dict[str, Any]:
@@ -88,7 +92,9 @@ class AccessWorld:
             "subject": self.population[person].national_id, "fields": list(fields),
             "valid_for_hours": hours})
         assert response.status_code == 201, response.text
-        return response.json()
+        made = response.json()
+        self.subjects[made["request_id"]] = self.population[person].national_id
+        return made
 
     def read(self, who: str, **body: Any) -> Any:
         return self.post(who, "/v1/reads", {"purpose": "a stated purpose", **body})

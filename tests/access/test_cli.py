@@ -65,15 +65,18 @@ def test_request_approve_twice_and_read_from_the_command_line(
     assert masked.exit_code == 0, masked.output
     assert json.loads(masked.stdout.splitlines()[0])["masked"]["income"] == "approval_missing"
 
-    declined = RUNNER.invoke(cli, ["access", "approve", request_id, "-t", str(dana)], input="n\n")
+    person = world.population[2].national_id
+    declined = RUNNER.invoke(cli, ["access", "approve", request_id, "-t", str(dana),
+                                   "--subject", person], input="n\n")
     assert declined.exit_code == 1 and "nothing was signed" in _flat(declined.output)
     assert "purpose: case 881" in declined.output  # the approver sees what they would sign
     for approver in (dana, dora):
-        done = RUNNER.invoke(cli, ["access", "approve", request_id, "-t", str(approver)],
-                             input="y\n")
+        done = RUNNER.invoke(cli, ["access", "approve", request_id, "-t", str(approver),
+                                   "--subject", person], input="y\n")
         assert done.exit_code == 0, done.output
     assert "2/2 approvals, approved" in _flat(done.output)
-    again = RUNNER.invoke(cli, ["access", "approve", request_id, "-t", str(dora), "--yes"])
+    again = RUNNER.invoke(cli, ["access", "approve", request_id, "-t", str(dora), "--yes",
+                                "--subject", person])
     assert again.exit_code != 0 and "already decided" in _flat(again.output)
 
     listed = RUNNER.invoke(cli, ["access", "list", "-t", str(tess)])

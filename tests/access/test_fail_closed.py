@@ -67,7 +67,7 @@ def test_an_unwritable_audit_log_refuses_the_read_and_decrypts_nothing(
     request = world.post("sam", "/v1/requests", {
         "purpose": "benefit claim", "typ": DOCUMENT_V1, "subject": person.national_id,
         "fields": ["insurance_status"]}).json()
-    assert world.decide("dana", request).status_code == 201
+    assert world.decide("dana", request, person=person.national_id).status_code == 201
     service = client.app.state.service
     body = {"purpose": "benefit claim", "request_id": request["request_id"]}
 

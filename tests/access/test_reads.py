@@ -93,7 +93,7 @@ def test_level_2_fields_need_one_approver(world: AccessWorld) -> None:
     before = world.read("sam", request_id=request["request_id"]).json()
     assert all(f["state"] == "masked" for r in before["records"] for f in r["fields"]
                if f["name"] == "insurance_status")
-    assert world.decide("dana", request).status_code == 201
+    assert world.decide("dana", request, person=person.national_id).status_code == 201
     after = world.read("sam", request_id=request["request_id"])
     (record,) = after.json()["records"]
     fields = {f["name"]: f for f in record["fields"]}
