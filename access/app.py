@@ -66,11 +66,18 @@ def _printable(text: str) -> str:
 Purpose = Annotated[str, Field(max_length=500,
                                description="Why you read; recorded with the read. Required."),
                     AfterValidator(_printable)]
-#: A name (role, schema, source, field): printable, short. Every string a body carries is
-#: checked like the purpose, so nothing in it can make a refusal's audit record unwritable.
-Name = Annotated[str, Field(max_length=128), AfterValidator(_printable)]
-#: An identifier (national id, account number): printable, short; never recorded.
-Identifier = Annotated[str, Field(max_length=256), AfterValidator(_printable)]
+def _one_line(text: str) -> str:
+    if not text.isprintable():
+        raise ValueError("only printable characters are accepted (no tab, newline or control "
+                         "character)")
+    return text
+
+
+#: A name (role, schema, source, field): printable, one line, short. Every string a body
+#: carries is checked at the door, so nothing in it can make a refusal's audit record unwritable.
+Name = Annotated[str, Field(max_length=128), AfterValidator(_one_line)]
+#: An identifier (national id, account number): printable, one line, short; never recorded.
+Identifier = Annotated[str, Field(max_length=256), AfterValidator(_one_line)]
 
 
 def _printable_json(value: dict[str, Any]) -> dict[str, Any]:

@@ -135,6 +135,7 @@ def test_a_nul_in_any_string_field_is_refused_at_the_door(world: AccessWorld) ->
     calls: list[tuple[str, str, dict[str, Any]]] = []
     for name in ("purpose", "role", "typ", "source", "request_id", "subject"):
         calls.append(("tess", "/v1/reads", {"purpose": "p", name: NUL}))
+    calls.append(("tess", "/v1/reads", {"purpose": "p", "role": "tax-inspector\n"}))  # one line
     good = {"purpose": "p", "typ": DOCUMENT_V1, "subject": world.population[0].national_id,
             "fields": ["income"]}
     for name, value in (("purpose", NUL), ("typ", NUL), ("subject", NUL), ("fields", [NUL]),
