@@ -1,6 +1,6 @@
 """A match's and a break's record ids are stored in one order, whatever order they arrived in.
 
-Found by tests/reconcile/test_restart_equality.py: a killed and restarted worker stored an
+Found by tests/faults/test_recon_restart.py: a killed and restarted worker stored an
 N:1 match with its left ids in another order than an uninterrupted run (same match id, same
 records), because which record of a group arrives first depends on how partitions are read.
 """

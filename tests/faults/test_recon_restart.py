@@ -174,7 +174,12 @@ def test_killed_and_restarted_worker_ends_with_the_uninterrupted_report(
     once, killed = runs["once"], runs["killed"]
     assert once["stored"] > 0 and once["report"]["matches"]["total"] > 0
     # Each kill came mid-run: some results were stored, not all of them.
-    assert all(0 < after < once["stored"] for _, after in kill_points), kill_points
+    assert all(0 < after < once["stored"] for _, after in kill_points), \
+        f"kill points (reached, after the kill) {kill_points} of {once['stored']} results"
+    for what in ("matches", "breaks"):
+        only_once = sorted(set(once[what]) - set(killed[what]))
+        only_killed = sorted(set(killed[what]) - set(once[what]))
+        assert not only_once and not only_killed, (
+            f"{what} differ after kills at {kill_points}: only uninterrupted {only_once[:5]}, "
+            f"only killed {only_killed[:5]}\n{log_tail(killed['log'])}")
     assert killed["report"] == once["report"]
-    assert killed["matches"] == once["matches"]
-    assert killed["breaks"] == once["breaks"]
