@@ -285,7 +285,7 @@ def create_app(service: AccessService, verifier: TokenVerifier) -> FastAPI:
         return _request_out(request, service.status_of(request))
 
     @app.get("/v1/recon/breaks", tags=["reads"])
-    def recon_breaks(who: Who, purpose: Purpose, role: str | None = None,
+    def recon_breaks(who: Who, purpose: Purpose, role: Name | None = None,
                      limit: Annotated[int, Field(ge=1, le=1000)] = 100) -> dict[str, Any]:
         """Cross-agency discrepancies your role may see (the rule and the documents' event ids,
         no values); the read is audited before it is answered (access/recon_reads.py)."""

@@ -153,6 +153,9 @@ def test_a_nul_in_any_string_field_is_refused_at_the_door(world: AccessWorld) ->
         response = method(path, json=body, headers=world.auth(who))
         assert response.status_code == 422, (path, body, response.text)
         assert "\x00" not in response.text and "\\u0000" not in response.text
+    breaks = world.client.get("/v1/recon/breaks", params={"purpose": "p", "role": NUL},
+                              headers=world.auth("tess"))
+    assert breaks.status_code == 422, breaks.text  # the same door for a query's role
     assert _audit_count(world) == before  # refused before anything, including the audit
 
 
