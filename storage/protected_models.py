@@ -187,7 +187,7 @@ class ApproverKeyRow(Base):
     __tablename__ = "access_approver_keys"
 
     kid: Mapped[str] = mapped_column(String(64), primary_key=True)
-    subject: Mapped[str] = mapped_column(String(128), index=True)
+    subject: Mapped[str] = mapped_column(String(128), unique=True)  # migration 0013: one key per person
     jwk: Mapped[dict[str, Any]] = mapped_column(JSONB)
     attestation: Mapped[str] = mapped_column(Text)
     registered_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
