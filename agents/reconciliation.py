@@ -38,7 +38,7 @@ from reconcile.windows import Reconciler, StepResult
 from schemas.audit import AuditAction, AuditRecord, audit_id_for
 from schemas.catalog import DOCUMENT_V1, TRANSACTION_V1
 from security.verification import VerifiedEvent
-from storage.reconciliation import BreakRow, MatchRow, load_state, reconciled_ids, save_step
+from storage.reconciliation import BreakRow, MatchRow, StaleState, load_state, reconciled_ids, save_step
 from streams.topics import TRANSACTIONS
 
 log = logging.getLogger("attest.reconciliation")
@@ -46,6 +46,8 @@ log = logging.getLogger("attest.reconciliation")
 STATE_NAME = "finance"
 #: Document ids the consistency stage remembers (to recognise a redelivery); oldest dropped.
 SEEN_DOCUMENTS = 200_000
+#: How often a step is run again from a reloaded state when the stored one changed under it.
+STALE_RETRIES = 5
 Embedder = Callable[[Sequence[str]], Awaitable[np.ndarray]]
 
 
@@ -123,7 +125,24 @@ class ReconciliationStage:
 
     async def process(self, accepted: Sequence[tuple[IncomingMessage, VerifiedEvent]],
                       flush: bool = False) -> ReconOutput:
-        """Match the batch's transactions; results are stored before this returns."""
+        """Match the batch's transactions; results are stored before this returns.
+
+        When the stored state changed since it was loaded (``attest forget`` removed a
+        subject's pending records), nothing of the step was stored: the state is reloaded and
+        the batch matched again from it, so the old state is never written back.
+        """
+        for attempt in range(STALE_RETRIES + 1):
+            try:
+                return await self._process(accepted, flush)
+            except StaleState:
+                if attempt == STALE_RETRIES:
+                    raise
+                log.info("reconciliation state %r changed under the worker; reloading", self._name)
+                self.reconciler, self._marks = None, {}
+        raise AssertionError("unreachable")
+
+    async def _process(self, accepted: Sequence[tuple[IncomingMessage, VerifiedEvent]],
+                       flush: bool) -> ReconOutput:
         reconciler = await self._load()
         sources = {s for pair in reconciler.pairings for s in pair}
         records = []
@@ -328,6 +347,20 @@ class ConsistencyStage:
 
     async def process(self, accepted: Sequence[tuple[IncomingMessage, VerifiedEvent]],
                       flush: bool = False) -> ReconOutput:
+        """Check the batch's documents; a stale stored state is reloaded as in
+        ``ReconciliationStage.process``."""
+        for attempt in range(STALE_RETRIES + 1):
+            try:
+                return await self._process(accepted, flush)
+            except StaleState:
+                if attempt == STALE_RETRIES:
+                    raise
+                log.info("consistency state %r changed under the worker; reloading", self._name)
+                self.pending, self._seen, self._since, self._newest = None, {}, {}, None
+        raise AssertionError("unreachable")
+
+    async def _process(self, accepted: Sequence[tuple[IncomingMessage, VerifiedEvent]],
+                       flush: bool) -> ReconOutput:
         from reconcile.government import AgencyFacts, check_person, facts_from_payload
 
         pending = await self._load()

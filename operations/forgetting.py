@@ -8,20 +8,32 @@ nothing is destroyed. The identifier itself is never recorded.
 
 from __future__ import annotations
 
+import json
+import logging
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from cryptography.exceptions import InvalidTag
+from sqlalchemy import Connection
+
 from config.settings import Settings, secret_environ
 from operations.errors import ActionRefused
 from operations.operator_audit import operator_record
+from protection.errors import KeyNotHeld
 from protection.fields import subject_reference
+from protection.keyring import StaticKeyring
 from protection.keyring_sources import open_index_keyring
 from protection.tiers import protection_catalog
+from reconcile.forgetting import drop_subject
+from reconcile.sealing import StateKey
 from schemas.audit import AuditAction
 from storage.key_maintenance import ForgetOutcome, forget_subject
+from storage.reconciliation import rewrite_states
 from streams.audit_publisher import publish_audit
 from streams.errors import BrokerUnavailable
+
+log = logging.getLogger("attest.forget")
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,13 +77,62 @@ def shred_subject(
             AuditAction.SUBJECT_FORGOTTEN, forget_id, actor,
             {"reason": reason, "domains": chosen, "data_keys_destroyed": outcome.data_keys,
              "tiers": list(outcome.tiers), "records": len(outcome.event_ids),
-             "inferences_deleted": outcome.inferences},
+             "inferences_deleted": outcome.inferences,
+             "recon_pending_removed": outcome.recon_pending},
             # No event ids: the append-only log would keep, for ever, the list of every
             # event of the person it was asked to forget.
             subject_ids=[])])
 
     try:
-        outcome = forget_subject(settings.database_url, refs, catalog, before_commit=audit)
+        outcome = forget_subject(settings.database_url, refs, catalog, before_commit=audit,
+                                 pending_state=pending_state_filter(keyring, refs))
     except BrokerUnavailable as exc:
         raise ActionRefused(f"nothing was destroyed: the audit record could not be sent ({exc})") from None
     return Forgotten(outcome, forget_id)
+
+
+def pending_state_filter(keyring: StaticKeyring,
+                         refs: dict[str, bytes]) -> Callable[[Connection, Sequence[str]], int]:
+    """The ``pending_state`` step of ``forget_subject``: remove the subject from ``recon_state``.
+
+    Each stored state is opened as its worker opens it (the key derived from the ``account``
+    blind-index key for the finance stage, from the ``national_id`` one for the government
+    stage; the associated data ``recon_state|<name>``), the subject's entries are removed
+    (finance: records of its account index; government: documents of its national-id index),
+    and the state is resealed with a fresh nonce, under the row lock ``rewrite_states`` takes,
+    in forget's transaction. A state that neither key opens is left as it is and logged: it
+    was sealed under index keys this keyring no longer holds, and no worker can open it either.
+    """
+    keys: list[StateKey] = []
+    for domain in ("account", "national_id"):
+        try:
+            keys.append(StateKey.derive(keyring.blind_index_key(domain).material))
+        except KeyNotHeld:
+            continue
+    account = refs["account"].hex() if "account" in refs else None
+    person = refs["national_id"].hex() if "national_id" in refs else None
+
+    def step(conn: Connection, event_ids: Sequence[str]) -> int:
+        removed = 0
+
+        def rewrite(name: str, sealed: bytes) -> bytes | None:
+            nonlocal removed
+            context = f"recon_state|{name}".encode()
+            for key in keys:
+                try:
+                    plain = key.open(sealed, context)
+                except (InvalidTag, ValueError):
+                    continue
+                state = json.loads(plain)
+                removed += drop_subject(state, account, person, event_ids)
+                if state == json.loads(plain):
+                    return None  # nothing of the subject: the worker's state stays as it is
+                return key.seal(json.dumps(state).encode(), context)
+            log.warning("reconciliation state %r cannot be opened with this keyring's index keys; "
+                        "left as it is", name)
+            return None
+
+        rewrite_states(conn, rewrite)
+        return removed
+
+    return step

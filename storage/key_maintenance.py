@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import and_, bindparam, delete, func, or_, select, text, update
+from sqlalchemy import Connection, and_, bindparam, delete, func, or_, select, text, update
 
 from protection.fields import WrappingKeyRecord
 from protection.tiers import ProtectionCatalog, Tier
@@ -22,6 +22,7 @@ class ForgetOutcome:
     tiers: tuple[str, ...]
     event_ids: tuple[str, ...]
     inferences: int = 0  # model labels of those events, deleted with them
+    recon_pending: int = 0  # pending reconciliation entries removed from ``recon_state``
 
 
 def forget_subject(
@@ -29,13 +30,18 @@ def forget_subject(
     subject_refs: Mapping[str, bytes],
     catalog: ProtectionCatalog,
     before_commit: Callable[[ForgetOutcome], None],
+    pending_state: Callable[[Connection, Sequence[str]], int] | None = None,
 ) -> ForgetOutcome:
-    """Destroy every data key of the subject (per domain: its blind index), its indexes and
-    the model labels of its events.
+    """Destroy every data key of the subject (per domain: its blind index), its indexes, the
+    model labels of its events and (``pending_state``) its entries in the reconciliation
+    state.
 
     Key rows stay as tombstones (``wrapped`` NULL, ``destroyed_at`` set) so that a later read
     says "forgotten". ``before_commit`` runs inside the transaction (the CLI publishes the
-    audit record there): if it raises, nothing is destroyed.
+    audit record there): if it raises, nothing is destroyed. ``pending_state(conn, event_ids)``
+    runs in the same transaction before it and returns how many pending reconciliation
+    entries it removed (``operations.forgetting`` opens, filters and reseals ``recon_state``
+    under row locks there).
     """
 
     def write() -> ForgetOutcome:
@@ -68,8 +74,10 @@ def forget_subject(
             labels = conn.execute(
                 delete(InferenceRow).where(InferenceRow.event_id.in_(sorted(set(event_ids))))
             ).rowcount if event_ids else 0
+            # The matcher's pending state holds the values of records still in their window.
+            pending = pending_state(conn, sorted(set(event_ids))) if pending_state else 0
             outcome = ForgetOutcome(len(destroyed), tuple(sorted({r[0] for r in destroyed})),
-                                    tuple(sorted(event_ids)), labels)
+                                    tuple(sorted(event_ids)), labels, pending)
             before_commit(outcome)
             return outcome
 

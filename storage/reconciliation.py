@@ -8,13 +8,14 @@ agrees with what is stored. Inserts are idempotent on match id and break id.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import (
     BigInteger,
     Column,
+    Connection,
     DateTime,
     Float,
     LargeBinary,
@@ -23,6 +24,7 @@ from sqlalchemy import (
     Table,
     Text,
     func,
+    or_,
     select,
     update,
 )
@@ -69,6 +71,11 @@ recon_state = Table(
     Column("version", BigInteger(), nullable=False),
     Column("updated_at", DateTime(timezone=True), server_default=func.now(), nullable=False),
 )
+
+
+class StaleState(Exception):
+    """The stored state changed since this worker loaded it (``attest forget`` rewrote it):
+    nothing of the step was stored; reload the state and run the step again."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,7 +133,10 @@ def save_step(url: str, name: str, sealed_state: bytes, version: int,
               matches: Sequence[MatchRow], breaks: Sequence[BreakRow]) -> tuple[set[str], set[str]]:
     """Store one step's matches, breaks and new state in one transaction.
 
-    Returns the ids actually inserted (a redelivered step inserts nothing new).
+    Returns the ids actually inserted (a redelivered step inserts nothing new). The state is
+    written only over an older version (or over these very bytes: a retry after a commit whose
+    answer was lost); otherwise someone else wrote it since it was loaded (``attest forget``
+    removing a subject), the transaction rolls back and ``StaleState`` is raised.
     """
     def write() -> tuple[set[str], set[str]]:
         with engine_for(url).begin() as conn:
@@ -143,11 +153,15 @@ def save_step(url: str, name: str, sealed_state: bytes, version: int,
                                     .returning(recon_breaks.c.break_id)).all()
                 new_breaks = {str(r.break_id) for r in rows}
             stmt = insert(recon_state).values(name=name, sealed=sealed_state, version=version)
-            conn.execute(stmt.on_conflict_do_update(
+            written = conn.execute(stmt.on_conflict_do_update(
                 index_elements=["name"],
                 set_={"sealed": stmt.excluded.sealed, "version": stmt.excluded.version,
                       "updated_at": func.now()},
-            ))
+                where=or_(recon_state.c.version < stmt.excluded.version,
+                          recon_state.c.sealed == stmt.excluded.sealed),
+            ).returning(recon_state.c.version)).first()
+            if written is None:
+                raise StaleState(f"reconciliation state {name!r} changed since it was loaded")
             return new_matches, new_breaks
 
     return run_db(write)
@@ -161,6 +175,28 @@ def load_state(url: str, name: str) -> tuple[bytes, int] | None:
         return (bytes(row.sealed), int(row.version)) if row else None
 
     return run_db(read)
+
+
+def rewrite_states(conn: Connection, rewrite: Callable[[str, bytes], bytes | None]) -> int:
+    """Rewrite every stored state inside the caller's transaction, under row locks.
+
+    ``rewrite(name, sealed)`` returns the new sealed state, or None to leave it. A rewritten
+    state gets the next version, so a worker that loaded the old one fails its next
+    ``save_step`` (``StaleState``) and reloads instead of writing the old state back; a
+    worker's ``save_step`` waiting on the lock sees the new version when it is released.
+    Returns how many states were rewritten.
+    """
+    rows = conn.execute(select(recon_state.c.name, recon_state.c.sealed)
+                        .order_by(recon_state.c.name).with_for_update()).all()
+    changed = 0
+    for row in rows:
+        fresh = rewrite(row.name, bytes(row.sealed))
+        if fresh is None:
+            continue
+        conn.execute(update(recon_state).where(recon_state.c.name == row.name)
+                     .values(sealed=fresh, version=recon_state.c.version + 1, updated_at=func.now()))
+        changed += 1
+    return changed
 
 
 def _match_row(r: object) -> MatchRow:
