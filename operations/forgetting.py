@@ -29,7 +29,7 @@ from reconcile.forgetting import drop_subject
 from reconcile.sealing import StateKey
 from schemas.audit import AuditAction
 from storage.key_maintenance import ForgetOutcome, forget_subject
-from storage.reconciliation import rewrite_states
+from storage.reconciliation import clear_sealed_values, rewrite_states
 from streams.audit_publisher import publish_audit
 from streams.errors import BrokerUnavailable
 
@@ -100,8 +100,10 @@ def pending_state_filter(keyring: StaticKeyring,
     stage; the associated data ``recon_state|<name>``), the subject's entries are removed
     (finance: records of its account index; government: documents of its national-id index),
     and the state is resealed with a fresh nonce, under the row lock ``rewrite_states`` takes,
-    in forget's transaction. A state that neither key opens is left as it is and logged: it
-    was sealed under index keys this keyring no longer holds, and no worker can open it either.
+    in forget's transaction. The sealed amounts of the finance breaks and matches of the
+    subject's stored records (``event_ids``) are cleared in the same step. A state that
+    neither key opens is left as it is and logged: it was sealed under index keys this keyring
+    no longer holds, and no worker can open it either.
     """
     keys: list[StateKey] = []
     for domain in ("account", "national_id"):
@@ -133,6 +135,10 @@ def pending_state_filter(keyring: StaticKeyring,
             return None
 
         rewrite_states(conn, rewrite)
+        # Matched or broken records of the subject: their sealed amounts go too.
+        cleared = clear_sealed_values(conn, event_ids)
+        if cleared:
+            log.info("cleared the sealed amounts of %d reconciliation rows", cleared)
         return removed
 
     return step

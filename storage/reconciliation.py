@@ -199,6 +199,27 @@ def rewrite_states(conn: Connection, rewrite: Callable[[str, bytes], bytes | Non
     return changed
 
 
+def clear_sealed_values(conn: Connection, record_ids: Sequence[str]) -> int:
+    """Inside the caller's transaction (``attest forget``), drop the sealed values of the
+    finance breaks and matches of ``record_ids``: a break's amount and detail ("amount
+    differs by ..."), a match's amount difference. Rows, reasons and ids stay (the report
+    shows them without an amount); government breaks carry no amount and keep their detail
+    (the rule's name). Returns how many rows lost a value."""
+    if not record_ids:
+        return 0
+    ids = _uuids(record_ids)
+    breaks = conn.execute(
+        update(recon_breaks)
+        .where(recon_breaks.c.record_id.in_(ids), recon_breaks.c.amount_sealed.is_not(None))
+        .values(amount_sealed=None, detail_sealed=None)).rowcount
+    matches = conn.execute(
+        update(recon_matches)
+        .where(or_(recon_matches.c.left_ids.overlap(ids), recon_matches.c.right_ids.overlap(ids)),
+               recon_matches.c.difference_sealed.is_not(None))
+        .values(difference_sealed=None)).rowcount
+    return breaks + matches
+
+
 def _match_row(r: object) -> MatchRow:
     m = r._mapping  # type: ignore[attr-defined]
     return MatchRow(

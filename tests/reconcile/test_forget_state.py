@@ -171,3 +171,39 @@ def test_a_state_written_since_it_was_loaded_is_not_overwritten(database_url):
         with pytest.raises(StaleState):
             save_step(url, "finance", b"old", 2, [], [])  # loaded at 1, someone wrote 2 since
         assert load_state(url, "finance") == (b"two", 2)
+
+
+async def test_forget_clears_the_sealed_amounts_of_the_subjects_matches_and_breaks(
+        stack_settings, database_url):
+    from protection.fields import FieldProtector
+    from storage.events import store_events
+    from storage.reconciliation import list_breaks, list_matches
+    from tests.support.events import stored_events
+
+    lonely, paid, other = transaction_payloads(3, "core-ledger", seed=uuid.uuid4().int % 10**6, now=NOW)
+    account = f"DE{uuid.uuid4().int % 10**20:020d}"
+    lonely["account"] = paid["account"] = account
+    switch = {**paid, "event_id": str(uuid.uuid4()), "source": "payment-switch"}
+    with scratch_database(database_url, "recon_forget_rows") as url:
+        settings = stack_settings.model_copy(update={"database_url": url})
+        payloads = [lonely, paid, switch, other]
+        store_events(url, stored_events(payloads, TRANSACTION_V1),
+                     protector=FieldProtector(KEYRING.restricted_to(())))
+        stage = ReconciliationStage(settings, "worker:test", KEYRING.blind_index_key("account"))
+        await stage.process(_pairs(payloads, TRANSACTION_V1))
+        await stage.flush()
+        mine = {lonely["event_id"], paid["event_id"], switch["event_id"]}
+        match, = [m for m in list_matches(url) if set(m.left_ids) | set(m.right_ids) <= mine]
+        assert match.difference_sealed is not None
+        assert all(b.amount_sealed is not None for b in list_breaks(url))
+        assert any(b.record_id == other["event_id"] for b in list_breaks(url))
+
+        outcome = _forget(url, "account", account)
+
+        assert set(outcome.event_ids) == mine
+        assert [m.difference_sealed for m in list_matches(url) if m.match_id == match.match_id] == [None]
+        for b in list_breaks(url):
+            if b.record_id in mine:
+                assert b.amount_sealed is None and b.detail_sealed is None
+            else:
+                assert b.amount_sealed is not None and b.detail_sealed is not None
