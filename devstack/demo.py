@@ -23,19 +23,24 @@ from config.settings import Settings
 from devstack import stack
 from devstack.errors import DevStackError
 from devstack.processes import choose_port, terminate_tree
+from operations.operator_audit import operator_record
 from scenarios.finance import transaction_payloads
 from scenarios.government import AGENCIES, document_payloads
+from schemas.audit import AuditAction
 from schemas.catalog import DOCUMENT_V1, TRANSACTION_V1
 from security.keyfiles import SigningKey, generate_key, keys_for_source, write_private_key
 from security.private_files import open_private_log
 from storage import migrate
 from storage.events import count_events
-from storage.keys import KeyConflict, add_key
+from storage.keys import KeyConflict, add_key, key_snapshot
 from streams.admin import ensure_topics
+from streams.audit_publisher import publish_audit
 from streams.producer import OutgoingMessage, send_all, sign_payload, tamper
 from streams.topics import DOCUMENTS, TRANSACTIONS
 
 SOURCE = "core-ledger"
+#: Who the audit log says registered the demo's keys.
+DEMO_ACTOR = "operator:attest-demo"
 
 
 @dataclass
@@ -81,18 +86,32 @@ def stop_worker(proc: subprocess.Popen[bytes]) -> None:
 
 
 def signing_key(settings: Settings, source: str) -> SigningKey:
-    """The newest local key of ``source``, registered; made (0600) when there is none."""
+    """The newest local key of ``source``, registered; made (0600) when there is none.
+
+    A key the demo registers is audited (``key.added``) before it is registered, like one
+    registered with ``attest keys``: if the record cannot be sent, the key is not registered.
+    """
     keys = keys_for_source(settings.keys_dir, source)
     key = keys[0] if keys else generate_key(source)
     try:
-        add_key(settings.database_url, key.kid, source, key.alg, key.public_jwk, department=source)
+        if key.kid in key_snapshot(settings.database_url):  # an earlier demo's (recorded then)
+            add_key(settings.database_url, key.kid, source, key.alg, key.public_jwk, department=source)
+        else:
+            _register_audited(settings, key, source)
     except KeyConflict:
         # A key an older demo registered unbound cannot be re-bound: the demo makes a new one.
         keys, key = [], generate_key(source)
-        add_key(settings.database_url, key.kid, source, key.alg, key.public_jwk, department=source)
+        _register_audited(settings, key, source)
     if not keys:
         write_private_key(key, settings.keys_dir)
     return key
+
+
+def _register_audited(settings: Settings, key: SigningKey, source: str) -> None:
+    publish_audit(settings, [operator_record(
+        AuditAction.KEY_ADDED, key.kid, DEMO_ACTOR,
+        {"source": source, "alg": key.alg, "department": source, "by": "attest demo"})])
+    add_key(settings.database_url, key.kid, source, key.alg, key.public_jwk, department=source)
 
 
 def demo_transactions(

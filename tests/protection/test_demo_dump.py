@@ -10,13 +10,15 @@ from pathlib import Path
 
 import pytest
 
+from audit.queries import find_records
 from config.settings import Settings
 from devstack import stack
-from devstack.demo import SOURCE
+from devstack.demo import DEMO_ACTOR, SOURCE
 from scenarios.finance import transaction_payloads
-from scenarios.government import document_payloads
+from scenarios.government import AGENCIES, document_payloads
 from schemas.catalog import DOCUMENT_V1, TRANSACTION_V1
 from tests.protection.test_dump import _appears, _dump, _protected_values
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -50,5 +52,13 @@ def test_pg_dump_after_the_demo_has_no_protected_plaintext(tmp_path: Path) -> No
         # The search finds what is stored in clear: an empty result above means something.
         assert _appears(transactions[0]["event_id"], dump)
         assert _appears(documents[0]["agency"], dump)
+
+        # Issue 9: the demo's key registrations are audited like `attest keys` ones.
+        wanted = {SOURCE, *AGENCIES}
+        added = wait_until(
+            lambda: [r for r in find_records(info.database_url, action="key.added")
+                     if r.actor == DEMO_ACTOR],
+            lambda records: {r.detail["source"] for r in records} >= wanted, timeout_s=60)
+        assert {r.detail["source"] for r in added} == wanted
     finally:
         stack.down(settings)
