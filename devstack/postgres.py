@@ -22,7 +22,7 @@ from psycopg2 import sql
 
 from devstack.errors import ComponentStartError
 from devstack.processes import pid_alive
-from security.private_files import touch_private
+from security.private_files import private_folder, touch_private
 
 DATABASE_NAME = "attest"
 SUPERUSER = "postgres"
@@ -197,7 +197,12 @@ def start_postgres(pgdata: Path, port: int, auth: str = DEFAULT_AUTH) -> Postgre
     os.chmod(pgdata, 0o700)
     log = touch_private(pgdata.parent / "postgres.log")  # 0600
     if _run_as():
+        state_mode = stat.S_IMODE(pgdata.parent.stat().st_mode)
         _prepare_for_system_user(pgdata)
+        if state_mode & 0o066 == 0:  # 0700 or 0711: nobody else could read it
+            # Opening the way to the data made a private state folder world-readable (0755
+            # after a restart of Postgres alone); the system user only needs to pass through.
+            private_folder(pgdata.parent, traversable=True)
         entry = _pgserver_utils().ensure_user_exists(SYSTEM_USER)
         os.chown(log, entry.pw_uid, entry.pw_gid)
     if not (pgdata / "PG_VERSION").exists():
