@@ -9,9 +9,11 @@ from rich.table import Table
 from rich.text import Text
 
 from cli.exit_codes import operator_errors
+from cli.keys import operator
 from cli.output import console, fail
 from cli.replay import finish, run_replay
 from config.settings import get_settings
+from operations.letter_payload import letter_digest, reveal_payload
 from operations.letters import LetterFilter, summarize
 from operations.selection import Selection
 from operations.times import parse_time
@@ -85,13 +87,17 @@ def retry(
     finish(result)
 
 
-def _describe_token(value: bytes) -> list[str]:
+def _describe_token(value: bytes, with_payload: bool) -> list[str]:
     """Best-effort view of what the message claims, for a human; nothing here is trusted."""
     parts = value.split(b".")
     if len(parts) != 3:
         return [f"not a compact JWS ({len(parts)} parts)"]
     lines = []
     for name, part in (("header", parts[0]), ("payload", parts[1])):
+        if name == "payload" and not with_payload:
+            lines.append(f"payload: hidden ({len(part)} bytes of base64url; it may hold protected "
+                         "fields in clear: --payload --why TEXT shows it, audited)")
+            continue
         try:
             decoded = parse_json_object(b64url_decode(part), name)
             lines.append(f"{name}: {json.dumps(decoded, ensure_ascii=False)[:2000]}")
@@ -103,14 +109,24 @@ def _describe_token(value: bytes) -> list[str]:
 @app.command()
 def show(
     position: str = typer.Argument(..., help="PARTITION:OFFSET as printed by `attest dlq list`."),
+    payload: bool = typer.Option(False, "--payload", help="Also show the payload and raw bytes "
+                                 "(they may hold protected fields in clear); audited, needs --why."),
+    why: str = typer.Option("", "--why", help="Why the payload is shown (goes into the audit record)."),
 ) -> None:
-    """Show one dead letter in full: headers, the claimed header and payload, the raw bytes."""
+    """Show one dead letter: reason, origin, headers, the claimed JWS header, size and SHA-256.
+
+    The payload is hidden unless --payload --why TEXT is given; then a `dlq.payload_shown`
+    audit record (who, which letter, why) is sent first, and nothing is shown if it cannot be.
+    """
     try:
         partition, offset = (int(x) for x in position.split(":"))
     except ValueError:
         fail(f"{position!r} is not PARTITION:OFFSET (for example 0:12)")
+    if payload and not why.strip():
+        fail("--payload needs --why TEXT: showing a payload is audited")
+    settings = get_settings()
     letter: StoredLetter | None = next(
-        (x for x in read_letters(get_settings()) if (x.partition, x.offset) == (partition, offset)),
+        (x for x in read_letters(settings) if (x.partition, x.offset) == (partition, offset)),
         None,
     )
     if letter is None:
@@ -119,8 +135,13 @@ def show(
     for key, value in sorted(letter.headers.items()):
         console.print(f"  {key}: {value}", markup=False)
     console.print(f"  key: {letter.key!r}", markup=False)
-    for line in _describe_token(letter.value):
+    console.print(f"  bytes: {len(letter.value)}, sha256 {letter_digest(letter)}", markup=False)
+    if payload:
+        with operator_errors():
+            reveal_payload(settings, letter, why, operator())
+    for line in _describe_token(letter.value, with_payload=payload):
         console.print(f"  {line}", markup=False)
-    raw = letter.value[:512]
-    console.print(f"  raw ({len(letter.value)} bytes): {raw!r}{'...' if len(letter.value) > 512 else ''}",
-                  markup=False)
+    if payload:
+        raw = letter.value[:512]
+        console.print(f"  raw ({len(letter.value)} bytes): {raw!r}{'...' if len(letter.value) > 512 else ''}",
+                      markup=False)

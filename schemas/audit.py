@@ -46,6 +46,7 @@ class AuditAction(StrEnum):
     REPLAY_FINISHED = "replay.finished"
     DLQ_RETRY_STARTED = "dlq.retry_started"
     DLQ_RETRIED = "dlq.retried"
+    DLQ_PAYLOAD_SHOWN = "dlq.payload_shown"
     RECON_MATCHED = "recon.matched"
     RECON_SUGGESTED = "recon.suggested"
     RECON_BREAK = "recon.break"
