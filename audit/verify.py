@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from audit.chain import GENESIS, row_hash
-from audit.checkpoints import NoteVerifier, checkpoint_signed_by, parse_checkpoint
+from audit.checkpoints import NoteVerifier, ParsedCheckpoint, checkpoint_signed_by, parse_checkpoint
 
 # --- verification: walk the chain, name the first problem ---------------------------------
 
@@ -116,24 +116,34 @@ def _diagnose(row: ChainRow, window: list[ChainRow], ahead: list[ChainRow]) -> P
     return _changed(row)
 
 
+def _signed_text(cp: StoredCheckpoint, where: str, altered: str,
+                 verifiers: list[NoteVerifier]) -> tuple[ParsedCheckpoint | None, Problem | None]:
+    """A checkpoint's own checks, stored or published: it parses, a trusted key signed it,
+    and its columns say what its signed text says (``altered`` words that last failure)."""
+    try:
+        parsed = parse_checkpoint(cp.text)
+    except ValueError as exc:
+        return None, Problem("checkpoint", cp.last_seq, f"{where} is malformed ({exc})")
+    signed = checkpoint_signed_by(parsed, verifiers)
+    if signed is False:
+        return None, Problem("checkpoint", cp.last_seq,
+                             f"{where} has an invalid signature (forged or altered)")
+    if signed is None:
+        return None, Problem("checkpoint", cp.last_seq, f"{where} is not signed by a trusted key")
+    if parsed.count != cp.last_seq or parsed.head_hash != cp.head_hash:
+        return None, Problem("checkpoint", cp.last_seq, f"{where} {altered}")
+    return parsed, None
+
+
 def _check_checkpoint(
     cp: StoredCheckpoint, seq: int, head: str, covered: int, verifiers: list[NoteVerifier]
 ) -> Problem | None:
     """One checkpoint against the chain verified up to ``seq`` (whose hash is ``head``)."""
     where = f"checkpoint at seq={cp.last_seq}"
-    try:
-        parsed = parse_checkpoint(cp.text)
-    except ValueError as exc:
-        return Problem("checkpoint", cp.last_seq, f"the {where} is malformed ({exc})")
-    signed = checkpoint_signed_by(parsed, verifiers)
-    if signed is False:
-        return Problem("checkpoint", cp.last_seq,
-                       f"the {where} has an invalid signature (forged or altered)")
-    if signed is None:
-        return Problem("checkpoint", cp.last_seq, f"the {where} is not signed by a trusted key")
-    if parsed.count != cp.last_seq or parsed.head_hash != cp.head_hash:
-        return Problem("checkpoint", cp.last_seq,
-                       f"the {where} was altered: its columns disagree with its signed text")
+    parsed, problem = _signed_text(cp, f"the {where}",
+                                   "was altered: its columns disagree with its signed text", verifiers)
+    if parsed is None:
+        return problem
     if parsed.count > seq:
         return _missing(seq + 1, parsed.count,
                         f": the signed checkpoint at seq={parsed.count} covers them")
@@ -145,20 +155,8 @@ def _check_checkpoint(
 
 def _witness_problem(witness: StoredCheckpoint, verifiers: list[NoteVerifier]) -> Problem | None:
     """The published checkpoint's own checks: it parses, and a trusted key signed it."""
-    where = f"the audit topic's checkpoint at seq={witness.last_seq}"
-    try:
-        parsed = parse_checkpoint(witness.text)
-    except ValueError as exc:
-        return Problem("checkpoint", witness.last_seq, f"{where} is malformed ({exc})")
-    signed = checkpoint_signed_by(parsed, verifiers)
-    if signed is False:
-        return Problem("checkpoint", witness.last_seq,
-                       f"{where} has an invalid signature (forged or altered)")
-    if signed is None:
-        return Problem("checkpoint", witness.last_seq, f"{where} is not signed by a trusted key")
-    if parsed.count != witness.last_seq or parsed.head_hash != witness.head_hash:
-        return Problem("checkpoint", witness.last_seq, f"{where} disagrees with its signed text")
-    return None
+    return _signed_text(witness, f"the audit topic's checkpoint at seq={witness.last_seq}",
+                        "disagrees with its signed text", verifiers)[1]
 
 
 def _against_witness(witness: StoredCheckpoint, seq: int, head: str, covered: int) -> Problem | None:
