@@ -79,6 +79,21 @@ def model_scorer(embed: Embedder, loop: asyncio.AbstractEventLoop, timeout_s: fl
     return score
 
 
+async def reloading_stale_state(step: Callable[[], Awaitable[ReconOutput]],
+                                drop_loaded: Callable[[], None], what: str) -> ReconOutput:
+    """Run ``step``; when the stored state changed since it was loaded (``StaleState``), drop
+    what was loaded (the step then loads it again) and run it again, up to STALE_RETRIES times."""
+    for attempt in range(STALE_RETRIES + 1):
+        try:
+            return await step()
+        except StaleState:
+            if attempt == STALE_RETRIES:
+                raise
+            log.info("%s changed under the worker; reloading", what)
+            drop_loaded()
+    raise AssertionError("unreachable")
+
+
 class ReconciliationStage:
     """Feeds verified transactions to the matcher and makes its results durable."""
 
@@ -131,15 +146,11 @@ class ReconciliationStage:
         subject's pending records), nothing of the step was stored: the state is reloaded and
         the batch matched again from it, so the old state is never written back.
         """
-        for attempt in range(STALE_RETRIES + 1):
-            try:
-                return await self._process(accepted, flush)
-            except StaleState:
-                if attempt == STALE_RETRIES:
-                    raise
-                log.info("reconciliation state %r changed under the worker; reloading", self._name)
-                self.reconciler, self._marks = None, {}
-        raise AssertionError("unreachable")
+        def drop_loaded() -> None:
+            self.reconciler, self._marks = None, {}
+
+        return await reloading_stale_state(lambda: self._process(accepted, flush), drop_loaded,
+                                           f"reconciliation state {self._name!r}")
 
     async def _process(self, accepted: Sequence[tuple[IncomingMessage, VerifiedEvent]],
                        flush: bool) -> ReconOutput:
@@ -349,15 +360,11 @@ class ConsistencyStage:
                       flush: bool = False) -> ReconOutput:
         """Check the batch's documents; a stale stored state is reloaded as in
         ``ReconciliationStage.process``."""
-        for attempt in range(STALE_RETRIES + 1):
-            try:
-                return await self._process(accepted, flush)
-            except StaleState:
-                if attempt == STALE_RETRIES:
-                    raise
-                log.info("consistency state %r changed under the worker; reloading", self._name)
-                self.pending, self._seen, self._since, self._newest = None, {}, {}, None
-        raise AssertionError("unreachable")
+        def drop_loaded() -> None:
+            self.pending, self._seen, self._since, self._newest = None, {}, {}, None
+
+        return await reloading_stale_state(lambda: self._process(accepted, flush), drop_loaded,
+                                           f"consistency state {self._name!r}")
 
     async def _process(self, accepted: Sequence[tuple[IncomingMessage, VerifiedEvent]],
                        flush: bool) -> ReconOutput:
