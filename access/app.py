@@ -23,6 +23,8 @@ from access.errors import AccessError
 from access.identity import Identity, TokenVerifier, load_jwks
 from access.issuer import jwks_path
 from access.keys import load_attestor
+from access.letter_payloads import as_json as letter_json
+from access.letter_payloads import dead_letters_of, show_letter_payload
 from access.policy import load_policy
 from access.service import AccessService
 from access.views import NewRequest, ReadQuery, ReadResult
@@ -98,6 +100,33 @@ class ReadBody(_Body):
     request_id: uuid.UUID | None = Field(None, description="Your approved access request (level "
                                          "2/3 fields).")
     limit: int = Field(20, ge=1, le=1000)
+
+
+class DeadLetterPayloadBody(_Body):
+    partition: int = Field(ge=0, le=2**31 - 1, description="The letter's partition of the "
+                           "dead-letter topic (PARTITION of `attest dlq list`).")
+    offset: int = Field(ge=0, le=2**63 - 1, description="The letter's offset (OFFSET).")
+    purpose: Purpose
+
+
+class DeadLetterPayloadOut(BaseModel):
+    audit_id: str = Field(description="The dlq.payload_shown audit record, committed before "
+                          "this answer.")
+    topic: str
+    partition: int
+    offset: int
+    reason: str = Field(description="Why the worker rejected it (the attest-reason header).")
+    origin: str = Field(description="source topic/partition/offset, from its headers.")
+    headers: dict[str, str]
+    key: str | None = Field(description="The message key, base64 (null: none).")
+    bytes: int
+    sha256: str = Field(description="SHA-256 of the stored bytes, hex.")
+    form: str = Field(description="jws (compact JWS), jwe (an encrypted token, returned as "
+                      "stored, nothing opened) or other.")
+    header: dict[str, Any] | None = Field(description="The claimed JOSE header, unverified.")
+    payload: dict[str, Any] | None = Field(description="A JWS's JSON payload, unverified; null "
+                                           "for a JWE or bytes that are not JSON.")
+    value: str = Field(description="The stored bytes, base64.")
 
 
 class FieldOut(BaseModel):
@@ -294,6 +323,13 @@ def create_app(service: AccessService, verifier: TokenVerifier) -> FastAPI:
         read_id, acting, found = read_discrepancies(service, who, purpose, role, limit)
         return {"read_id": read_id, "role": acting, "discrepancies": [as_json(d) for d in found]}
 
+    @app.post("/v1/dead-letters/payload", tags=["dead letters"])
+    def dead_letter_payload(body: DeadLetterPayloadBody, who: Who) -> DeadLetterPayloadOut:
+        """A dead letter's payload, for holders of a role with permission dead_letters.payload;
+        the dlq.payload_shown record is committed first (access/letter_payloads.py)."""
+        shown = show_letter_payload(service, who, body.partition, body.offset, body.purpose)
+        return DeadLetterPayloadOut(**letter_json(shown))
+
     @app.put("/v1/me/approval-key", tags=["identity"])
     def register_key(body: KeyBody, who: Who) -> KeyOut:
         """Register your approval-signing public key (once; the service attests it)."""
@@ -315,6 +351,7 @@ def service_from_settings(settings: Settings) -> tuple[AccessService, TokenVerif
         keyring=keyring, attestor=load_attestor(settings.state_dir),
         lookups_per_minute=settings.access_lookups_per_minute,
         request_max_age=timedelta(days=settings.access_request_max_days),
+        dead_letters=dead_letters_of(settings),
     )
     return service, verifier
 

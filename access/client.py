@@ -1,4 +1,5 @@
-"""A small HTTP client of the access service, for ``attest query`` and ``attest access``.
+"""A small HTTP client of the access service, for ``attest query``, ``attest access`` and
+``attest dlq show --payload``.
 
 It carries the caller's bearer token and nothing else: the service decides who the caller is.
 A refusal becomes ``ServiceRefused`` with the service's own one-sentence reason.
@@ -85,6 +86,12 @@ class AccessClient:
         if role is not None:
             params["role"] = role
         return self._call("GET", "/v1/recon/breaks?" + urlencode(params))
+
+    def dead_letter_payload(self, partition: int, offset: int, purpose: str) -> dict[str, Any]:
+        """A dead letter's payload, if the service lets the caller see it (``POST
+        /v1/dead-letters/payload``); the service records it before it answers."""
+        return self._call("POST", "/v1/dead-letters/payload",
+                          {"partition": partition, "offset": offset, "purpose": purpose})
 
     def create_request(self, **body: Any) -> dict[str, Any]:
         return self._call("POST", "/v1/requests", {k: v for k, v in body.items() if v is not None})

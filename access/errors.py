@@ -43,6 +43,12 @@ class AuditUnavailable(AccessError):
     status = 503
 
 
+class LettersUnavailable(AccessError):
+    """The dead-letter topic could not be read (the broker is down, or none is configured)."""
+
+    status = 502
+
+
 class IdentityConfigError(AccessError):
     """The issuer, its keys or its people are misconfigured (an operator's mistake)."""
 

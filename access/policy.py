@@ -39,6 +39,13 @@ BUNDLED_POLICIES = ("government", "finance")
 _DB_ROLE = re.compile(r"^attest_[a-z0-9_]{1,56}$")
 LEVELS = (1, 2, 3)
 
+#: Showing a dead letter's payload (``POST /v1/dead-letters/payload``): a letter's bytes may hold
+#: any department's protected fields in clear, so it is a permission of its own, not a field read.
+DEAD_LETTER_PAYLOAD = "dead_letters.payload"
+#: Every permission a policy may grant (its ``permissions`` section); anything else is a typo
+#: that would grant nothing, and is refused at load.
+PERMISSIONS = frozenset({DEAD_LETTER_PAYLOAD})
+
 
 class AccessReason(StrEnum):
     """Why a field is readable or masked (stable codes, recorded in the audit trail)."""
@@ -87,6 +94,13 @@ class AccessPolicy:
     catalog: ProtectionCatalog = field(repr=False)
     #: roles whose holders may approve or deny this policy's access requests
     approver_roles: frozenset[str] = frozenset()
+    #: permission (``PERMISSIONS``) -> the token roles whose holders have it, whatever their
+    #: department (like approver roles: these are duties, not field reads)
+    permissions: Mapping[str, frozenset[str]] = field(default_factory=lambda: MappingProxyType({}))
+
+    def roles_with(self, permission: str) -> frozenset[str]:
+        """The token roles this policy gives ``permission`` (empty: nobody)."""
+        return self.permissions.get(permission, frozenset())
 
     def role(self, name: str) -> Role:
         try:
@@ -251,6 +265,8 @@ def parse_policy(document: Any, catalog: ProtectionCatalog, origin: str = "polic
         }
         roles = {str(r): _parse_role(str(r), body, catalog, departments, origin)
                  for r, body in (document.get("roles") or {}).items()}
+        permissions = {str(p): _role_list(holders, f"permission {p}")
+                       for p, holders in (document.get("permissions") or {}).items()}
     except (KeyError, TypeError, AttributeError, ValueError) as exc:
         raise PolicyError(f"{origin}: malformed ({type(exc).__name__}: {exc})") from None
     for department in departments.values():
@@ -258,8 +274,21 @@ def parse_policy(document: Any, catalog: ProtectionCatalog, origin: str = "polic
             raise PolicyError(f"{origin}: db_role {department.db_role!r} must match {_DB_ROLE.pattern}")
     if not roles:
         raise PolicyError(f"{origin}: a policy needs at least one role")
+    unknown = sorted(set(permissions) - PERMISSIONS)
+    if unknown:
+        raise PolicyError(f"{origin}: unknown permission(s) {', '.join(unknown)} (known: "
+                          f"{', '.join(sorted(PERMISSIONS))})")
     return AccessPolicy(name, MappingProxyType(roles), MappingProxyType(departments), sources,
-                        valid_for, catalog, approver_roles)
+                        valid_for, catalog, approver_roles, MappingProxyType(permissions))
+
+
+def _role_list(value: Any, what: str) -> frozenset[str]:
+    """A YAML list of role names (a bare string would otherwise grant its letters)."""
+    if value is None:
+        return frozenset()
+    if isinstance(value, str) or not isinstance(value, Sequence):
+        raise ValueError(f"{what}: expected a list of roles")
+    return frozenset(str(r) for r in value)
 
 
 def _parse_role(

@@ -28,7 +28,7 @@ import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from joserfc.errors import JoseError
 from joserfc.jwk import OKPKey
@@ -67,6 +67,9 @@ from protection.tiers import FieldSpec, SchemaProtection
 from schemas.audit import AuditAction, AuditRecord, audit_id_for
 from storage import access_requests as store
 from storage.protected import RowFilter, read_protected
+
+if TYPE_CHECKING:
+    from access.letter_payloads import DeadLetters
 
 log = logging.getLogger("attest.access")
 
@@ -115,6 +118,7 @@ class AccessService:
         request_max_age: timedelta = timedelta(days=30),
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         append_audit: Callable[[str, list[AuditRecord]], int] = append_records,
+        dead_letters: DeadLetters | None = None,
     ) -> None:
         self._url = database_url
         self._policies = tuple(policies)
@@ -125,6 +129,8 @@ class AccessService:
         self._clock = clock
         self._append = append_audit
         self._lock = threading.Lock()
+        #: where ``dead_letters.payload`` reads letters (access/letter_payloads.py); None: nowhere
+        self.dead_letters = dead_letters
         #: fields decrypted since start (what the fail-closed test watches)
         self.fields_opened = 0
 

@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import base64
 import json
+from pathlib import Path
+from typing import Any
 
 import typer
 from rich.table import Table
 from rich.text import Text
 
 from cli.exit_codes import operator_errors
-from cli.keys import operator
 from cli.output import console, fail
 from cli.replay import finish, run_replay
 from config.settings import get_settings
-from operations.letter_payload import letter_digest, reveal_payload
+from operations.errors import ExitCode
+from operations.letter_payload import fetch_payload, letter_digest
 from operations.letters import LetterFilter, summarize
 from operations.selection import Selection
 from operations.times import parse_time
@@ -87,22 +90,51 @@ def retry(
     finish(result)
 
 
-def _describe_token(value: bytes, with_payload: bool) -> list[str]:
-    """Best-effort view of what the message claims, for a human; nothing here is trusted."""
+def _describe_token(value: bytes) -> list[str]:
+    """Best-effort view of what the message claims, for a human; nothing here is trusted.
+
+    The payload is never decoded here: it comes only from the access service (``--payload``).
+    """
     parts = value.split(b".")
     if len(parts) != 3:
         return [f"not a compact JWS ({len(parts)} parts)"]
+    try:
+        header = json.dumps(parse_json_object(b64url_decode(parts[0]), "header"), ensure_ascii=False)
+        lines = [f"header: {header[:2000]}"]
+    except (ValueError, Rejection) as exc:
+        lines = [f"header: unreadable ({exc})"]
+    lines.append(f"payload: hidden ({len(parts[1])} bytes of base64url; it may hold protected "
+                 "fields in clear: --payload --why TEXT -t TOKEN_FILE asks the access service, "
+                 "which checks your role and records it)")
+    return lines
+
+
+def _print_letter(reason: str, origin: str, headers: dict[str, str], key: bytes | None, size: int,
+                  digest: str, lines: list[str]) -> None:
+    console.print(f"{reason} from {origin}", markup=False)
+    for name, value in sorted(headers.items()):
+        console.print(f"  {name}: {value}", markup=False)
+    console.print(f"  key: {key!r}", markup=False)
+    console.print(f"  bytes: {size}, sha256 {digest}", markup=False)
+    for line in lines:
+        console.print(f"  {line}", markup=False)
+
+
+def _shown_lines(shown: dict[str, Any]) -> list[str]:
+    """The service's answer (access/app.py ``DeadLetterPayloadOut``) as lines for a person."""
+    value = base64.b64decode(shown["value"])
     lines = []
-    for name, part in (("header", parts[0]), ("payload", parts[1])):
-        if name == "payload" and not with_payload:
-            lines.append(f"payload: hidden ({len(part)} bytes of base64url; it may hold protected "
-                         "fields in clear: --payload --why TEXT shows it, audited)")
-            continue
-        try:
-            decoded = parse_json_object(b64url_decode(part), name)
-            lines.append(f"{name}: {json.dumps(decoded, ensure_ascii=False)[:2000]}")
-        except (ValueError, Rejection) as exc:
-            lines.append(f"{name}: unreadable ({exc})")
+    if shown["header"] is not None:
+        lines.append(f"header: {json.dumps(shown['header'], ensure_ascii=False)[:2000]}")
+    if shown["payload"] is not None:
+        lines.append(f"payload: {json.dumps(shown['payload'], ensure_ascii=False)[:2000]}")
+    elif shown["form"] == "jwe":
+        lines.append("payload: encrypted (a JWE), shown as stored below")
+    else:
+        lines.append(f"payload: not readable as a JWS's JSON payload ({shown['form']})")
+    lines.append(f"raw ({len(value)} bytes): {value[:512]!r}{'...' if len(value) > 512 else ''}")
+    lines.append(f"audit: dlq.payload_shown {shown['audit_id']} (recorded by the access service "
+                 "before it answered)")
     return lines
 
 
@@ -110,38 +142,44 @@ def _describe_token(value: bytes, with_payload: bool) -> list[str]:
 def show(
     position: str = typer.Argument(..., help="PARTITION:OFFSET as printed by `attest dlq list`."),
     payload: bool = typer.Option(False, "--payload", help="Also show the payload and raw bytes "
-                                 "(they may hold protected fields in clear); audited, needs --why."),
-    why: str = typer.Option("", "--why", help="Why the payload is shown (goes into the audit record)."),
+                                 "(they may hold protected fields in clear), from the access "
+                                 "service at ATTEST_ACCESS_URL; needs --why and --token-file."),
+    why: str = typer.Option("", "--why", help="Why the payload is shown (the service records it)."),
+    token_file: Path | None = typer.Option(
+        None, "--token-file", "-t", help="Your access token (a file, or - for standard input); "
+        "the service shows the payload only to a role with permission dead_letters.payload."),
 ) -> None:
     """Show one dead letter: reason, origin, headers, the claimed JWS header, size and SHA-256.
 
-    The payload is hidden unless --payload --why TEXT is given; then a `dlq.payload_shown`
-    audit record (who, which letter, why) is sent first, and nothing is shown if it cannot be.
+    The payload is hidden. With --payload --why TEXT -t TOKEN_FILE the access service (`attest
+    serve`) decides: it checks your token's role, commits a `dlq.payload_shown` audit record
+    (who, which letter, why) and only then answers; nothing is shown if it refuses.
     """
     try:
         partition, offset = (int(x) for x in position.split(":"))
     except ValueError:
         fail(f"{position!r} is not PARTITION:OFFSET (for example 0:12)")
     if payload and not why.strip():
-        fail("--payload needs --why TEXT: showing a payload is audited")
+        fail("--payload needs --why TEXT: the access service records why a payload is shown",
+             int(ExitCode.USAGE))
+    if payload and token_file is None:
+        fail("--payload needs --token-file FILE (your access token): the access service decides "
+             "who may see a payload", int(ExitCode.USAGE))
     settings = get_settings()
-    letter: StoredLetter | None = next(
-        (x for x in read_letters(settings) if (x.partition, x.offset) == (partition, offset)),
-        None,
-    )
+    if payload:
+        assert token_file is not None
+        with operator_errors():
+            shown = fetch_payload(settings.access_url, token_file, partition, offset, why)
+        key = base64.b64decode(shown["key"]) if shown["key"] is not None else None
+        _print_letter(shown["reason"], shown["origin"], shown["headers"], key, shown["bytes"],
+                      shown["sha256"], _shown_lines(shown))
+        return
+    with operator_errors():
+        letter: StoredLetter | None = next(
+            (x for x in read_letters(settings) if (x.partition, x.offset) == (partition, offset)),
+            None,
+        )
     if letter is None:
         fail(f"no dead letter at {position}")
-    console.print(f"{letter.reason} from {letter.origin}", markup=False)
-    for key, value in sorted(letter.headers.items()):
-        console.print(f"  {key}: {value}", markup=False)
-    console.print(f"  key: {letter.key!r}", markup=False)
-    console.print(f"  bytes: {len(letter.value)}, sha256 {letter_digest(letter)}", markup=False)
-    if payload:
-        with operator_errors():
-            reveal_payload(settings, letter, why, operator())
-    for line in _describe_token(letter.value, with_payload=payload):
-        console.print(f"  {line}", markup=False)
-    if payload:
-        raw = letter.value[:512]
-        console.print(f"  raw ({len(letter.value)} bytes): {raw!r}{'...' if len(letter.value) > 512 else ''}",
-                      markup=False)
+    _print_letter(letter.reason, letter.origin, letter.headers, letter.key, len(letter.value),
+                  letter_digest(letter), _describe_token(letter.value))

@@ -25,6 +25,9 @@ class ExitCode(IntEnum):
     UNHEALTHY = 8  # `attest status`: everything reachable, but something is wrong
     UNKNOWN_EVENT = 9
     AUDIT_UNAVAILABLE = 10  # the operator action's audit record could not be written
+    ACCESS_REFUSED = 11  # the access service refused: no usable token, or no role with the permission
+    SERVICE_UNREACHABLE = 12  # the access service (attest serve) could not be reached
+    KEY_STILL_NEEDED = 13  # `attest keys retire-kek`: wrapping keys are still sealed to it
     INTERRUPTED = 130
 
 
@@ -65,3 +68,15 @@ class AuditUnavailable(OperationsError):
 class ActionRefused(OperationsError):
     """An operator action refused before it changed anything: a bad argument, a key this host
     does not hold, or an audit record that could not be sent (exit 1, one sentence)."""
+
+
+class AccessRefused(OperationsError):
+    """The access service refused the person (no usable token, or a role without the permission)."""
+
+    exit_code = ExitCode.ACCESS_REFUSED
+
+
+class AccessServiceUnreachable(OperationsError):
+    """The access service that decides the action could not be reached, so nothing was done."""
+
+    exit_code = ExitCode.SERVICE_UNREACHABLE

@@ -1,39 +1,55 @@
-"""Showing a dead letter's payload: an audited act, never a side effect of looking.
+"""Showing a dead letter's payload: asked of the access service, never decided here.
 
 A JWS signs but does not hide: a dead letter's bytes may carry restricted fields (accounts,
-incomes) in clear. ``attest dlq show`` therefore prints what the letter is (reason, origin,
-headers, the claimed JWS header, size and SHA-256) and prints the payload only through
-``reveal_payload``, which records who looked, at which letter and why, before anything is
-shown; if the record cannot be sent, nothing is shown.
+incomes) in clear. ``attest dlq show`` prints what the letter is (reason, origin, headers, the
+claimed JWS header, size and SHA-256); the payload comes only from the access service
+(``POST /v1/dead-letters/payload``), which authenticates the person's token, checks that a
+role of theirs has ``dead_letters.payload``, and commits the ``dlq.payload_shown`` audit record
+before it answers (access/letter_payloads.py). This module only carries the token and turns
+the service's answer into an operator error with a documented exit code: there is no other
+path to a payload, and no flag, file or variable of the caller's that could open one.
 """
 
 from __future__ import annotations
 
 import hashlib
+from pathlib import Path
+from typing import Any
 
-from config.settings import Settings
-from operations.errors import ActionRefused, AuditUnavailable
-from operations.operator_audit import operator_record
-from schemas.audit import AuditAction
-from streams.audit_publisher import publish_audit
+from access.client import AccessClient, ServiceRefused, ServiceUnreachable, read_token
+from access.errors import AccessError
+from operations.errors import AccessRefused, AccessServiceUnreachable, ActionRefused, AuditUnavailable
 from streams.dead_letters import StoredLetter
 from streams.errors import BrokerUnavailable
-from streams.topics import DEAD_LETTER
 
 
 def letter_digest(letter: StoredLetter) -> str:
     return hashlib.sha256(letter.value).hexdigest()
 
 
-def reveal_payload(settings: Settings, letter: StoredLetter, why: str, actor: str) -> bytes:
-    """The letter's bytes, once ``dlq.payload_shown`` is on the audit topic."""
-    if not why.strip():
-        raise ActionRefused("--why must say why the payload is shown (it is audited)")
-    position = f"{DEAD_LETTER.name(settings)}/{letter.partition}@{letter.offset}"
+def fetch_payload(access_url: str, token_file: Path, partition: int, offset: int,
+                  why: str) -> dict[str, Any]:
+    """The service's answer for the letter at ``partition:offset`` (access/app.py,
+    ``DeadLetterPayloadOut``), or an ``OperationsError`` naming why nothing is shown.
+
+    Exit codes (docs/operations.md): 11 no usable token or no permission, 12 the service is
+    unreachable, 10 the service could not commit the record, 6 the service cannot read the
+    dead-letter topic, 1 anything else it refused (no letter there, no purpose).
+    """
     try:
-        publish_audit(settings, [operator_record(
-            AuditAction.DLQ_PAYLOAD_SHOWN, position, actor,
-            {"why": why[:500], "reason": letter.reason, "sha256": letter_digest(letter)})])
-    except BrokerUnavailable as exc:
-        raise AuditUnavailable(f"nothing was shown: the audit record could not be sent ({exc})") from None
-    return letter.value
+        token = read_token(token_file)
+    except AccessError as exc:
+        raise AccessRefused(f"{exc}; showing a payload needs your access token") from None
+    try:
+        with AccessClient(access_url, token) as client:
+            return client.dead_letter_payload(partition, offset, why)
+    except ServiceUnreachable as exc:
+        raise AccessServiceUnreachable(f"nothing was shown: {exc}") from None
+    except ServiceRefused as exc:
+        if exc.status in (401, 403):
+            raise AccessRefused(f"the access service refused: {exc}") from None
+        if exc.status == 503:
+            raise AuditUnavailable(f"nothing was shown: {exc}") from None
+        if exc.status == 502:
+            raise BrokerUnavailable(f"nothing was shown: {exc}") from None
+        raise ActionRefused(f"the access service refused: {exc}") from None

@@ -17,7 +17,14 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from confluent_kafka import Message
+
+from config.settings import Settings
+from operations.broker_reads import BrokerReader
+from operations.errors import UnknownTopic
+from operations.selection import PartitionRange
 from streams.dead_letters import StoredLetter
+from streams.topics import DEAD_LETTER
 
 
 @dataclass(frozen=True)
@@ -102,3 +109,30 @@ def summarize(letters: Iterable[StoredLetter], letter_filter: LetterFilter | Non
             summary.unique.append(letter)
             summary.by_reason[letter.reason] += 1
     return summary
+
+
+def stored_letter(msg: Message) -> StoredLetter:
+    """A dead-letter topic message as a ``StoredLetter`` (headers decoded, never trusted)."""
+    headers = {k: (v or b"").decode("utf-8", "replace") for k, v in (msg.headers() or [])}
+    return StoredLetter(msg.partition(), msg.offset(), msg.key(), msg.value() or b"", headers)
+
+
+def letter_at(settings: Settings, partition: int, offset: int) -> StoredLetter | None:
+    """The dead letter at ``partition:offset``, or None when the topic holds none there.
+
+    One position, read directly (no scan of the topic): the access service answers one
+    ``dead_letters.payload`` request with it. ``BrokerUnavailable`` when the broker is down.
+    """
+    topic = DEAD_LETTER.name(settings)
+    with BrokerReader(settings) as reader:
+        try:
+            if partition not in reader.partitions(topic):
+                return None
+        except UnknownTopic:
+            return None
+        low, end = reader.watermarks(topic, [partition])[partition]
+        if not low <= offset < end:
+            return None
+        for msg in reader.read(topic, [PartitionRange(partition, offset, offset + 1)]):
+            return stored_letter(msg)
+    return None
