@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -119,7 +118,7 @@ def _show(service: AccessService, identity: Identity, partition: int, offset: in
         "permission": DEAD_LETTER_PAYLOAD, "roles": sorted(held),
         "department": identity.department, "purpose": purpose.strip(),
         "reason": letter.reason, "origin": letter.origin, "bytes": len(letter.value),
-        "sha256": digest, "show_id": str(uuid.uuid4()),
+        "sha256": digest,
     })
     service._audit(record)  # committed, or AuditUnavailable: nothing is returned
     return ShownLetter(record, letters.topic, letter, digest)
