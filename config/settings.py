@@ -36,6 +36,26 @@ class Settings(BaseSettings):
         Path(".attest"), description="Folder for the embedded stack, keys and local state."
     )
 
+    # --- Kafka client security (streams/kafka_security.py, docs/operations.md) ----------
+    kafka_security_protocol: Literal["PLAINTEXT", "SASL_SSL"] = Field(
+        "PLAINTEXT",
+        description="PLAINTEXT: the embedded development broker only (loopback, no login). "
+                    "SASL_SSL: TLS with a SCRAM login, what docker-compose's Kafka requires.",
+    )
+    kafka_sasl_mechanism: Literal["SCRAM-SHA-512", "SCRAM-SHA-256"] = Field(
+        "SCRAM-SHA-512", description="SASL mechanism of the Kafka login (SASL_SSL only)."
+    )
+    kafka_username: str | None = Field(
+        None, description="The Kafka principal this process logs in as (SASL_SSL only)."
+    )
+    kafka_password_file: Path | None = Field(
+        None, description="File holding the Kafka password, 0600 (never the password itself)."
+    )
+    kafka_ca_file: Path | None = Field(
+        None, description="PEM CA certificate(s) the broker's certificate must chain to "
+                          "(unset: the system's trust store)."
+    )
+
     # --- topics ---------------------------------------------------------------------
     app_id: str = Field("attest", description="Faust application id (the consumer group).")
     topic_prefix: str = Field("attest.", description="Prefix of every Kafka topic name.")

@@ -7,12 +7,18 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from config.settings import Settings
 from streams.errors import BrokerUnavailable
+from streams.kafka_security import confluent_security, load_kafka_security
 from streams.topics import ALL_TOPICS
 
 
 def kafka_config(settings: Settings) -> dict[str, object]:
-    """Client settings shared by every confluent-kafka producer, consumer and admin."""
-    return {"bootstrap.servers": settings.kafka_bootstrap, "client.id": "attest-cli"}
+    """Client settings shared by every confluent-kafka producer, consumer and admin.
+
+    The security part (protocol, SCRAM login, CA) comes from streams/kafka_security.py, the
+    one place that also builds the Faust workers' credentials.
+    """
+    return {"bootstrap.servers": settings.kafka_bootstrap, "client.id": "attest-cli",
+            **confluent_security(load_kafka_security(settings))}
 
 
 def ensure_topics(settings: Settings, timeout_s: float = 15.0) -> list[str]:

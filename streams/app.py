@@ -34,6 +34,7 @@ from protection.fields import writer_protector
 from schemas.audit import encode_batches
 from storage.keys import key_snapshot
 from streams.fetch_wait import set_fetch_max_wait
+from streams.kafka_security import faust_credentials, load_kafka_security
 from streams.log_probe import LogProbe
 from streams.observability import exposition, install, observe_batch
 from streams.offsets import CommittedOffsets
@@ -161,6 +162,8 @@ def build_app(settings: Settings, role: str = "intake") -> faust.App:
     app = faust.App(
         group_id(settings, role),
         broker=[f"kafka://{host}" for host in settings.kafka_bootstrap.split(",")],
+        # SASL_SSL login and CA from the one place the confluent clients use too (None: PLAINTEXT)
+        broker_credentials=faust_credentials(load_kafka_security(settings)),
         store="memory://",
         topic_partitions=settings.partitions,
         topic_replication_factor=settings.replication_factor,

@@ -11,3 +11,7 @@ class StreamsError(AttestError, RuntimeError):
 
 class BrokerUnavailable(StreamsError):
     """The broker cannot be reached or refused an admin request."""
+
+
+class KafkaSecurityError(StreamsError):
+    """The Kafka security settings do not fit together, or the password file is unsafe."""
