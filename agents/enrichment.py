@@ -26,7 +26,9 @@ from inference.tasks import Classification
 from schemas.audit import AuditAction, AuditRecord, audit_id_for
 from schemas.catalog import DOCUMENT_V1, TRANSACTION_V1
 from security.errors import Rejection
+from security.intake_keys import HeldIntakeKeys
 from security.jws import decode_compact, parse_json_object
+from security.nested import IntakeKeys, inner_token
 from security.verification import VerifiedEvent, parse_issued_at
 from storage.events import Delivery, already_stored
 from storage.inferences import InferenceResult, store_inferences
@@ -114,14 +116,20 @@ class Enrichment:
 IntakeProgress = Callable[[list[tuple[str, int]]], dict[tuple[str, int], int]]
 
 
-def _stored_form(message: IncomingMessage, max_bytes: int) -> tuple[VerifiedEvent, Delivery] | None:
+def _stored_form(message: IncomingMessage, max_bytes: int,
+                 intake_keys: IntakeKeys | None = None) -> tuple[VerifiedEvent, Delivery] | None:
     """The event this message would be if intake accepted it, and the delivery to look up.
 
     No signature check here: the event is only classified if intake stored it *from these
-    exact bytes* (same position, same SHA-256), and intake verified those bytes.
+    exact bytes* (same position, same SHA-256), and intake verified those bytes. A nested
+    (encrypted) message is opened with ``intake_keys`` first; the delivery's hash stays the
+    one of the bytes on the topic.
     """
+    inner = inner_token(message.value, intake_keys, max_bytes) if intake_keys else message.value
+    if inner is None:
+        return None  # intake dead-letters it; nothing to classify
     try:
-        token = decode_compact(message.value, max_bytes)
+        token = decode_compact(inner, max_bytes)
         payload = parse_json_object(token.payload, "payload")
         event = VerifiedEvent(
             event_id=str(payload["event_id"]), source=str(payload["source"]), kid=token.kid,
@@ -163,13 +171,15 @@ class EnrichmentStage:
         self._poll_s = poll_s
         self._log_check = log_check
         self._probe_after_s = probe_after_s
+        self._intake_keys = HeldIntakeKeys(settings.intake_keys_dir)
 
     async def decided(
         self, batch: list[IncomingMessage]
     ) -> list[tuple[IncomingMessage, VerifiedEvent]]:
         """The messages of ``batch`` that intake stored, once intake has decided all of them."""
         waiting = [(m, *found) for m in batch
-                   if (found := _stored_form(m, self._settings.max_event_bytes)) is not None]
+                   if (found := _stored_form(m, self._settings.max_event_bytes,
+                                                self._intake_keys)) is not None]
         stored: list[tuple[IncomingMessage, VerifiedEvent]] = []
         url, delay = self._settings.database_url, self._poll_s
         started, missing = time.monotonic(), Counter[Delivery]()

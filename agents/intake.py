@@ -24,9 +24,11 @@ from config.settings import Settings
 from protection.fields import FieldProtector
 from schemas.audit import AuditAction, AuditRecord, audit_id_for
 from security.errors import Rejection
+from security.intake_keys import HeldIntakeKeys
+from security.nested import IntakeKeys, inner_token, is_nested, verify_message
 from security.reasons import RejectReason
 from security.registry import KeySnapshot
-from security.verification import VerificationPolicy, VerifiedEvent, verify_event
+from security.verification import VerificationPolicy, VerifiedEvent
 from storage.events import Delivery, StoredEvent, StoreOutcome, already_stored, store_events
 
 log = logging.getLogger("attest.intake")
@@ -71,13 +73,16 @@ _UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12
 _CLAIMED_ID = re.compile(rb'"event_id"\s*:\s*"([0-9A-Za-z-]{1,64})"')
 
 
-def _event_id_hint(message: IncomingMessage) -> str | None:
-    """The event_id a rejected message claims, for correlation only (never trusted).
+def _event_id_hint(token: bytes | None) -> str | None:
+    """The event_id a rejected JWS claims, for correlation only (never trusted).
 
     Searched in the raw payload bytes, so a tampered token that no longer parses as JSON
-    still correlates with the event it pretended to be.
+    still correlates with the event it pretended to be. ``token`` is the JWS: for a nested
+    message, the one inside the JWE (``None`` when it cannot be opened).
     """
-    parts = message.value.split(b".")
+    if token is None:
+        return None
+    parts = token.split(b".")
     if len(parts) != 3 or len(parts[1]) > 4 * 65536:
         return None
     try:
@@ -100,11 +105,13 @@ class IntakeProcessor:
         *,
         protector: FieldProtector | None = None,
         check_freshness: bool = True,
+        intake_keys: IntakeKeys | None = None,
     ) -> None:
         """``protector`` seals protected fields before they are stored (see docs/security.md);
         the worker always passes one. Without it, payloads are stored in clear (tests only).
         ``check_freshness=False`` turns the issued_at window off: only for an operator replay,
-        which is audited as such.
+        which is audited as such. ``intake_keys`` open nested (encrypted) tokens; by default
+        the keys of ``settings.intake_keys_dir``, re-read when a token names a new kid.
         """
         self._settings = settings
         self._actor = actor
@@ -116,11 +123,14 @@ class IntakeProcessor:
                 max_clock_skew=(timedelta(seconds=settings.max_clock_skew_s)
                                 if check_freshness else None),
                 accepted_types=types,
+                encryption_required=settings.encryption_required_sources,
             )
             for topic, types in accepted_types.items()
         }
         self.keys: KeySnapshot = {}
         self.seen = SeenEvents(settings.seen_cache_size)
+        self._intake_keys: IntakeKeys = (intake_keys if intake_keys is not None
+                                         else HeldIntakeKeys(settings.intake_keys_dir))
 
     def replace_keys(self, snapshot: KeySnapshot) -> None:
         """Swap in a fresh registry snapshot (atomic: one reference assignment)."""
@@ -137,8 +147,9 @@ class IntakeProcessor:
         in_batch: dict[str, str] = {}
         for message in batch:
             try:
-                event = verify_event(message.value, self.keys, now, self._policies[message.topic],
-                                     reached_broker_at=message.broker_time)
+                event, _ = verify_message(message.value, self.keys, self._intake_keys, now,
+                                          self._policies[message.topic],
+                                          reached_broker_at=message.broker_time)
                 earlier = in_batch.get(event.event_id) or self.seen.position_of(event.event_id)
                 if earlier is not None and earlier != message.position:
                     raise Rejection(
@@ -169,7 +180,7 @@ class IntakeProcessor:
         are recognised as a redelivery instead.
         """
         def delivery(message: IncomingMessage) -> Delivery | None:
-            claimed = _event_id_hint(message)
+            claimed = self._hint(message)
             if not (claimed and _UUID.fullmatch(claimed)):
                 return None
             return (claimed, message.topic, message.partition, message.offset,
@@ -260,6 +271,11 @@ class IntakeProcessor:
                               left.replayed | right.replayed)
         return merged, {**left_bad, **right_bad}
 
+    def _hint(self, message: IncomingMessage) -> str | None:
+        """The event_id a rejected message claims (inside its JWE when it is nested)."""
+        return _event_id_hint(inner_token(message.value, self._intake_keys,
+                                          self._settings.max_event_bytes))
+
     def _position(self, message: IncomingMessage) -> dict[str, object]:
         return {
             "source_topic": message.topic,
@@ -279,7 +295,7 @@ class IntakeProcessor:
                 audit_id=audit_id_for(AuditAction.EVENT_ACCEPTED, event.event_id, message.position),
                 action=AuditAction.EVENT_ACCEPTED,
                 detail={"kid": event.kid, "alg": event.alg, "typ": event.typ,
-                        "source": event.source},
+                        "source": event.source, "encrypted": is_nested(message.value)},
                 **common,
             ),
             AuditRecord(
@@ -303,7 +319,7 @@ class IntakeProcessor:
     def _rejected_record(
         self, message: IncomingMessage, rejection: Rejection, at: datetime
     ) -> AuditRecord:
-        hint = _event_id_hint(message)
+        hint = self._hint(message)
         return AuditRecord(
             # The bytes' hash as well as the position: a redelivery gets the same id, but a
             # recreated topic (or a restarted in-memory broker) reuses offsets for new messages.

@@ -262,3 +262,9 @@ def revoke(
         fail(f"no registered key has kid {kid!r}")
     _audit(settings, AuditAction.KEY_REVOKED, kid, {"reason": reason})
     console.print(f"revoked {kid} at {record.revoked_at:%Y-%m-%d %H:%M:%S} ({record.revoked_reason})")
+
+
+# Attest's own intake keys (nested JWT, docs/events.md), in a module of their own.
+from cli import intake_key as _intake_key  # noqa: E402
+
+app.add_typer(_intake_key.app, name="intake-key")

@@ -15,7 +15,10 @@ from config.settings import Settings, get_settings
 from scenarios.finance import finance_scenario, transaction_payloads
 from scenarios.government import AGENCIES, consistency_scenario, document_payloads
 from schemas.catalog import DOCUMENT_V1, TRANSACTION_V1
+from security.errors import SecurityError
+from security.intake_keys import load_intake_keyring
 from security.keyfiles import SigningKey, keys_for_source
+from security.nested import seal_for_intake
 from streams.admin import ensure_topics
 from streams.producer import OutgoingMessage, send_all, sign_payload, tamper
 from streams.topics import DOCUMENTS, TRANSACTIONS, TopicSpec
@@ -31,6 +34,26 @@ def _newest_key(settings: Settings, source: str) -> SigningKey:
     if not keys:
         fail(f"no local key for source {source!r}; run 'attest keys generate --source {source}'")
     return keys[0]
+
+
+def _intake_jwk(settings: Settings, encrypt_to: Path | None) -> dict[str, object]:
+    """The public intake JWK to encrypt to: ``encrypt_to``'s, else the newest held here."""
+    if encrypt_to is not None:
+        try:
+            jwk = json.loads(encrypt_to.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            fail(f"--encrypt-to {encrypt_to}: not a JSON file: {exc}")
+        if not isinstance(jwk, dict):
+            fail(f"--encrypt-to {encrypt_to}: not a JWK")
+        return jwk
+    try:
+        newest = load_intake_keyring(settings.intake_keys_dir).newest
+    except SecurityError as exc:
+        fail(str(exc))
+    if newest is None:
+        fail("no intake key here to encrypt to; run 'attest keys intake-key generate' or "
+             "give --encrypt-to PUBLIC_JWK_FILE")
+    return newest.public_jwk
 
 
 def _send(settings: Settings, topic: str, messages: list[OutgoingMessage], label: str,
@@ -74,6 +97,14 @@ def produce(
     ),
     rate: float | None = typer.Option(None, "--rate", min=0.1, help="Messages per second (default: "
                                       "as fast as the broker takes them)."),
+    encrypt: bool = typer.Option(
+        False, "--encrypt",
+        help="Send nested tokens: each signed JWS encrypted (ECDH-ES+A256KW, A256GCM) to the "
+             "newest intake key held here (docs/events.md, 'Encrypted events')."),
+    encrypt_to: Path | None = typer.Option(
+        None, "--encrypt-to", dir_okay=False,
+        help="Encrypt to this public intake JWK (from `attest keys intake-key public`); "
+             "implies --encrypt."),
 ) -> None:
     """Sign COUNT scenario events with the newest local keys and send them.
 
@@ -106,6 +137,7 @@ def produce(
         topic, typ = DOCUMENTS, DOCUMENT_V1
         payloads = document_payloads(count, seed)
         signers = {agency: _newest_key(settings, agency) for agency in AGENCIES}
+    intake_jwk = _intake_jwk(settings, encrypt_to) if encrypt or encrypt_to else None
     ensure_topics(settings)
     step = len(payloads) // tampered if tampered else 0
     messages = []
@@ -113,6 +145,11 @@ def produce(
         token = sign_payload(signers[payload["source"]], payload, typ)
         if step and i % step == 0 and i // step < tampered:
             token = tamper(token)
+        if intake_jwk is not None:
+            try:
+                token = seal_for_intake(token, intake_jwk)
+            except SecurityError as exc:
+                fail(str(exc))
         key_bytes = str(payload.get("reference") or payload.get("document_id")).encode()
         messages.append(OutgoingMessage(key=key_bytes, value=token))
     if truth is not None and truth_data is not None:
@@ -120,4 +157,5 @@ def produce(
     sent = _send(settings, topic.name(settings), messages, f"{scenario.value} events", rate)
     console.print(f"sent {sent} {scenario.value} events to {topic.name(settings)} signed by "
                   f"{', '.join(k.kid for k in signers.values())} ({tampered} tampered)"
+                  + (f", encrypted to {intake_jwk.get('kid')}" if intake_jwk is not None else "")
                   + (f"; truth in {truth}" if truth is not None else ""))

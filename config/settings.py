@@ -108,6 +108,31 @@ class Settings(BaseSettings):
         200_000, ge=0, description="event_ids kept in memory for the fast replay check."
     )
 
+    # --- encryption on the wire (nested JWT, docs/events.md) -----------------------------
+    intake_keys_path: Path | None = Field(
+        None, description="Folder of Attest's intake keys (private P-256 JWKs, 0600) that "
+        "producers encrypt to; default: <state_dir>/intake-keys.",
+    )
+    encrypted_sources: str = Field(
+        "", description="Comma-separated sources whose events must arrive encrypted (JWE of "
+        "the JWS); `*`: every source. A plain JWS from one is dead-lettered as "
+        "encryption_required.",
+    )
+
+    # --- topic retention (docs/operations.md) ------------------------------------------
+    intake_retention_ms: int = Field(
+        7 * 24 * 3600 * 1000, ge=-1,
+        description="retention.ms of new intake topics (-1: forever). Replays, `dlq retry` and "
+        "the log probe need the original there; keep it >= the dead-letter retention.",
+    )
+    dead_letter_retention_ms: int = Field(
+        7 * 24 * 3600 * 1000, ge=-1, description="retention.ms of a new dead-letter topic.",
+    )
+    audit_retention_ms: int = Field(
+        -1, ge=-1, description="retention.ms of a new audit topic (-1: forever; published "
+        "checkpoints are read back from it by `attest audit verify`).",
+    )
+
     # --- worker -----------------------------------------------------------------------
     worker_web_port: int = Field(6066, ge=0, description="Faust web port (metrics, health).")
     enrichment_web_port: int = Field(
@@ -239,6 +264,16 @@ class Settings(BaseSettings):
     def keys_dir(self) -> Path:
         """Private signing keys made by ``attest keys generate`` (files 0600)."""
         return self.state_dir / "keys"
+
+    @property
+    def intake_keys_dir(self) -> Path:
+        """Attest's intake keys (``attest keys intake-key generate``; files 0600)."""
+        return self.intake_keys_path or self.state_dir / "intake-keys"
+
+    @property
+    def encryption_required_sources(self) -> frozenset[str]:
+        """The sources of ``ATTEST_ENCRYPTED_SOURCES`` (``*`` stands for every source)."""
+        return frozenset(s.strip() for s in self.encrypted_sources.split(",") if s.strip())
 
     def topic(self, suffix: str) -> str:
         """The full topic name for a logical topic (``transactions`` -> ``attest.transactions``)."""

@@ -26,3 +26,11 @@ class RejectReason(StrEnum):
     #: Verified, but the database refused this one row (a value it cannot hold). The rest of
     #: the batch is stored; the row can be retried with `attest dlq retry` once fixed.
     UNSTORABLE = "unstorable"
+    #: A nested token (JWE of the JWS, docs/events.md) that cannot be opened: no held intake
+    #: key has its ``kid``, or the key unwrap or the AES-GCM tag fails (a tampered or
+    #: misaddressed ciphertext). The detail says which.
+    UNDECRYPTABLE = "undecryptable"
+    #: A plain JWS, validly signed, from a source whose events must arrive encrypted
+    #: (``ATTEST_ENCRYPTED_SOURCES``): refused so restricted fields never sit in clear on
+    #: the intake topic unnoticed.
+    ENCRYPTION_REQUIRED = "encryption_required"

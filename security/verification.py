@@ -30,6 +30,9 @@ class VerificationPolicy:
     #: ``None`` turns the issued_at window off: only for an audited operator replay.
     max_clock_skew: timedelta | None
     accepted_types: frozenset[str]
+    #: Sources whose events must arrive encrypted (``*``: all); applied by
+    #: ``security.nested.verify_message``, which ``verify_event`` knows nothing of.
+    encryption_required: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)

@@ -32,7 +32,7 @@ def ensure_topics(settings: Settings, timeout_s: float = 15.0) -> list[str]:
         ) from None
     wanted = [
         NewTopic(spec.name(settings), spec.partition_count(settings), settings.replication_factor,
-                 config=dict(spec.config))
+                 config=spec.topic_config(settings))
         for spec in ALL_TOPICS
         if spec.name(settings) not in existing
     ]
