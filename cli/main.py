@@ -16,7 +16,7 @@ from cli import access as access_cli
 from cli import audit, bench, db, dev, dlq, imports, keys, recon
 from cli import identity as identity_cli
 from cli.crypto_keys import init as keys_init
-from cli.crypto_keys import rotate_kek
+from cli.crypto_keys import retire_kek, rotate_kek
 from cli.demo import demo
 from cli.forget import forget
 from cli.output import err_console
@@ -42,6 +42,7 @@ app.add_typer(dev.app, name="dev")
 app.add_typer(db.app, name="db")
 keys.app.command("init")(keys_init)
 keys.app.command("rotate-kek")(rotate_kek)
+keys.app.command("retire-kek")(retire_kek)
 app.add_typer(keys.app, name="keys")
 app.add_typer(audit.app, name="audit")
 app.add_typer(bench.app, name="bench")

@@ -104,6 +104,11 @@ class Settings(BaseSettings):
     registry_refresh_s: float = Field(
         2.0, gt=0, description="How often workers reload the key registry from Postgres."
     )
+    keyring_refresh_s: float = Field(
+        30.0, gt=0,
+        description="How often workers re-read worker-keyring.json to seal under a rotated "
+                    "tier key (a rotation or forget also makes them re-read at their next batch).",
+    )
     seen_cache_size: int = Field(
         200_000, ge=0, description="event_ids kept in memory for the fast replay check."
     )

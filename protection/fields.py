@@ -20,6 +20,7 @@ No SQL here: storage hands in key records and ciphertexts, and takes sealed even
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import uuid
 from collections import OrderedDict
@@ -32,6 +33,7 @@ from typing import Any, Protocol
 from protection import envelope
 from protection.blind_index import blind_index
 from protection.envelope import DataKey, WrappingKey
+from protection.errors import KeyringError
 from protection.keyring import Keyring
 from protection.keyring_sources import open_writer_keyring
 from protection.tiers import PROTECTED_TIERS, ProtectionCatalog, SchemaProtection, Tier, protection_catalog
@@ -43,6 +45,11 @@ MAX_KEY_USES = 2**30
 DATA_KEY_MAX_AGE = timedelta(days=30)
 WRAPPING_KEY_MAX_AGE = timedelta(days=1)
 DATA_KEY_CACHE = 100_000
+#: How often a worker re-reads its keyring file to pick up a rotated tier key (the default of
+#: ``ATTEST_KEYRING_REFRESH_S``); a rotation also makes it re-read at its next batch.
+KEYRING_REFRESH = timedelta(seconds=30)
+
+log = logging.getLogger(__name__)
 
 
 _ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
@@ -159,6 +166,17 @@ class _InUse:
         self.wrapper = wrapper  # a data key's wrapping key
 
 
+def mint_wrapping_key(keyring: Keyring, tier: Tier) -> tuple[WrappingKey, WrappingKeyRecord]:
+    """A fresh wrapping key of ``tier`` and its record, sealed to the tier's current version.
+
+    Only the tier's public key is needed: writers and ``attest keys rotate-kek`` both mint here.
+    """
+    key = WrappingKey.generate(tier)
+    context = envelope.wrapping_key_context(key.key_id, tier)
+    sealed = keyring.seal_to_tier(tier, key.secret_for_sealing(), context)
+    return key, WrappingKeyRecord(key.key_id, tier, envelope.sealed_version(sealed), sealed)
+
+
 def subject_reference(keyring: Keyring, domain: str, value: object) -> bytes:
     """How a subject is named in key records: its blind index in its identifier domain."""
     return blind_index(keyring.blind_index_key(domain), value)
@@ -177,8 +195,16 @@ class FieldProtector:
         data_key_max_age: timedelta = DATA_KEY_MAX_AGE,
         wrapping_key_max_age: timedelta = WRAPPING_KEY_MAX_AGE,
         cache_size: int = DATA_KEY_CACHE,
+        reload: Callable[[], Keyring] | None = None,
+        reload_every: timedelta = KEYRING_REFRESH,
     ) -> None:
+        """``reload`` re-reads the keyring (the worker's file): it is called every
+        ``reload_every`` and whenever the shredding epoch moves (a forget or a rotation), so a
+        rotated tier key is used from the next wrapping key on, without a restart."""
         self._keyring = keyring
+        self._reload = reload
+        self._reload_every = reload_every
+        self._loaded_at: datetime | None = None
         self._catalog = catalog or protection_catalog()
         self._clock = clock
         self._max_uses = max_key_uses
@@ -212,10 +238,16 @@ class FieldProtector:
         (any of them may have been destroyed), and fresh ones are minted.
         """
         with self._lock:
-            if shredding_epoch != self._epoch:
+            now = self._clock()
+            moved = shredding_epoch != self._epoch
+            if moved:
+                # A forget may have destroyed any cached data key, and a rotation may have
+                # deleted any stored wrapping key: both caches start again.
                 self._data_keys.clear()
+                self._wrapping_keys.clear()
                 self._epoch = shredding_epoch
-            batch = _BatchState(self._clock())
+            self._maybe_reload(now, moved)
+            batch = _BatchState(now)
             sealed = [self._seal(e.typ, e.event_id, e.payload, batch) for e in events]
             used = list(batch.used)
             pending_data = [u for u in used if not u.stored]
@@ -228,6 +260,28 @@ class FieldProtector:
                 used_data_keys=frozenset(u.key.key_id for u in used),
                 _pending=(*pending_data, *pending_wrapping),
             )
+
+    def _maybe_reload(self, now: datetime, epoch_moved: bool) -> None:
+        """Re-read the keyring when due; a tier whose current version changed gets a new
+        wrapping key at its next use. A keyring that cannot be read keeps the one in memory
+        (logged): sealing to an older version is still readable, stopping the worker is not."""
+        if self._reload is None:
+            return
+        if not epoch_moved and self._loaded_at is not None \
+                and now - self._loaded_at < self._reload_every:
+            return
+        self._loaded_at = now
+        try:
+            fresh = self._reload()
+            for tier in PROTECTED_TIERS:
+                fresh.current_version(tier)
+        except KeyringError as exc:
+            log.warning("keeping the keyring in memory: it could not be reloaded (%s)", exc)
+            return
+        for tier, entry in list(self._wrapping_keys.items()):
+            if entry.record.kek_version != fresh.current_version(tier):
+                del self._wrapping_keys[tier]
+        self._keyring = fresh
 
     def public_payload(self, typ: str, payload: Mapping[str, Any]) -> dict[str, Any]:
         """The fields of ``payload`` that are stored in clear (what ``seal_batch`` leaves public)."""
@@ -296,10 +350,7 @@ class FieldProtector:
         entry = self._wrapping_keys.get(tier)
         if entry is not None and self._fresh(entry, self._wrapping_key_max_age, now):
             return entry
-        key = WrappingKey.generate(tier)
-        context = envelope.wrapping_key_context(key.key_id, tier)
-        sealed = self._keyring.seal_to_tier(tier, key.secret_for_sealing(), context)
-        record = WrappingKeyRecord(key.key_id, tier, envelope.sealed_version(sealed), sealed)
+        key, record = mint_wrapping_key(self._keyring, tier)
         entry = self._wrapping_keys[tier] = _InUse(key, record, now)
         return entry
 
@@ -336,11 +387,22 @@ class FieldProtector:
                 entry.stored = True
 
 
-def writer_protector(state_dir: Path, environ: Mapping[str, str]) -> FieldProtector:
+def writer_protector(
+    state_dir: Path, environ: Mapping[str, str], refresh_s: float | None = None
+) -> FieldProtector:
     """The worker's protector: public tier keys and index keys only, no private tier key.
 
     Keys come from the environment when it carries any ``ATTEST_KEK_*`` variable, else from
     ``worker-keyring.json`` in ``state_dir``. A keyring holding any private tier key is refused
     (``KeyringError``): the worker seals, and must be unable to open, what it stores.
+    The file is re-read every ``refresh_s`` seconds (default ``KEYRING_REFRESH``) and after
+    every rotation or forget, so a rotated tier key reaches a running worker; the environment
+    cannot change under a running process, so keys from there are read once.
     """
-    return FieldProtector(open_writer_keyring(state_dir, environ))
+    keyring = open_writer_keyring(state_dir, environ)
+    if keyring.origin == "environment":
+        return FieldProtector(keyring)
+    every = KEYRING_REFRESH if refresh_s is None else timedelta(seconds=refresh_s)
+    frozen = dict(environ)
+    return FieldProtector(keyring, reload=lambda: open_writer_keyring(state_dir, frozen),
+                          reload_every=every)

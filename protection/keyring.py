@@ -187,6 +187,24 @@ class StaticKeyring:
         tiers[tier] = (*versions, TierKeyVersion.generate(versions[-1].version + 1))
         return StaticKeyring(MappingProxyType(tiers), self.index_keys, self.origin)
 
+    def versions(self, tier: Tier) -> tuple[int, ...]:
+        """The version numbers of ``tier`` this keyring has, oldest first."""
+        return tuple(v.version for v in self._versions(tier))
+
+    def without_version(self, tier: Tier, version: int) -> StaticKeyring:
+        """The same keyring without ``version`` of ``tier`` (``attest keys retire-kek``).
+
+        The current version is never removed: it is what new wrapping keys are sealed to.
+        """
+        versions = self._versions(tier)
+        if version == versions[-1].version:
+            raise KeyringError(f"{tier.label} v{version} is the current version; rotate first")
+        if version not in {v.version for v in versions}:
+            raise KeyringError(f"the keyring has no {tier.label} v{version}")
+        tiers = dict(self.tiers)
+        tiers[tier] = tuple(v for v in versions if v.version != version)
+        return StaticKeyring(MappingProxyType(tiers), self.index_keys, self.origin)
+
     def completed(self, domains: Iterable[str]) -> StaticKeyring:
         """Add a v1 key pair for any missing protected tier and a key for any missing domain."""
         tiers = dict(self.tiers)

@@ -35,6 +35,7 @@ class AuditAction(StrEnum):
     KEY_ADDED = "key.added"
     KEY_REVOKED = "key.revoked"
     KEY_ROTATED = "key.rotated"
+    KEK_RETIRED = "key.kek_retired"
     KEYRING_CREATED = "keyring.created"
     FIELDS_READ = "fields.read"
     SUBJECT_FORGOTTEN = "subject.forgotten"

@@ -1,13 +1,15 @@
-"""Crypto-shredding a subject and rewrapping wrapping keys: the two operations that change keys at rest."""
+"""Crypto-shredding a subject and rotating a tier's keys: the operations that change keys at rest."""
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any, Protocol
 
-from sqlalchemy import Connection, and_, bindparam, delete, func, or_, select, text, update
+from sqlalchemy import Connection, and_, bindparam, delete, func, insert, or_, select, text, update
 
-from protection.fields import WrappingKeyRecord
+from protection.fields import DataKeyRecord, WrappingKeyRecord
 from protection.tiers import ProtectionCatalog, Tier
 from storage.db import engine_for, run_db
 from storage.inference_models import InferenceRow
@@ -84,42 +86,160 @@ def forget_subject(
     return run_db(write)
 
 
-def rewrap_wrapping_keys(
-    url: str, tier: Tier, target_version: int,
-    rewrap: Callable[[WrappingKeyRecord], WrappingKeyRecord],
-    before_commit: Callable[[int], None] = lambda count: None,
-) -> int:
-    """Reseal every wrapping key of ``tier`` older than ``target_version``, in one transaction.
+#: What rotation hands a batch to: the data keys to move and the old wrapping keys they are
+#: under; it returns the new wrapping key and each data key's new wrapped form.
+Rewrap = Callable[[Sequence[DataKeyRecord], Mapping[uuid.UUID, WrappingKeyRecord]], "Rewrapped"]
 
-    Data keys and field ciphertexts are not touched: they stay wrapped by the same wrapping
-    keys, whose sealed form alone changes. ``before_commit(count)`` runs inside the
-    transaction (the CLI audits there); if it raises, nothing changes.
+
+class Rewrapped(Protocol):
+    """A batch re-wrapped (``protection.rotation.RewrappedBatch`` fits)."""
+
+    @property
+    def wrapping_key(self) -> WrappingKeyRecord: ...
+
+    @property
+    def wrapped(self) -> Mapping[uuid.UUID, bytes]: ...
+
+
+def advance_key_epoch(conn: Connection) -> None:
+    """Advance ``data_key_shredding.epoch`` inside ``conn``'s transaction.
+
+    The row is share-locked by every storing transaction, so this waits for batches in flight;
+    a batch stored after the commit sees the new epoch and drops its cached data and wrapping
+    keys (and re-reads its keyring). Forgetting uses the same counter.
+    """
+    conn.execute(text("UPDATE data_key_shredding SET epoch = epoch + 1 WHERE id = 1"))
+
+
+def _old_keys_filter(tier: Tier, target_version: int) -> Any:
+    return and_(DataKeyRow.tier == tier.label, DataKeyRow.destroyed_at.is_(None),
+                TierWrappingKeyRow.tier == tier.label,
+                TierWrappingKeyRow.kek_version < target_version)
+
+
+def count_keys_to_move(url: str, tier: Tier, target_version: int) -> int:
+    """Live data keys of ``tier`` still wrapped by a wrapping key sealed before ``target_version``."""
+
+    def read() -> int:
+        with engine_for(url).connect() as conn:
+            return int(conn.execute(
+                select(func.count()).select_from(DataKeyRow)
+                .join(TierWrappingKeyRow, TierWrappingKeyRow.id == DataKeyRow.wrapping_key_id)
+                .where(_old_keys_filter(tier, target_version))
+            ).scalar_one())
+
+    return run_db(read)
+
+
+def _move_batch(conn: Connection, tier: Tier, target_version: int, rewrap: Rewrap,
+                batch_size: int) -> int:
+    """Re-wrap up to ``batch_size`` data keys under one new wrapping key, in ``conn``."""
+    rows = conn.execute(
+        select(DataKeyRow.id, DataKeyRow.subject_domain, DataKeyRow.subject_ref,
+               DataKeyRow.wrapping_key_id, DataKeyRow.wrapped)
+        .join(TierWrappingKeyRow, TierWrappingKeyRow.id == DataKeyRow.wrapping_key_id)
+        .where(_old_keys_filter(tier, target_version))
+        .order_by(DataKeyRow.id)
+        .limit(batch_size)
+        .with_for_update(of=DataKeyRow)
+    ).all()
+    # A forget that committed while we waited for a row lock leaves that row destroyed.
+    records = [DataKeyRecord(r.id, tier, r.subject_domain, bytes(r.subject_ref), r.wrapping_key_id,
+                             bytes(r.wrapped)) for r in rows
+               if r.wrapped is not None and r.subject_ref is not None]
+    if not records:
+        return 0
+    old = {
+        r.id: WrappingKeyRecord(r.id, tier, int(r.kek_version), bytes(r.sealed))
+        for r in conn.execute(
+            select(TierWrappingKeyRow.id, TierWrappingKeyRow.kek_version, TierWrappingKeyRow.sealed)
+            .where(TierWrappingKeyRow.id.in_(sorted({d.wrapping_key_id for d in records}))))
+    }
+    done = rewrap(records, old)
+    new = done.wrapping_key
+    conn.execute(insert(TierWrappingKeyRow).values(
+        id=new.key_id, tier=tier.label, kek_version=new.kek_version, sealed=new.sealed))
+    conn.execute(
+        update(DataKeyRow)
+        .where(DataKeyRow.id == bindparam("key_id"), DataKeyRow.destroyed_at.is_(None))
+        .values(wrapping_key_id=new.key_id, wrapped=bindparam("new_wrapped")),
+        [{"key_id": key_id, "new_wrapped": wrapped} for key_id, wrapped in done.wrapped.items()],
+    )
+    return len(records)
+
+
+def move_data_keys(url: str, tier: Tier, target_version: int, rewrap: Rewrap,
+                   batch_size: int) -> int:
+    """One batch in one transaction: how many data keys moved (0: none left to move).
+
+    Interrupted, a rotation loses at most the batch in hand: every committed batch has its
+    new wrapping key stored beside the data keys it wraps.
     """
 
     def write() -> int:
         with engine_for(url).begin() as conn:
-            rows = conn.execute(
-                select(TierWrappingKeyRow.id, TierWrappingKeyRow.kek_version,
-                       TierWrappingKeyRow.sealed)
+            return _move_batch(conn, tier, target_version, rewrap, batch_size)
+
+    return run_db(write)
+
+
+def finish_rotation(url: str, tier: Tier, target_version: int, rewrap: Rewrap,
+                    batch_size: int) -> tuple[int, int]:
+    """Move any data key still under an old wrapping key, then delete every wrapping key of
+    ``tier`` sealed before ``target_version`` that no data key uses; one transaction.
+
+    It first advances the key epoch: batches in flight finish before anything is deleted,
+    and a running worker drops its cached wrapping key (which may be one deleted here)
+    before it wraps another data key. Returns (data keys moved, wrapping keys deleted).
+    """
+
+    def write() -> tuple[int, int]:
+        with engine_for(url).begin() as conn:
+            advance_key_epoch(conn)
+            moved = 0
+            while step := _move_batch(conn, tier, target_version, rewrap, batch_size):
+                moved += step
+            used = select(DataKeyRow.id).where(DataKeyRow.wrapping_key_id == TierWrappingKeyRow.id)
+            deleted = conn.execute(
+                delete(TierWrappingKeyRow)
                 .where(TierWrappingKeyRow.tier == tier.label,
-                       TierWrappingKeyRow.kek_version < target_version)
-                .with_for_update()
-            ).all()
-            updates = []
-            for r in rows:
-                fresh = rewrap(WrappingKeyRecord(r.id, tier, r.kek_version, bytes(r.sealed)))
-                updates.append({"key_id": r.id, "version": fresh.kek_version,
-                                "sealed": fresh.sealed})
-            if updates:
-                conn.execute(
-                    update(TierWrappingKeyRow)
-                    .where(TierWrappingKeyRow.id == bindparam("key_id"))
-                    .values(kek_version=bindparam("version"), sealed=bindparam("sealed"),
-                            rewrapped_at=func.now()),
-                    updates,
-                )
-            before_commit(len(updates))
-            return len(updates)
+                       TierWrappingKeyRow.kek_version < target_version, ~used.exists())
+            ).rowcount
+            return moved, int(deleted)
+
+    return run_db(write)
+
+
+def start_rotation(url: str) -> None:
+    """Advance the key epoch on its own, so running workers re-read their keyring now and seal
+    new wrapping keys to the new version before data keys are moved."""
+
+    def write() -> None:
+        with engine_for(url).begin() as conn:
+            advance_key_epoch(conn)
+
+    run_db(write)
+
+
+def with_version_locked(url: str, tier: Tier, version: int,
+                        act: Callable[[int], None]) -> int:
+    """Call ``act(n)`` with n the wrapping keys of ``tier`` sealed to ``version``, while no
+    writer can store: the epoch row is locked as a forget locks it, without advancing it.
+
+    ``attest keys retire-kek`` refuses inside ``act`` when n > 0 and removes the version from
+    the keyring file otherwise; no batch stores a key under that version meanwhile.
+    """
+
+    def write() -> int:
+        with engine_for(url).begin() as conn:
+            conn.execute(text("SELECT epoch FROM data_key_shredding WHERE id = 1 FOR UPDATE"))
+            count = int(conn.execute(
+                select(func.count()).select_from(TierWrappingKeyRow)
+                .where(TierWrappingKeyRow.tier == tier.label,
+                       TierWrappingKeyRow.kek_version == version)
+            ).scalar_one())
+            act(count)
+            return count
 
     return run_db(write)
 

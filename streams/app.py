@@ -247,7 +247,8 @@ def _attach_intake(
         actor=actor,
         accepted_types={spec.name(settings): spec.accepted_types for spec in INTAKE_TOPICS},
         # Public tier keys only: the worker can seal fields it can never read back.
-        protector=writer_protector(settings.state_dir, secret_environ()),
+        protector=writer_protector(settings.state_dir, secret_environ(),
+                                   refresh_s=settings.keyring_refresh_s),
     )
 
     async def refresh_keys() -> None:

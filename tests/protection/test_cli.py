@@ -308,7 +308,7 @@ def test_a_tampered_field_fails_the_read_loudly(app: typer.Typer, settings: Sett
     assert code != 0 and "failed authentication" in output
 
 
-def test_rotating_a_kek_rewraps_keys_and_leaves_fields_alone(
+def test_rotating_a_kek_replaces_wrapping_keys_and_leaves_fields_alone(
     app: typer.Typer, settings: Settings, world: dict[str, Any]
 ) -> None:
     doc = _tax_doc(world)
@@ -328,9 +328,10 @@ def test_rotating_a_kek_rewraps_keys_and_leaves_fields_alone(
     field_after, versions_after = snapshot()
     assert field_after == field_before
     new_version = load_keyring_file(keyring_path(settings.state_dir)).current_version(Tier.RESTRICTED)
-    assert set(versions_after) == set(versions_before)
+    # New wrapping keys (issue 14, item 8): none of the old ones is left, in any form.
+    assert versions_after and not set(versions_after) & set(versions_before)
     assert set(versions_after.values()) == {new_version}
-    assert f"re-wrapped {len(versions_before)} wrapping keys" in _flat(result.output)
+    assert f"deleted {len(versions_before)} old wrapping keys" in _flat(result.output)
 
     # Drop every older restricted key from the keyring: the re-wrapped keys still open.
     path = keyring_path(settings.state_dir)
