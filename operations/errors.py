@@ -25,7 +25,6 @@ class ExitCode(IntEnum):
     UNHEALTHY = 8  # `attest status`: everything reachable, but something is wrong
     UNKNOWN_EVENT = 9
     AUDIT_UNAVAILABLE = 10  # the operator action's audit record could not be written
-    KEY_STILL_NEEDED = 13  # `attest keys retire-kek`: wrapping keys are still sealed to it
     ACCESS_REFUSED = 11  # the access service refused: no usable token, or no role with the permission
     SERVICE_UNREACHABLE = 12  # the access service (attest serve) could not be reached
     KEY_STILL_NEEDED = 13  # `attest keys retire-kek`: wrapping keys are still sealed to it
