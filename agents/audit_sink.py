@@ -1,5 +1,11 @@
 """The audit sink: audit topic -> hash-chained, append-only ``audit_log`` (docs/audit.md).
 
+Only signed messages are chained (issue 14, item 4): each must verify against a registered
+audit signer whose actor patterns cover every record in it (``audit.signing``). Anything
+else is dead-lettered with a reason and raises an ``audit.forged`` alarm, itself an audit
+record (chained) and a Prometheus count; an audit_id that arrives again with other content
+raises ``audit.conflict`` the same way.
+
 Idempotent on audit_id: a redelivered record is stored once and does not disturb the chain.
 After each batch the appender may sign a checkpoint (every ``audit_checkpoint_every``
 records or ``audit_checkpoint_interval_s`` seconds); the sink then publishes it as an
@@ -14,6 +20,7 @@ import hashlib
 import logging
 import os
 import socket
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 from pydantic import ValidationError
@@ -22,9 +29,12 @@ from agents.messages import BatchOutput, DeadLetter, IncomingMessage
 from agents.retry import until_stored
 from audit.chain import CHECKPOINT_ACTION
 from audit.checkpoints import CheckpointSigner, load_or_create_service_key
+from audit.errors import ForgedAudit
 from audit.log import AuditConflict, Checkpoint, CheckpointPolicy, append_chained, record_problem
+from audit.signers import signer_snapshot
+from audit.signing import AuditSigner, check_actors, verify_audit_message
 from config.settings import Settings
-from schemas.audit import AuditAction, AuditRecord, audit_id_for, records_in
+from schemas.audit import AuditAction, AuditRecord, audit_id_for, parse_records
 from security.reasons import RejectReason
 
 log = logging.getLogger("attest.audit_sink")
@@ -82,10 +92,34 @@ def conflict_record(conflict: AuditConflict) -> AuditRecord:
         audit_id=audit_id_for(AuditAction.AUDIT_CONFLICT, conflict.audit_id, digest),
         # Deterministic (no clock, no pid), so the alarm raised again on a redelivery, by
         # any sink, is the same record.
-        time=conflict.arrived.time, actor="audit-sink", action=AuditAction.AUDIT_CONFLICT, outcome="error",
+        time=conflict.arrived.time, actor=SINK_ACTOR, action=AuditAction.AUDIT_CONFLICT, outcome="error",
         reason="audit_id_conflict", correlation_id=conflict.audit_id,
         detail={"stored": _summary(conflict.stored), "arrived": _summary(conflict.arrived),
                 "arrived_sha256": digest},
+    )
+
+
+#: The actor of the sink's alarms (``audit.conflict``, ``audit.forged``); the worker's key
+#: may speak for it (``audit.signer_keys.DEFAULT_ACTORS``).
+SINK_ACTOR = "audit-sink"
+
+
+def forged_record(message: IncomingMessage, forged: ForgedAudit) -> AuditRecord:
+    """The alarm for a message that is not a verified record of its signer.
+
+    Says where it was, why it was refused, the kid its header named and a digest of its
+    bytes, never anything from its payload (which may be anyone's words, or a real record's
+    content replayed). Its id covers position and digest: a redelivery is the same alarm.
+    """
+    digest = hashlib.sha256(message.value).hexdigest()
+    return AuditRecord(
+        audit_id=audit_id_for(AuditAction.AUDIT_FORGED, message.position, digest),
+        time=message.broker_time or message.received_at, actor=SINK_ACTOR,
+        action=AuditAction.AUDIT_FORGED, outcome="rejected", reason=forged.problem,
+        correlation_id=message.position, source_topic=message.topic[:200],
+        source_partition=message.partition, source_offset=message.offset,
+        detail={"kid": forged.kid, "sha256": digest, "bytes": len(message.value),
+                "dead_letter_reason": str(forged.reject_reason)},
     )
 
 
@@ -95,10 +129,13 @@ class AuditSink:
     def __init__(
         self, settings: Settings, actor: str | None = None,
         signer: CheckpointSigner | None = None,
+        signers: Callable[[], dict[str, AuditSigner]] | None = None,
     ) -> None:
         self._settings = settings
         self._actor = actor or f"worker:{socket.gethostname()}:{os.getpid()}"
         self._signer = signer
+        # Read once per batch: a registration or revocation counts from the next batch.
+        self._signers = signers or (lambda: signer_snapshot(settings.database_url))
 
     def policy(self) -> CheckpointPolicy:
         """Checkpoint settings and the signer: the one given, else the service key file
@@ -118,9 +155,19 @@ class AuditSink:
         """Store every storable record; anything else is dead-lettered, never dropped."""
         records: list[AuditRecord] = []
         output = BatchOutput()
+        signers = await until_stored(self._signers, self._settings.db_retry_max_s,
+                                     "loading audit signers")
         for message in batch:
             try:
-                found = records_in(message.value)
+                verified = verify_audit_message(message.value, signers)
+                found = parse_records(verified.payload)
+                check_actors(found, verified.signer)
+            except ForgedAudit as forged:
+                log.warning("audit message %s refused (%s): %s", message.position, forged.problem,
+                            forged.detail)
+                self._reject(output, message, RejectReason(forged.reject_reason), forged.detail)
+                output.audit.append(forged_record(message, forged))
+                continue
             except ValidationError as exc:
                 self._reject(output, message, RejectReason.MALFORMED,
                              f"not an attest.audit.v1 record or batch: {exc.error_count()} errors")

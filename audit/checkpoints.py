@@ -134,15 +134,21 @@ def checkpoint_signed_by(parsed: ParsedCheckpoint, verifiers: list[NoteVerifier]
 
 
 def load_or_create_service_key(path: Path) -> SigningKey:
-    """Attest's own Ed25519 key; the first caller creates it, mode 0600.
+    """Attest's own Ed25519 key; the first caller creates it, mode 0600."""
+    return load_or_create_ed25519_key(path, SERVICE_KEY_SOURCE)
+
+
+def load_or_create_ed25519_key(path: Path, source: str, *, private_parent: bool = False) -> SigningKey:
+    """The Ed25519 key in ``path``; the first caller creates it, mode 0600.
 
     Written to a private temporary file and then hard-linked into place, so a concurrent
     worker either sees no file or a complete one, and exactly one key ever wins.
+    ``private_parent``: create the folder 0700 (a folder of keys only).
     """
     if path.exists():
         return load_private_key(path)
-    key = generate_key(SERVICE_KEY_SOURCE, "Ed25519")
-    path.parent.mkdir(parents=True, exist_ok=True)
+    key = generate_key(source, "Ed25519")
+    path.parent.mkdir(mode=0o700 if private_parent else 0o777, parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:

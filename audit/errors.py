@@ -48,3 +48,29 @@ class PinNotAudited(AuditCheckError):
     """The pin was not changed because its audit record could not be published."""
 
     exit_code = ExitCode.AUDIT_UNAVAILABLE
+
+
+class ForgedAudit(AuditCheckError):
+    """A message on the audit topic that is not a verified record of its registered signer.
+
+    ``problem`` is the alarm's reason (``unsigned``, ``wrong_typ``, ``alg_not_allowed``,
+    ``unknown_signer``, ``revoked_signer``, ``bad_signature``, ``actor_not_allowed``);
+    ``reject_reason`` the dead letter's stable code; ``kid`` the header's kid, if any.
+    """
+
+    def __init__(self, problem: str, reject_reason: object, detail: str, kid: str | None = None) -> None:
+        super().__init__(detail)
+        self.problem = problem
+        self.reject_reason = reject_reason
+        self.detail = detail
+        self.kid = kid
+
+
+class SignerError(AuditCheckError):
+    """An audit-signer registration that cannot be made (unknown, conflicting, unusable)."""
+
+
+class SignerNotAudited(SignerError):
+    """The registration was undone because its audit record could not be published."""
+
+    exit_code = ExitCode.AUDIT_UNAVAILABLE

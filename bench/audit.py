@@ -35,8 +35,11 @@ from audit.chain import hashed_view, row_hash
 from audit.checkpoints import CheckpointSigner, checkpoint_body, load_or_create_service_key
 from audit.log import chain_head, verify_stored_chain
 from audit.queries import AuditQuery, query_records
+from audit.signers import register_signers
+from audit.signing import AuditSigner, sign_audit_message
 from config.settings import Settings, get_settings
 from schemas.audit import AuditAction, AuditRecord, audit_id_for
+from security.keyfiles import generate_key
 from security.reasons import RejectReason
 from storage import migrate
 from storage.db import engine_for, normalise_url
@@ -87,9 +90,16 @@ def _drop(server_url: str, url: str) -> None:
         conn.execute(text(f'DROP DATABASE IF EXISTS "{make_url(url).database}" WITH (FORCE)'))
 
 
+#: The bench's audit signer (docs/audit.md): the sink chains only signed messages, so each
+#: message is signed as an operator command signs it (one record, one signature: the worst
+#: case; a worker signs one message per batch of up to 250 records).
+BENCH_KEY = generate_key("audit-bench", "Ed25519")
+
+
 def _messages(start: int, count: int, total: int) -> list[IncomingMessage]:
     now = datetime.now(UTC)
-    return [IncomingMessage("attest.audit", 0, i, None, record(i, total).to_bytes(), now)
+    return [IncomingMessage("attest.audit", 0, i, None,
+                            sign_audit_message(BENCH_KEY, record(i, total).to_bytes()), now)
             for i in range(start, start + count)]
 
 
@@ -168,6 +178,8 @@ def command(
     measure = min(measure, rows)
     try:
         migrate.upgrade(url)
+        register_signers(url, [AuditSigner(BENCH_KEY.kid, "bench", BENCH_KEY.public_jwk,
+                                           ("worker:*", "operator:*"))], "operator:bench")
         with tempfile.TemporaryDirectory() as state:
             settings = base.model_copy(update={"database_url": url, "state_dir": Path(state)})
             signer = CheckpointSigner(load_or_create_service_key(settings.service_key_path))

@@ -20,6 +20,7 @@ from audit.published import follow_audit_topic
 from audit.queries import AuditQuery, StoredAudit, query_page
 from audit.trust import pin_keys, service_public_jwk
 from cli.output import console, err_console, fail
+from config.errors import AttestError
 from config.settings import get_settings
 from schemas.audit import AuditRecord
 
@@ -216,3 +217,92 @@ def query(
         err_console.print(f"more records: add --after-seq {page[-1].seq}", highlight=False)
     elif not page and output is OutputFormat.table:
         err_console.print("no matching records")
+
+
+signers_app = typer.Typer(
+    help="The keys that may sign audit messages on the audit topic, and for whom (audited).",
+    no_args_is_help=True,
+)
+app.add_typer(signers_app, name="signers")
+
+
+@signers_app.command("add")
+def signers_add(
+    component: str = typer.Argument(..., help="Who holds the key: worker, operator, or another name."),
+    public_key: Path | None = typer.Option(
+        None, "--public-key", exists=True, dir_okay=False, metavar="FILE",
+        help="The component's public Ed25519 JWK (made on its own machine). Default: this "
+             "folder's key file for COMPONENT (ATTEST_AUDIT_SIGNERS_DIR), created 0600 if absent."),
+    actor: list[str] = typer.Option(
+        [], "--actor", metavar="PATTERN",
+        help="An actor the key may sign records for: exact, or a prefix ending in * "
+             "(repeatable). Default: worker -> 'worker:*' and 'audit-sink'; operator -> 'operator:*'."),
+) -> None:
+    """Register an audit-signing key (audited: audit.signer_added).
+
+    The row is committed, then its audit record published; if that record cannot be
+    sent, the key is revoked again and the command exits 10. The same key again
+    changes nothing. Exit 1: a conflicting or unusable key, or no database.
+    """
+    from audit.signers_admin import add_signer, operator_actor
+
+    jwk = None
+    if public_key is not None:
+        try:
+            document = json.loads(public_key.read_text())
+        except (OSError, ValueError) as exc:
+            fail(f"{public_key} is not a JWK: {exc}")
+        jwk = document.get("jwk", document) if isinstance(document, dict) else document
+        if not isinstance(jwk, dict):
+            fail(f"{public_key} is not a JWK object")
+    try:
+        result = add_signer(get_settings(), component, operator_actor(), public_jwk=jwk, actors=actor)
+    except AttestError as exc:
+        fail(str(exc), int(getattr(exc, "exit_code", 1)))
+    verb = "registered" if result.added else "already registered:"
+    typer.echo(f"{verb} {result.signer.kid} ({result.signer.component}) for "
+               f"{', '.join(result.signer.actors)}")
+
+
+@signers_app.command("list")
+def signers_list(
+    as_json: bool = typer.Option(False, "--json", help="JSON instead of a table."),
+) -> None:
+    """Registered audit signers, revoked ones included."""
+    from audit.signers import list_signers
+
+    try:
+        rows = list_signers(get_settings().database_url)
+    except AttestError as exc:
+        fail(str(exc), int(getattr(exc, "exit_code", 1)))
+    if as_json:
+        typer.echo(json.dumps([{
+            "kid": r.signer.kid, "component": r.signer.component, "actors": list(r.signer.actors),
+            "x": r.signer.public_jwk.get("x"), "registered_at": r.registered_at.isoformat(),
+            "registered_by": r.registered_by,
+            "revoked_at": r.signer.revoked_at.isoformat() if r.signer.revoked_at else None,
+            "revoked_by": r.revoked_by} for r in rows], indent=2))
+        return
+    table = Table("kid", "component", "actors", "registered", "revoked")
+    for r in rows:
+        table.add_row(r.signer.kid, r.signer.component, ", ".join(r.signer.actors),
+                      f"{r.registered_at:%Y-%m-%d %H:%M} by {r.registered_by}",
+                      f"{r.signer.revoked_at:%Y-%m-%d %H:%M} by {r.revoked_by}"
+                      if r.signer.revoked_at else "-")
+    console.print(table)
+
+
+@signers_app.command("revoke")
+def signers_revoke(kid: str = typer.Argument(..., help="The kid to revoke.")) -> None:
+    """Revoke an audit signer (audited first: audit.signer_revoked; exit 10 if it cannot be).
+
+    From the sink's next batch on, messages signed by it are refused and raise
+    audit.forged. The row stays (revocation is a record, never a deletion).
+    """
+    from audit.signers_admin import operator_actor, revoke_audited
+
+    try:
+        changed = revoke_audited(get_settings(), kid, operator_actor())
+    except AttestError as exc:
+        fail(str(exc), int(getattr(exc, "exit_code", 1)))
+    typer.echo(f"revoked {kid}" if changed else f"{kid} was revoked already")

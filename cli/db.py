@@ -6,6 +6,7 @@ import typer
 
 from cli.output import console
 from config.settings import get_settings
+from devstack.signers import provision_embedded_signers
 from storage import migrate
 
 app = typer.Typer(help="Manage the Postgres schema (Alembic migrations).", no_args_is_help=True)
@@ -19,6 +20,8 @@ def upgrade(
     url = get_settings().database_url
     migrate.upgrade(url, revision)
     console.print(f"database at revision {migrate.current_revision(url)}")
+    # Against the embedded stack: register its worker and operator audit keys (docs/audit.md).
+    provision_embedded_signers(get_settings(), lambda m: console.print(f"[yellow]{m}[/]"))
 
 
 @app.command()

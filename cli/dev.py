@@ -7,6 +7,7 @@ import typer
 from cli.output import console
 from config.settings import get_settings
 from devstack import stack
+from devstack.signers import provision_embedded_signers
 
 app = typer.Typer(
     help="Run the embedded stack: the Tansu broker and a Postgres server, both from wheels.",
@@ -25,6 +26,8 @@ def up() -> None:
     info = stack.up(settings, notice=lambda m: console.print(f"[yellow]{m}[/]"))
     console.print(f"broker   {info.kafka_bootstrap}  (pid {info.broker_pid})")
     console.print(f"postgres {info.database_url}  (pid {info.postgres_pid})")
+    # The worker's and the operator's audit-signing keys (docs/audit.md), once migrated.
+    provision_embedded_signers(settings, lambda m: console.print(f"[yellow]{m}[/]"), info)
 
 
 @app.command()

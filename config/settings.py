@@ -189,6 +189,10 @@ class Settings(BaseSettings):
     audit_checkpoint_interval_s: float = Field(
         60.0, gt=0, description="...or after this many seconds with new records."
     )
+    audit_signers_dir: Path | None = Field(
+        None, description="Folder of this installation's audit-signing keys, one private JWK per "
+        "component (worker.jwk, operator.jwk), 0600 (unset: <state dir>/audit-signers)."
+    )
     audit_public_key: str | None = Field(
         None, description="The public JWK `attest audit verify` trusts for checkpoint signatures: "
         "a file's path or the JSON itself (unset: the key pinned by `attest audit pin`)."
@@ -264,6 +268,10 @@ class Settings(BaseSettings):
     def service_key_path(self) -> Path:
         """Attest's own Ed25519 key (signs audit checkpoints), created 0600 on first use."""
         return self.state_dir / "service-key.jwk"
+
+    def audit_signer_key_path(self, component: str) -> Path:
+        """The private audit-signing key of ``component`` (``worker``, ``operator``), 0600."""
+        return (self.audit_signers_dir or self.state_dir / "audit-signers") / f"{component}.jwk"
 
     @property
     def keys_dir(self) -> Path:

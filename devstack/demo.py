@@ -23,6 +23,7 @@ from config.settings import Settings
 from devstack import stack
 from devstack.errors import DevStackError
 from devstack.processes import choose_port, terminate_tree
+from devstack.signers import provision_embedded_signers
 from operations.operator_audit import operator_record
 from scenarios.finance import transaction_payloads
 from scenarios.government import AGENCIES, document_payloads
@@ -163,6 +164,8 @@ def run_demo(
         say(f"stack: broker {info.kafka_bootstrap}, postgres {info.database_url}")
         migrate.upgrade(settings.database_url)
         ensure_topics(settings)
+        # The worker's and this command's audit-signing keys: the sink chains only signed records.
+        provision_embedded_signers(settings, say, info)
         # `attest audit verify` trusts only a pinned key: on this one machine, the demo's own.
         if (pinned := pin_own_key_for_development(settings)) is not None:
             say(f"audit: pinned checkpoint key {pinned.names} for `attest audit verify`")

@@ -15,6 +15,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from security.signatures import b64url_decode
+
 _NAMESPACE = uuid.UUID("5b0c2f52-3c55-4f0b-9a55-7d0f3c1c2a11")
 
 
@@ -32,6 +34,9 @@ class AuditAction(StrEnum):
     AUDIT_CHECKPOINT = "audit.checkpoint"
     AUDIT_CONFLICT = "audit.conflict"
     AUDIT_KEY_PINNED = "audit.key_pinned"
+    AUDIT_FORGED = "audit.forged"
+    AUDIT_SIGNER_ADDED = "audit.signer_added"
+    AUDIT_SIGNER_REVOKED = "audit.signer_revoked"
     KEY_ADDED = "key.added"
     KEY_REVOKED = "key.revoked"
     KEY_ROTATED = "key.rotated"
@@ -109,9 +114,33 @@ def encode_batches(records: list[AuditRecord], size: int = AUDIT_BATCH_MAX) -> l
     ]
 
 
+def parse_records(payload: bytes) -> list[AuditRecord]:
+    """Every record of an unsigned message value, a batch or a single record (operator tools
+    publish single records). Raises pydantic's ``ValidationError`` for anything else.
+
+    The audit sink calls this on the payload of a *verified* message (``audit.signing``).
+    """
+    if payload[:16].lstrip().startswith(b'{"records"'):
+        return AuditBatch.model_validate_json(payload).records
+    return [AuditRecord.from_bytes(payload)]
+
+
 def records_in(value: bytes) -> list[AuditRecord]:
-    """Every record of one audit-topic message, a batch or a single record (operator tools
-    publish single records). Raises pydantic's ``ValidationError`` for anything else."""
-    if value[:16].lstrip().startswith(b'{"records"'):
-        return AuditBatch.model_validate_json(value).records
-    return [AuditRecord.from_bytes(value)]
+    """Every record of one audit-topic message as a *reader* sees it: a signed message
+    (JWS compact, docs/audit.md) is unwrapped **without verifying** its signature, an
+    unsigned one read as is. For display and look-ups (``attest audit tail``, tests); what is
+    genuine is decided by the sink alone. Raises pydantic's ``ValidationError``."""
+    return parse_records(_payload_of(value))
+
+
+def _payload_of(value: bytes) -> bytes:
+    """The payload of a JWS compact value (unverified), or ``value`` when it is not one."""
+    if value[:16].lstrip().startswith(b"{"):
+        return value
+    parts = value.split(b".")
+    if len(parts) != 3:
+        return value
+    try:
+        return b64url_decode(parts[1])
+    except ValueError:
+        return value

@@ -26,6 +26,8 @@ from agents.enrichment import TASK_FOR_TYPE, Enrichment, EnrichmentStage
 from agents.intake import IntakeProcessor
 from agents.messages import BatchOutput, IncomingMessage
 from agents.retry import until_stored
+from audit.signer_keys import WORKER, signer_key
+from audit.signing import sign_audit_message
 from config.settings import Settings, secret_environ
 from inference.metrics import CONTENT_TYPE
 from inference.pool import ModelPool
@@ -186,6 +188,9 @@ def build_app(settings: Settings, role: str = "intake") -> faust.App:
         for spec in ALL_TOPICS
     }
     dead_letter, audit = topics[DEAD_LETTER.suffix], topics[AUDIT.suffix]
+    # Every audit message this worker publishes is signed with its own key (docs/audit.md):
+    # the sink chains nothing else. Created 0600 on first use; registered by an operator.
+    audit_key = signer_key(settings, WORKER)
     trust_create_time = settings.freshness_from_create_time
 
     async def publish(output: BatchOutput) -> None:
@@ -195,7 +200,7 @@ def build_app(settings: Settings, role: str = "intake") -> faust.App:
                 key=letter.message.key, value=letter.message.value, headers=letter.headers()
             ))
         for value in encode_batches(output.audit):
-            pending.append(await audit.send(key=None, value=value))
+            pending.append(await audit.send(key=None, value=sign_audit_message(audit_key, value)))
         if pending:
             await asyncio.gather(*pending)
 

@@ -51,6 +51,16 @@ BATCH_SIZE = Histogram(
     buckets=(1, 2, 5, 10, 25, 50, 100, 250, 500, 1000),
     registry=REGISTRY,
 )
+AUDIT_ALARMS = Counter(
+    "attest_audit_alarms_total",
+    "Audit alarms raised by the audit sink, by action (audit.forged: a message on the audit "
+    "topic that is not a verified record of its signer; audit.conflict: an audit_id again with "
+    "other content) and reason.",
+    ["action", "reason"],
+    registry=REGISTRY,
+)
+#: The sink's alarm actions, counted in ``attest_audit_alarms_total``.
+ALARM_ACTIONS = frozenset({"audit.forged", "audit.conflict"})
 LAST_BATCH = Gauge(
     "attest_last_batch_timestamp_seconds",
     "Unix time the stage last finished a batch on a topic.",
@@ -74,6 +84,8 @@ def observe_batch(stage: str, topic: str, size: int, output: BatchOutput,
     now = committed_at or datetime.now(UTC)
     BATCH_SIZE.labels(stage, topic).observe(size)
     LAST_BATCH.labels(stage, topic).set(now.timestamp())
+    if stage == "audit":
+        count_alarms(output)
     if stage != "intake":
         return
     for _message, event in output.accepted:
@@ -81,6 +93,13 @@ def observe_batch(stage: str, topic: str, size: int, output: BatchOutput,
         END_TO_END.labels(topic, "accepted").observe(max(0.0, (now - event.issued_at).total_seconds()))
     for letter in output.dead_letters:
         DECISIONS.labels(topic, "rejected", letter.reason).inc()
+
+
+def count_alarms(output: BatchOutput) -> None:
+    """Count the alarms of one audit-sink batch, after they were published (audited)."""
+    for record in output.audit:
+        if record.action in ALARM_ACTIONS:
+            AUDIT_ALARMS.labels(record.action, record.reason or "").inc()
 
 
 @dataclass(frozen=True)

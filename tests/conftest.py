@@ -17,10 +17,12 @@ from pathlib import Path
 
 import pytest
 
+from audit.signers_admin import provision_local_signers
 from config.settings import Settings
 from devstack import stack
 from devstack.processes import terminate_tree
 from storage import migrate
+from streams.admin import ensure_topics
 from tests.support.workers import start_worker, wait_until_ready
 
 
@@ -41,6 +43,9 @@ def stack_settings() -> Iterator[Settings]:
         session_timeout_s=4.0,
         batch_within_s=0.1,
         registry_refresh_s=0.5,
+        # Kept when a test gives itself another state folder: every process of the session
+        # (workers, CLI calls) signs its audit messages with the keys registered below.
+        audit_signers_dir=state / "audit-signers",
     )
     info = stack.up(base)
     try:
@@ -49,6 +54,10 @@ def stack_settings() -> Iterator[Settings]:
             "database_url": external or info.database_url,
         })
         migrate.upgrade(settings.database_url)
+        # The audit sink chains only signed messages: register the session's worker and
+        # operator audit keys (docs/audit.md), as `attest dev up` does for a developer.
+        ensure_topics(settings)
+        provision_local_signers(settings, "operator:pytest")
         yield settings
     finally:
         stack.down(base)

@@ -28,7 +28,7 @@ from storage.protected_models import FIELD_TABLES
 
 pytestmark = pytest.mark.integration
 
-#: Everything the writer role may do, table by table (migrations 0002, 0003, 0007, 0009).
+#: Everything the writer role may do, table by table (migrations 0002, 0003, 0007, 0009, 0014).
 #: Whole-table privileges; column-level ones are in WORKER_COLUMN_GRANTS.
 WORKER_TABLE_GRANTS = {
     ("alembic_version", "SELECT"),  # the schema check at start
@@ -36,6 +36,7 @@ WORKER_TABLE_GRANTS = {
     ("events", "SELECT"), ("events", "INSERT"),  # public fields only; the redelivery check
     ("audit_log", "SELECT"), ("audit_log", "INSERT"),  # append to the chain, read its head
     ("audit_checkpoints", "SELECT"), ("audit_checkpoints", "INSERT"),
+    ("audit_signers", "SELECT"),  # the sink verifies audit messages; registering is the owner's
     ("tier_wrapping_keys", "INSERT"), ("data_keys", "INSERT"),
     ("data_key_shredding", "SELECT"),
     ("inferences", "SELECT"), ("inferences", "INSERT"),

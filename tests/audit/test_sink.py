@@ -1,5 +1,8 @@
 """The audit sink end to end on a real database: chained appends, checkpoints published as
-records, its own checkpoint records read back without looping, bad records dead-lettered."""
+records, its own checkpoint records read back without looping, bad records dead-lettered.
+
+Every message fed to the sink is signed by a registered audit signer (the worker's, as the
+wiring signs them); tests/audit/test_signed_records.py covers what happens to the others."""
 
 from __future__ import annotations
 
@@ -17,16 +20,24 @@ from audit.log import chain_head, count_checkpoints, verify_stored_chain
 from config.settings import Settings
 from schemas.audit import AuditRecord
 from tests.audit.conftest import make_records
+from tests.support.audit_signers import new_signer
 
 pytestmark = pytest.mark.integration
 
 
+#: The worker's audit signer of these tests, registered in each test's database.
+WORKER = new_signer()
+#: An operator command's signer (a replay's records carry the operator as actor).
+OPERATOR = new_signer("operator", ("operator:*",))
+
+
 def messages(records: list[AuditRecord], first_offset: int = 0) -> list[IncomingMessage]:
-    return [IncomingMessage("t.audit", 0, first_offset + i, None, r.to_bytes(), datetime.now(UTC))
-            for i, r in enumerate(records)]
+    return WORKER.messages(records, first_offset)
 
 
 def sink_settings(url: str, state: Path, **kw: object) -> Settings:
+    WORKER.register(url)
+    OPERATOR.register(url)
     values: dict[str, object] = {"audit_checkpoint_every": 5, "audit_checkpoint_interval_s": 3600.0}
     return Settings(database_url=url, state_dir=state, **{**values, **kw})  # type: ignore[arg-type]
 
@@ -74,11 +85,12 @@ async def test_unparseable_and_unstorable_records_are_dead_lettered(
     chain_db: str, tmp_path: Path
 ) -> None:
     good = make_records(2)
-    too_long = good[0].model_copy(update={"actor": "x" * 500, "audit_id": good[1].audit_id[:-1] + "f"})
+    too_long = good[0].model_copy(update={"actor": "worker:" + "x" * 500,
+                                          "audit_id": good[1].audit_id[:-1] + "f"})
     not_uuid = good[0].model_copy(update={"audit_id": "not-a-uuid"})
     nul = good[0].model_copy(update={"audit_id": "0" * 8 + good[0].audit_id[8:], "reason": "a\x00b"})
     batch = messages([good[0], too_long, not_uuid, nul, good[1]])
-    batch.insert(1, IncomingMessage("t.audit", 0, 99, None, b"{not json", datetime.now(UTC)))
+    batch.insert(1, IncomingMessage("t.audit", 0, 99, None, WORKER.sign(b"{not json"), datetime.now(UTC)))
     out = await AuditSink(sink_settings(chain_db, tmp_path)).process(batch)
     assert out.stored == 2
     found = sorted((d.reason, d.detail) for d in out.dead_letters)
@@ -99,7 +111,8 @@ async def test_a_batch_message_is_stored_record_by_record_and_a_bad_record_dead_
     nul = good[0].model_copy(update={"audit_id": "1" * 8 + good[0].audit_id[8:], "reason": "a\x00b"})
     values = encode_batches([*good, nul], size=4)
     assert len(values) == 2 and [len(records_in(v)) for v in values] == [4, 2]
-    batch = [IncomingMessage("t.audit", 0, i, None, v, datetime.now(UTC)) for i, v in enumerate(values)]
+    batch = [IncomingMessage("t.audit", 0, i, None, WORKER.sign(v), datetime.now(UTC))
+             for i, v in enumerate(values)]
     sink = AuditSink(sink_settings(chain_db, tmp_path))
     out = await sink.process(batch)
     assert out.stored == 5
@@ -149,7 +162,7 @@ async def test_an_audit_id_arriving_again_with_other_content_is_an_alarm_never_d
     # An honest copy of the same decision (another actor, time or detail, as a redelivery
     # or a replay writes it) is no conflict.
     copy = forged.model_copy(update={"actor": "operator:replay", "detail": {"redelivered": True}})
-    assert (await sink.process(messages([copy]))).audit == []
+    assert (await sink.process(OPERATOR.messages([copy]))).audit == []
 
 
 async def test_an_access_service_action_arriving_on_the_topic_is_dead_lettered_not_chained(
@@ -163,7 +176,7 @@ async def test_an_access_service_action_arriving_on_the_topic_is_dead_lettered_n
     genuine = make_records(2, start=700)
     forged = genuine[0].model_copy(update={
         "audit_id": audit_id_for("forged", 1), "action": AuditAction.ACCESS_APPROVED,
-        "actor": "person:dana", "correlation_id": "request-1"})
+        "actor": "worker:mallory", "correlation_id": "request-1"})
     sink = AuditSink(sink_settings(chain_db, tmp_path), actor="worker:test:1")
     before = chain_head(chain_db)[0]
     out = await sink.process(messages([forged, *genuine], first_offset=700))

@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 import pytest
 
 from audit.queries import find_records
+from audit.signing import unsigned_payload
 from config.settings import Settings
 from scenarios.finance import transaction_payloads
 from schemas.catalog import TRANSACTION_V1
@@ -77,7 +78,9 @@ def test_signed_events_are_stored_and_tampered_ones_dead_lettered(
         assert int(headers["attest-source-offset"]) >= 0
 
     # The audit topic carries the decisions the sink stored.
-    audit_values = [m.value() for m in read_topic(stack_settings, AUDIT.name(stack_settings))]
+    # Signed by the worker (docs/audit.md): the record is the JWS payload.
+    audit_values = [unsigned_payload(m.value())
+                    for m in read_topic(stack_settings, AUDIT.name(stack_settings))]
     assert sum(ids[0].encode() in v and b"event.stored" in v for v in audit_values) == 1
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from audit.signing import unsigned_payload  # audit messages are signed (docs/audit.md)
 from config.settings import Settings
 from operations.broker_reads import BrokerReader
 from operations.replay import Replay, ReplayResult, plan
@@ -101,7 +102,7 @@ def test_an_interrupted_replay_resumes_and_processes_every_event_once(
     dry = run(own, Selection("approvals", dry_run=True))
     assert dry.counts == {"unchanged": 45}
 
-    audit = [json.loads(m.value()) for m in read_topic(own, AUDIT.name(own), idle_s=1.5)]
+    audit = [json.loads(unsigned_payload(m.value())) for m in read_topic(own, AUDIT.name(own), idle_s=1.5)]
     finished = [r for r in audit if r["action"] == "replay.finished"]
     assert [r["detail"]["interrupted"] for r in finished] == [True, False, False]
     # A repeated decision carries the same audit id (the sink stores it once): one per event.
@@ -158,7 +159,7 @@ def test_ctrl_c_stops_the_cli_cleanly_and_the_same_command_resumes(
     assert "resuming" in resumed.stderr
     assert count_events(url, ids) == 40
     assert not state.exists()
-    audit = [json.loads(m.value()) for m in read_topic(own, AUDIT.name(own), idle_s=1.5)]
+    audit = [json.loads(unsigned_payload(m.value())) for m in read_topic(own, AUDIT.name(own), idle_s=1.5)]
     finished = [r for r in audit if r["action"] == "replay.finished"]
     assert len(finished) == 2 and finished[-1]["detail"]["counts"] == {"stored": 40}
     assert all(r["actor"].startswith("operator:") for r in finished)
