@@ -14,6 +14,7 @@ from cli.exit_codes import attest_errors, operator_errors
 from cli.keys import operator
 from cli.output import console, err_console
 from config.settings import get_settings
+from operations.errors import ExitCode
 from operations.kek_rotation import DEFAULT_BATCH
 from operations.kek_rotation import retire_kek as retire_tier_kek
 from operations.kek_rotation import rotate_kek as rotate_tier_kek
@@ -63,9 +64,14 @@ def rotate_kek(
     def progress(moved: int, total: int) -> None:
         err_console.print(f"  {tier}: re-wrapped {moved}/{total} data keys")
 
-    with operator_errors():
-        done = rotate_tier_kek(settings, tier, operator(), resume=resume, batch_size=batch_size,
-                               progress=progress)
+    try:
+        with operator_errors():
+            done = rotate_tier_kek(settings, tier, operator(), resume=resume,
+                                   batch_size=batch_size, progress=progress)
+    except KeyboardInterrupt:
+        err_console.print(f"interrupted: the batches committed so far stay done; continue with "
+                          f"attest keys rotate-kek --tier {tier} --resume")
+        raise typer.Exit(int(ExitCode.INTERRUPTED)) from None
     start = "continued at" if done.resumed else f"v{done.before} ->"
     console.print(f"{done.tier.label}: key-encryption key {start} v{done.after}; re-wrapped "
                   f"{done.moved} data keys under new wrapping keys, deleted {done.deleted} old "

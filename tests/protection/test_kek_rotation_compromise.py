@@ -268,15 +268,19 @@ def test_retire_refuses_while_a_version_is_needed_and_removes_it_after(
     payments = transaction_payloads(6, "core-ledger", seed=uuid.uuid4().int)
     store_events(url, stored_events(payments[:3], TRANSACTION_V1), protector=stale_writer)
 
-    # Interrupted after its first batch: some data keys moved, the rest still under v<start>.
-    class Interrupted(Exception):
-        pass
+    # Ctrl-C after its first batch: one data key moved, the rest still under v<start>.
+    real_move, batches = kek_rotation.move_data_keys, []
 
-    def stop(moved: int, total: int) -> None:
-        raise Interrupted
+    def interrupted_after_one(*args: Any, **kwargs: Any) -> int:
+        if batches:
+            raise KeyboardInterrupt
+        batches.append(real_move(*args, **kwargs))
+        return batches[-1]
 
-    with pytest.raises(Interrupted):
-        rotate_kek(own, "confidential", "operator:test", batch_size=1, progress=stop)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(kek_rotation, "move_data_keys", interrupted_after_one)
+        cut = RUNNER.invoke(app, ["rotate-kek", "--tier", "confidential", "--batch-size", "1"])
+    assert cut.exit_code == 130 and "--resume" in cut.output and batches == [1]
     target = start + 1
     assert load_keyring_file(keyring_path(own.state_dir)).current_version(tier) == target
     assert start in {v for _, v, _ in _wrapping_rows(url, tier)}
