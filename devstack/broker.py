@@ -2,6 +2,14 @@
 
 Tansu keeps everything in memory here, so a restart starts from empty topics; that is the
 point for a demo and for tests. Production uses Apache Kafka (see docker-compose.yml).
+
+It listens on 127.0.0.1 only, PLAINTEXT, with no logins and no ACLs. Tansu 0.6.0's own
+``--cert``, ``--key`` and ``--authentication`` options were tried with confluent-kafka and
+aiokafka and are not used, because none of them protects anything here: ``--cert`` with
+``--key`` is refused by its argument parser, ``--cert`` alone leaves the listener plain Kafka,
+and ``--authentication`` on the memory storage refuses every client for good (no SCRAM login
+can be stored: storing one is itself refused). tests/devstack/test_tansu_security.py pins
+this; docs/operations.md says what the embedded stack does and does not protect.
 """
 
 from __future__ import annotations
