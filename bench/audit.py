@@ -38,7 +38,7 @@ from audit.queries import AuditQuery, query_records
 from audit.signers import register_signers
 from audit.signing import AuditSigner, sign_audit_message
 from config.settings import Settings, get_settings
-from schemas.audit import AuditAction, AuditRecord, audit_id_for
+from schemas.audit import AUDIT_BATCH_MAX, AuditAction, AuditRecord, audit_id_for, encode_batches
 from security.keyfiles import generate_key
 from security.reasons import RejectReason
 from storage import migrate
@@ -96,11 +96,15 @@ def _drop(server_url: str, url: str) -> None:
 BENCH_KEY = generate_key("audit-bench", "Ed25519")
 
 
-def _messages(start: int, count: int, total: int) -> list[IncomingMessage]:
+def _messages(start: int, count: int, total: int, per_message: int = 1) -> list[IncomingMessage]:
+    """Signed audit messages for records ``start``..: one record each (an operator command's
+    shape), or batches of ``per_message`` (a worker's, ``--per-message 250``)."""
     now = datetime.now(UTC)
-    return [IncomingMessage("attest.audit", 0, i, None,
-                            sign_audit_message(BENCH_KEY, record(i, total).to_bytes()), now)
-            for i in range(start, start + count)]
+    records = [record(i, total) for i in range(start, start + count)]
+    values = ([r.to_bytes() for r in records] if per_message == 1
+              else encode_batches(records, per_message))
+    return [IncomingMessage("attest.audit", 0, start + n, None, sign_audit_message(BENCH_KEY, v), now)
+            for n, v in enumerate(values)]
 
 
 async def _through_sinks(sinks: list[AuditSink], batches: list[list[IncomingMessage]]) -> int:
@@ -165,6 +169,10 @@ def command(
         "--measure", min=1000, help="Records appended (and timed) through the real sink path.")] = 20_000,
     queries: Annotated[int, typer.Option("--queries", min=20, help="Queries per kind (p50/p99).")] = 200,
     keep: Annotated[bool, typer.Option("--keep", help="Keep the scratch database afterwards.")] = False,
+    per_message: Annotated[int, typer.Option(
+        "--per-message", min=1, max=AUDIT_BATCH_MAX,
+        help="Records per signed audit message: 1 as operator commands publish, up to 250 as a "
+             "worker does (one signature per message).")] = 1,
 ) -> None:
     """Audit log at scale: append rate, query latency, verify rate.
 
@@ -184,7 +192,7 @@ def command(
             settings = base.model_copy(update={"database_url": url, "state_dir": Path(state)})
             signer = CheckpointSigner(load_or_create_service_key(settings.service_key_path))
             size = settings.batch_size
-            results = _run(console, settings, signer, url, rows, measure, size, queries)
+            results = _run(console, settings, signer, url, rows, measure, size, queries, per_message)
         table = Table(title=f"attest bench audit ({rows:,} records, batches of {size})")
         table.add_column("measure")
         table.add_column("result", justify="right")
@@ -199,18 +207,20 @@ def command(
 
 
 def _run(console: Console, settings: Settings, signer: CheckpointSigner, url: str, rows: int,
-         measure: int, size: int, queries: int) -> list[tuple[str, str]]:
+         measure: int, size: int, queries: int, per_message: int = 1) -> list[tuple[str, str]]:
     results: list[tuple[str, str]] = []
     half = measure // 2
     for label, sinks, first, count in (("1 sink", 1, 0, half), ("4 concurrent sinks", 4, half,
                                                                  measure - half)):
-        batches = [_messages(i, min(size, first + count - i), rows)
+        batches = [_messages(i, min(size, first + count - i), rows, per_message)
                    for i in range(first, first + count, size)]
         group = [AuditSink(settings, actor=f"bench:{n}", signer=signer) for n in range(sinks)]
         begin = time.perf_counter()
         stored = asyncio.run(_through_sinks(group, batches))
         elapsed = time.perf_counter() - begin
-        results.append((f"append via AuditSink.process, {label}", f"{stored / elapsed:,.0f} records/s"))
+        shape = "1 record" if per_message == 1 else f"{per_message} records"
+        results.append((f"append via AuditSink.process, {label}, {shape} per signed message",
+                        f"{stored / elapsed:,.0f} records/s"))
     console.print(f"appended {measure:,} through the sink; bulk filling to {rows:,}...")
     begin = time.perf_counter()
     _bulk_fill(url, measure, rows, signer, settings.audit_checkpoint_every)
