@@ -30,7 +30,7 @@ from typing import Any
 from access.errors import AccessError, AuditUnavailable, Forbidden, LettersUnavailable, NotFound
 from access.identity import Identity
 from access.policy import DEAD_LETTER_PAYLOAD
-from access.service import AccessService
+from access.service import AccessService, _safe_text
 from config.settings import Settings
 from schemas.audit import AuditAction, AuditRecord
 from security.errors import Rejection
@@ -117,7 +117,10 @@ def _show(service: AccessService, identity: Identity, partition: int, offset: in
     record = service._record(identity, AuditAction.DLQ_PAYLOAD_SHOWN, correlation, [correlation], {
         "permission": DEAD_LETTER_PAYLOAD, "roles": sorted(held),
         "department": identity.department, "purpose": purpose.strip(),
-        "reason": letter.reason, "origin": letter.origin, "bytes": len(letter.value),
+        # Headers are whoever produced the letter's words: escaped and cut, so a NUL or a control
+        # character in one cannot make the record unwritable (and the letter unshowable).
+        "reason": _safe_text(letter.reason), "origin": _safe_text(letter.origin),
+        "bytes": len(letter.value),
         "sha256": digest,
     })
     service._audit(record)  # committed, or AuditUnavailable: nothing is returned

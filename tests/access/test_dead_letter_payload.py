@@ -76,13 +76,14 @@ class Letters:
             "partition": position[0], "offset": position[1], "purpose": purpose})
 
 
-def _produce(settings: Settings, values: list[bytes]) -> list[tuple[int, int]]:
+def _produce(settings: Settings, values: list[bytes], reason: bytes = b"unknown_key"
+             ) -> list[tuple[int, int]]:
     landed: list[tuple[int, int]] = []
     producer = Producer(producer_config(settings))
     for i, value in enumerate(values):
         producer.produce(
             DEAD_LETTER.name(settings), value, key=b"k", partition=0,
-            headers=[("attest-reason", b"unknown_key"), ("attest-detail", b"no such key"),
+            headers=[("attest-reason", reason), ("attest-detail", b"no such key"),
                      ("attest-source-topic", TRANSACTIONS.name(settings).encode()),
                      ("attest-source-partition", b"0"), ("attest-source-offset", str(i).encode()),
                      ("attest-rejected-at", datetime.now(UTC).isoformat().encode())],
@@ -194,6 +195,20 @@ def test_if_the_record_cannot_be_committed_nothing_is_shown(
     assert "audit record could not be committed" in refused.json()["detail"]
     assert letters.payload["account"] not in refused.text
     assert letters.value.split(b".")[1].decode() not in refused.text
+
+
+@pytest.mark.integration
+def test_a_letter_whose_headers_hold_control_characters_is_shown_and_recorded_escaped(
+    world: AccessWorld, letters: Letters,
+) -> None:
+    """Anyone with produce rights writes a letter's headers: a NUL in its reason must not make
+    the record unwritable (Postgres refuses NUL in JSON), which would hide the letter for good."""
+    (hostile,) = _produce(letters.settings, [letters.value], reason=b"bad\x00reason\x1b[2J")
+    shown = letters.ask(SOL, hostile, world=world)
+    assert shown.status_code == 200, shown.text
+    assert shown.json()["payload"]["account"] == letters.payload["account"]
+    (record,) = _records(world, letters, hostile)
+    assert record.detail["reason"] == "bad\\u0000reason\\u001b[2J"
 
 
 # -- the command line: `attest dlq show --payload` asks the service ---------------------------------
