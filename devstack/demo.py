@@ -29,7 +29,9 @@ from scenarios.finance import transaction_payloads
 from scenarios.government import AGENCIES, document_payloads
 from schemas.audit import AuditAction
 from schemas.catalog import DOCUMENT_V1, TRANSACTION_V1
+from security.intake_keys import ensure_intake_key
 from security.keyfiles import SigningKey, generate_key, keys_for_source, write_private_key
+from security.nested import seal_for_intake
 from security.private_files import open_private_log
 from storage import migrate
 from storage.events import count_events
@@ -135,11 +137,14 @@ def demo_transactions(
 
 
 def demo_documents(settings: Settings, count: int, seed: int | None = None) -> list[OutgoingMessage]:
-    """Tax returns and contribution records, each agency signing its own."""
+    """Tax returns and contribution records, each agency signing its own, then encrypting it
+    to Attest's intake key (nested JWT): income never sits in clear on the topic."""
     keys = {agency: signing_key(settings, agency) for agency in AGENCIES}
+    intake, _ = ensure_intake_key(settings.intake_keys_dir)
     return [
         OutgoingMessage(key=p["document_id"].encode(),
-                        value=sign_payload(keys[p["source"]], p, DOCUMENT_V1))
+                        value=seal_for_intake(sign_payload(keys[p["source"]], p, DOCUMENT_V1),
+                                              intake.public_jwk))
         for p in document_payloads(count, seed)
     ]
 
@@ -178,7 +183,7 @@ def run_demo(
         worker = start_worker(settings.model_copy(
             update={"database_url": info.worker_database_url or info.database_url}))
         say(f"worker started (pid {worker.pid}); sending {len(payments)} payments "
-            f"and {len(documents)} agency documents")
+            f"and {len(documents)} agency documents (encrypted to the intake key)")
         send_all(settings, TRANSACTIONS.name(settings), payments)
         send_all(settings, DOCUMENTS.name(settings), documents)
         deadline = time.monotonic() + timeout_s

@@ -28,6 +28,7 @@ from devstack.postgres import (
     stop_postgres,
 )
 from devstack.processes import choose_port
+from security.intake_keys import ensure_intake_key
 from security.private_files import private_folder
 
 
@@ -96,6 +97,8 @@ def up(settings: Settings, notice: Callable[[str], None] = print) -> StackInfo:
     # Key files per process (access service, worker, issuer), created 0600 once; see
     # docs/security.md.
     ensure_local_keys(settings.state_dir)
+    # Attest's intake key, which producers may encrypt their events to (docs/events.md).
+    ensure_intake_key(settings.intake_keys_dir)
     current = status(settings)
     if current.running and current.info:
         return current.info
