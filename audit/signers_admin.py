@@ -95,8 +95,11 @@ def revoke_audited(settings: Settings, kid: str, actor: str) -> bool:
     """Revoke ``kid`` after publishing ``audit.signer_revoked``; False when it already was."""
     from audit.signers import list_signers
 
-    if not any(row.signer.kid == kid for row in list_signers(settings.database_url)):
+    found = [row.signer for row in list_signers(settings.database_url) if row.signer.kid == kid]
+    if not found:
         raise SignerError(f"no audit signer {kid[:200]!r} is registered")
+    if found[0].revoked_at is not None:
+        return False  # nothing changes, nothing to record
     try:
         _publish(settings, [operator_record(AuditAction.AUDIT_SIGNER_REVOKED, kid, actor, {"kid": kid})])
     except Exception as exc:
