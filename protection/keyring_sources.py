@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import stat
+import threading
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from types import MappingProxyType
@@ -15,7 +16,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X
 from protection import envelope
 from protection.blind_index import KEY_BYTES as INDEX_KEY_BYTES
 from protection.blind_index import BlindIndexKey
-from protection.errors import KeyringError
+from protection.errors import KeyNotHeld, KeyringError
 from protection.keyring import (
     ENV_BLIND_INDEX,
     ENV_KEK,
@@ -263,13 +264,63 @@ def environ_has_keys(environ: Mapping[str, str]) -> bool:
     return any(name.startswith(ENV_KEK) for name in environ)
 
 
+class FileKeyring:
+    """The service's keyring file, re-read when a sealed key names a version newer than it holds.
+
+    ``attest keys rotate-kek`` seals new wrapping keys to a version written to the file after
+    the service started; without this, every read of that tier would fail until a restart.
+    A version the file does not have either (retired, or forged) still raises ``KeyNotHeld``.
+    Everything else is the loaded ``StaticKeyring``'s.
+    """
+
+    def __init__(self, path: Path, readable: Iterable[Tier] | None = None) -> None:
+        self._path = Path(path)
+        self._readable = None if readable is None else frozenset(readable)
+        self._current = load_keyring_file(self._path, self._readable)
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return repr(self._current)
+
+    __str__ = __repr__
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):  # not set yet (or copying): never recurse into ``_current``
+            raise AttributeError(name)
+        return getattr(self._current, name)
+
+    def readable_tiers(self) -> frozenset[Tier]:
+        return self._current.readable_tiers()
+
+    def current_version(self, tier: Tier) -> int:
+        return self._current.current_version(tier)
+
+    def seal_to_tier(self, tier: Tier, secret: bytes, context: bytes) -> bytes:
+        return self._current.seal_to_tier(tier, secret, context)
+
+    def blind_index_key(self, domain: str) -> BlindIndexKey:
+        return self._current.blind_index_key(domain)
+
+    def open_from_tier(self, tier: Tier, sealed: bytes, context: bytes) -> bytes:
+        try:
+            return self._current.open_from_tier(tier, sealed, context)
+        except KeyNotHeld:
+            if envelope.sealed_version(sealed) <= self._current.current_version(tier):
+                raise
+            with self._lock:
+                if envelope.sealed_version(sealed) > self._current.current_version(tier):
+                    self._current = load_keyring_file(self._path, self._readable)
+            return self._current.open_from_tier(tier, sealed, context)
+
+
 def open_keyring(
     state_dir: Path,
     environ: Mapping[str, str],
     readable: Iterable[Tier] | None = None,
     path: Path | None = None,
-) -> StaticKeyring:
-    """The process's keyring: from the environment when it carries keys, else the local file."""
+) -> StaticKeyring | FileKeyring:
+    """The process's keyring: from the environment when it carries keys, else the local file
+    (re-read when a newer key version is met: ``FileKeyring``)."""
     if environ_has_keys(environ):
         return keyring_from_environ(environ, readable)
-    return load_keyring_file(path or keyring_path(state_dir), readable)
+    return FileKeyring(path or keyring_path(state_dir), readable)

@@ -37,6 +37,7 @@ from protection.keyring_sources import (
     ensure_process_keyrings,
     keyring_path,
     load_keyring_file,
+    open_keyring,
     open_writer_keyring,
     worker_keyring_path,
     write_keyring_file,
@@ -174,6 +175,24 @@ def test_a_moved_epoch_makes_the_protector_mint_a_new_wrapping_key(tmp_path: Pat
     assert set(new) == set(old) and not set(new.values()) & set(old.values())
 
 
+def test_a_running_service_opens_keys_sealed_to_a_version_written_after_it_started(
+    tmp_path: Path
+) -> None:
+    ensure_process_keyrings(tmp_path, CATALOG.domains)
+    service = open_keyring(tmp_path, {})  # what `attest serve` holds from its start
+    rotated = load_keyring_file(keyring_path(tmp_path)).with_new_version(Tier.RESTRICTED)
+    write_keyring_file(rotated, keyring_path(tmp_path), replace=True)
+    secret, context = os.urandom(32), b"attest.test-context"
+    sealed = rotated.seal_to_tier(Tier.RESTRICTED, secret, context)
+    assert service.open_from_tier(Tier.RESTRICTED, sealed, context) == secret
+    assert service.current_version(Tier.RESTRICTED) == 2
+    # A version the file does not have either is still refused (no endless re-reading).
+    future = rotated.with_new_version(Tier.RESTRICTED)
+    with pytest.raises(KeyNotHeld):
+        service.open_from_tier(Tier.RESTRICTED, future.seal_to_tier(Tier.RESTRICTED, secret, context),
+                               context)
+
+
 # -- against the database ----------------------------------------------------------------------
 
 
@@ -215,6 +234,7 @@ def test_a_stolen_old_kek_opens_nothing_after_rotation(own: Settings) -> None:
                   url, [k[0] for k in _live_data_keys(url, tier)]).wrapping_keys.items()}
     assert stolen
     before = _open_everything(url, stolen_keyring)
+    running_service = open_keyring(own.state_dir, {})  # started before the rotation
     with engine_for(url).connect() as conn:
         fields_before = sorted(bytes(r[0]) for r in conn.execute(
             text("SELECT account FROM transaction_fields")))
@@ -253,6 +273,7 @@ def test_a_stolen_old_kek_opens_nothing_after_rotation(own: Settings) -> None:
     assert rotated.versions(tier) == (1, 2)
     newest_only = rotated.without_version(tier, 1)
     assert _open_everything(url, newest_only) == before
+    assert _open_everything(url, running_service) == before  # no restart needed
     assert any(r.detail["tier"] == "restricted" and r.detail["to_version"] == 2
                and r.detail["new_wrapping_keys"] for r in _audit(own, "key.rotated"))
 
