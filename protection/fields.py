@@ -198,11 +198,12 @@ class FieldProtector:
         reload: Callable[[], Keyring] | None = None,
         reload_every: timedelta = KEYRING_REFRESH,
     ) -> None:
-        """``reload`` re-reads the keyring (the worker's file): it is called every
-        ``reload_every`` and whenever the shredding epoch moves (a forget or a rotation), so a
-        rotated tier key is used from the next wrapping key on, without a restart."""
+        """``reload`` re-reads the keyring (default: the keyring's own ``reopen``, which the
+        worker's file keyring has): it is called every ``reload_every`` and whenever the
+        shredding epoch moves (a forget or a rotation), so a rotated tier key is used from the
+        next wrapping key on, without a restart."""
         self._keyring = keyring
-        self._reload = reload
+        self._reload = reload if reload is not None else getattr(keyring, "reopen", None)
         self._reload_every = reload_every
         self._loaded_at: datetime | None = None
         self._catalog = catalog or protection_catalog()
@@ -399,10 +400,5 @@ def writer_protector(
     every rotation or forget, so a rotated tier key reaches a running worker; the environment
     cannot change under a running process, so keys from there are read once.
     """
-    keyring = open_writer_keyring(state_dir, environ)
-    if keyring.origin == "environment":
-        return FieldProtector(keyring)
     every = KEYRING_REFRESH if refresh_s is None else timedelta(seconds=refresh_s)
-    frozen = dict(environ)
-    return FieldProtector(keyring, reload=lambda: open_writer_keyring(state_dir, frozen),
-                          reload_every=every)
+    return FieldProtector(open_writer_keyring(state_dir, environ), reload_every=every)

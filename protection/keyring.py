@@ -22,7 +22,7 @@ from __future__ import annotations
 import base64
 import binascii
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from types import MappingProxyType
@@ -126,6 +126,10 @@ class StaticKeyring:
     tiers: Mapping[Tier, tuple[TierKeyVersion, ...]]
     index_keys: Mapping[str, BlindIndexKey] = field(default_factory=dict)
     origin: str = "memory"
+    #: How to read this keyring again from where it came from (the worker's file), so that a
+    #: long-running writer picks up a rotated version; None for keyrings that cannot change
+    #: under a running process (the environment, derived copies such as ``restricted_to``).
+    reopen: Callable[[], StaticKeyring] | None = field(default=None, repr=False, compare=False)
 
     def __repr__(self) -> str:
         held = ",".join(t.label for t in sorted(self.readable_tiers())) or "none"

@@ -7,6 +7,7 @@ import os
 import stat
 import threading
 from collections.abc import Iterable, Mapping
+from dataclasses import replace
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -194,6 +195,8 @@ def open_writer_keyring(state_dir: Path, environ: Mapping[str, str]) -> StaticKe
     else:
         keyring = load_keyring_file(worker_keyring_path(state_dir))
         origin = str(worker_keyring_path(state_dir))
+        # A rotation rewrites the file: writers re-read it (``FieldProtector``), checked again.
+        keyring = replace(keyring, reopen=lambda: open_writer_keyring(state_dir, {}))
     if keyring.readable_tiers():
         held = ", ".join(t.label for t in sorted(keyring.readable_tiers()))
         raise KeyringError(f"{origin} holds private tier keys ({held}); a worker takes only public "

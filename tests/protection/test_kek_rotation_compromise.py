@@ -175,6 +175,23 @@ def test_a_moved_epoch_makes_the_protector_mint_a_new_wrapping_key(tmp_path: Pat
     assert set(new) == set(old) and not set(new.values()) & set(old.values())
 
 
+def test_any_protector_of_the_workers_keyring_file_re_reads_it(tmp_path: Path) -> None:
+    """The enrichment stage seals labels with a protector of its own: it must follow a
+    rotation as intake's does (the epoch moves, the file is re-read)."""
+    ensure_process_keyrings(tmp_path, CATALOG.domains)
+    protector = FieldProtector(open_writer_keyring(tmp_path, {}))
+    payloads = transaction_payloads(2, "core-ledger", seed=uuid.uuid4().int)
+    first = protector.seal_batch(stored_events(payloads[:1], TRANSACTION_V1), 0)
+    protector.confirm_stored(first)
+    rotated = load_keyring_file(keyring_path(tmp_path)).with_new_version(Tier.CONFIDENTIAL)
+    write_keyring_file(rotated, keyring_path(tmp_path), replace=True)
+    write_worker_keyring(tmp_path, rotated)
+    second = protector.seal_batch(stored_events(payloads[1:], TRANSACTION_V1), 1)
+    assert {w.tier: w.kek_version for w in second.wrapping_keys}[Tier.CONFIDENTIAL] == 2
+    # A derived copy (like keys from the environment) cannot change: nothing to re-read.
+    assert FieldProtector(open_writer_keyring(tmp_path, {}).restricted_to(()))._reload is None
+
+
 def test_a_running_service_opens_keys_sealed_to_a_version_written_after_it_started(
     tmp_path: Path
 ) -> None:
@@ -285,7 +302,7 @@ def test_retire_refuses_while_a_version_is_needed_and_removes_it_after(
     url, tier = own.database_url, Tier.CONFIDENTIAL
     start = load_keyring_file(keyring_path(own.state_dir)).current_version(tier)
     # A writer that is never told about the rotation (keys from the environment, say).
-    stale_writer = FieldProtector(open_writer_keyring(own.state_dir, {}))
+    stale_writer = FieldProtector(open_writer_keyring(own.state_dir, {}).restricted_to(()))
     payments = transaction_payloads(6, "core-ledger", seed=uuid.uuid4().int)
     store_events(url, stored_events(payments[:3], TRANSACTION_V1), protector=stale_writer)
 
