@@ -29,10 +29,10 @@ from agents.messages import BatchOutput, DeadLetter, IncomingMessage
 from agents.retry import until_stored
 from audit.chain import CHECKPOINT_ACTION
 from audit.checkpoints import CheckpointSigner, load_or_create_service_key
-from audit.errors import ForgedAudit
+from audit.errors import ForgedAudit, SinkKeyUnusable
 from audit.log import AuditConflict, Checkpoint, CheckpointPolicy, append_chained, record_problem
 from audit.signers import signer_snapshot
-from audit.signing import AuditSigner, check_actors, verify_audit_message
+from audit.signing import AuditSigner, check_actors, may_speak_for, verify_audit_message
 from config.settings import Settings
 from schemas.audit import AuditAction, AuditRecord, audit_id_for, parse_records
 from security.reasons import RejectReason
@@ -130,12 +130,15 @@ class AuditSink:
         self, settings: Settings, actor: str | None = None,
         signer: CheckpointSigner | None = None,
         signers: Callable[[], dict[str, AuditSigner]] | None = None,
+        own_kid: str | None = None,
     ) -> None:
         self._settings = settings
         self._actor = actor or f"worker:{socket.gethostname()}:{os.getpid()}"
         self._signer = signer
         # Read once per batch: a registration or revocation counts from the next batch.
         self._signers = signers or (lambda: signer_snapshot(settings.database_url))
+        # The kid the wiring signs this sink's own records with (checkpoints, alarms).
+        self._own_kid = own_kid
 
     def policy(self) -> CheckpointPolicy:
         """Checkpoint settings and the signer: the one given, else the service key file
@@ -157,6 +160,7 @@ class AuditSink:
         output = BatchOutput()
         signers = await until_stored(self._signers, self._settings.db_retry_max_s,
                                      "loading audit signers")
+        self._check_own_key(signers)
         for message in batch:
             try:
                 verified = verify_audit_message(message.value, signers)
@@ -198,6 +202,27 @@ class AuditSink:
         if result.checkpoint is not None:
             output.audit.append(checkpoint_record(result.checkpoint, self._actor))
         return output
+
+    def _check_own_key(self, signers: dict[str, AuditSigner]) -> None:
+        """Refuse to run while this sink's own key is not a registered, unrevoked signer.
+
+        Its alarms would be refused when read back, each refusal raising a new alarm: a loop
+        on the topic. Stopping instead loses nothing: the records wait on the topic until an
+        operator registers the key (``attest audit signers add worker``) and the stage restarts.
+        """
+        if self._own_kid is None:
+            return
+        own = signers.get(self._own_kid)
+        if own is None or own.revoked_at is not None:
+            state = "is not registered" if own is None else "was revoked"
+            raise SinkKeyUnusable(
+                f"this worker's audit-signing key {self._own_kid} {state}: nothing it signs "
+                "would be chained. Register it with `attest audit signers add worker` "
+                f"(key file {self._settings.audit_signer_key_path('worker')}) and restart")
+        if not may_speak_for(own.actors, SINK_ACTOR) or not may_speak_for(own.actors, self._actor):
+            raise SinkKeyUnusable(
+                f"this worker's audit-signing key {self._own_kid} may not speak for "
+                f"{SINK_ACTOR!r} and {self._actor!r}: register it with those actors")
 
     @staticmethod
     def _reject(output: BatchOutput, message: IncomingMessage, reason: RejectReason,

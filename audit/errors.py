@@ -74,3 +74,7 @@ class SignerNotAudited(SignerError):
     """The registration was undone because its audit record could not be published."""
 
     exit_code = ExitCode.AUDIT_UNAVAILABLE
+
+
+class SinkKeyUnusable(SignerError):
+    """The audit sink's own signing key is not a registered, unrevoked signer for its actors."""

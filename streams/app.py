@@ -226,7 +226,7 @@ def build_app(settings: Settings, role: str = "intake") -> faust.App:
     if role == "enrichment":
         models = _attach_enrichment(app, settings, actor, attach)
     elif role == "audit":
-        attach(AUDIT, AuditSink(settings, actor=actor).process)
+        attach(AUDIT, AuditSink(settings, actor=actor, own_kid=audit_key.kid).process)
     elif role == "reconciliation":
         _attach_reconciliation(app, settings, actor, attach, topics[RECONCILIATION.suffix])
     else:

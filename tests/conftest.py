@@ -47,6 +47,9 @@ def stack_settings() -> Iterator[Settings]:
         # (workers, CLI calls) signs its audit messages with the keys registered below.
         audit_signers_dir=state / "audit-signers",
     )
+    # Settings made afresh in a test (a fault stack, a scratch database) and every child
+    # process find the same keys; tests/support/databases.py registers them in scratch ones.
+    os.environ["ATTEST_AUDIT_SIGNERS_DIR"] = str(base.audit_signers_dir)
     info = stack.up(base)
     try:
         settings = base.model_copy(update={
@@ -60,6 +63,7 @@ def stack_settings() -> Iterator[Settings]:
         provision_local_signers(settings, "operator:pytest")
         yield settings
     finally:
+        os.environ.pop("ATTEST_AUDIT_SIGNERS_DIR", None)
         stack.down(base)
         shutil.rmtree(state, ignore_errors=True)
 

@@ -21,7 +21,7 @@ import pytest
 
 from agents.audit_sink import AuditSink
 from agents.messages import BatchOutput, IncomingMessage
-from audit.errors import ForgedAudit
+from audit.errors import ForgedAudit, SinkKeyUnusable
 from audit.log import chain_head, verify_stored_chain
 from audit.queries import find_records
 from audit.signer_keys import DEFAULT_ACTORS, OPERATOR, WORKER, signer_key
@@ -246,6 +246,26 @@ async def test_an_existing_audit_id_with_other_content_raises_an_audited_counted
     assert [a.reason for a in _alarms(late)] == ["unsigned"] and late.dead_letters
     stored = find_records(chain_db, correlation_ids=[other.correlation_id])
     assert [(r.audit_id, r.outcome) for r in stored] == [(other.audit_id, "ok")]
+
+
+@pytest.mark.integration
+async def test_the_sink_stops_rather_than_loop_while_its_own_key_is_unusable(
+    chain_db: str, tmp_path: Path, signed: tuple[AuditTestSigner, AuditTestSigner]
+) -> None:
+    """Its alarms are signed with its own key: unregistered or revoked, each alarm would be
+    refused when read back and raise the next one. It stops instead; the records wait."""
+    worker, _ = signed
+    settings = _settings(chain_db, tmp_path)
+    batch = worker.messages(make_records(2, start=500))
+    unregistered = new_signer()
+    with pytest.raises(SinkKeyUnusable, match="is not registered"):
+        await AuditSink(settings, actor="worker:test:1", own_kid=unregistered.key.kid).process(batch)
+    assert chain_head(chain_db)[0] == 0
+    sink = AuditSink(settings, actor="worker:test:1", own_kid=worker.key.kid)
+    assert (await sink.process(batch)).stored == 2
+    revoke_signer(chain_db, worker.key.kid, "operator:test")
+    with pytest.raises(SinkKeyUnusable, match="was revoked"):
+        await sink.process(worker.messages(make_records(1, start=510)))
 
 
 # --- the real emitters --------------------------------------------------------------------

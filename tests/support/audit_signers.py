@@ -9,10 +9,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 
 from agents.messages import IncomingMessage
+from audit.signer_keys import DEFAULT_ACTORS, signer_key
 from audit.signers import register_signers
 from audit.signing import AuditSigner, sign_audit_message
+from config.settings import Settings
 from schemas.audit import AuditRecord, encode_batches
 from security.keyfiles import SigningKey, generate_key
 
@@ -48,3 +51,13 @@ def new_signer(component: str = "worker",
                actors: Sequence[str] = ("worker:*", "audit-sink")) -> AuditTestSigner:
     key = generate_key(f"audit-{component}", "Ed25519")
     return AuditTestSigner(key, AuditSigner(key.kid, component, key.public_jwk, tuple(actors)))
+
+
+def register_local_signers(url: str, signers_dir: Path) -> None:
+    """Register the worker and operator keys in ``signers_dir`` (the session's) in the
+    database ``url``, without audit records: for scratch databases, whose workers sign with
+    the session's keys like every other process of the run."""
+    settings = Settings(audit_signers_dir=signers_dir)
+    keys = {component: signer_key(settings, component) for component in DEFAULT_ACTORS}
+    register_signers(url, [AuditSigner(k.kid, c, k.public_jwk, DEFAULT_ACTORS[c])
+                           for c, k in keys.items()], "operator:pytest")

@@ -7,11 +7,14 @@ of the session database every other test shares. Built on the product's own
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 from storage import migrate
 from storage.scratch import temporary_database
+from tests.support.audit_signers import register_local_signers
 
 
 @contextmanager
@@ -26,4 +29,8 @@ def scratch_database(
     with temporary_database(server_url, prefix) as url:
         if revision is not None:
             migrate.upgrade(url, revision)
+        if revision == "head" and (signers := os.environ.get("ATTEST_AUDIT_SIGNERS_DIR")):
+            # The session's audit signers (tests/conftest.py): a worker started on this
+            # database signs its audit messages with them.
+            register_local_signers(url, Path(signers))
         yield url
