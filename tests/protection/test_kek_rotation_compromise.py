@@ -431,3 +431,32 @@ def test_a_running_worker_seals_under_the_new_version_without_a_restart(
         finally:
             terminate_tree(proc.pid, timeout_s=15)
             proc.wait(timeout=5)
+
+
+@pytest.mark.integration
+def test_a_data_key_altered_in_the_database_stops_the_rotation_and_resume_continues(
+    own: Settings, app: typer.Typer
+) -> None:
+    url, tier = own.database_url, Tier.INTERNAL
+    payments = transaction_payloads(4, "core-ledger", seed=uuid.uuid4().int)
+    store_events(url, stored_events(payments, TRANSACTION_V1),
+                 protector=writer_protector(own.state_dir, {}))
+    victim, _, _, wrapped = max(_live_data_keys(url, tier))  # the last one a batch reaches
+    altered = wrapped[:-1] + bytes([wrapped[-1] ^ 1])
+    with engine_for(url).begin() as conn:
+        conn.execute(text("UPDATE data_keys SET wrapped = :w WHERE id = :i"),
+                     {"w": altered, "i": victim})
+    result = RUNNER.invoke(app, ["rotate-kek", "--tier", "internal", "--batch-size", "1"])
+    assert result.exit_code == 1 and f"data key {victim} failed authentication" in result.output
+    target = load_keyring_file(keyring_path(own.state_dir)).current_version(tier)
+    by_key = {k: w for k, w, _, _ in _live_data_keys(url, tier)}
+    old_versions = {k: v for k, v, _ in _wrapping_rows(url, tier)}
+    assert old_versions[by_key[victim]] < target  # not moved, its wrapping key kept
+    assert sum(old_versions[w] == target for w in by_key.values()) == len(by_key) - 1
+
+    with engine_for(url).begin() as conn:  # restored from a backup
+        conn.execute(text("UPDATE data_keys SET wrapped = :w WHERE id = :i"),
+                     {"w": wrapped, "i": victim})
+    resumed = RUNNER.invoke(app, ["rotate-kek", "--tier", "internal", "--resume"])
+    assert resumed.exit_code == 0, resumed.output
+    assert {v for _, v, _ in _wrapping_rows(url, tier)} == {target}
