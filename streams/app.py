@@ -15,6 +15,7 @@ import os
 import socket
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any, NoReturn
 
 import faust
@@ -38,8 +39,10 @@ from storage.keys import key_snapshot
 from streams.fetch_wait import set_fetch_max_wait
 from streams.kafka_security import faust_credentials, load_kafka_security
 from streams.log_probe import LogProbe
+from streams.log_reset import LogResetGuard
 from streams.observability import exposition, install, observe_batch
 from streams.offsets import CommittedOffsets
+from streams.publishing import until_published
 from streams.topics import (
     ALL_TOPICS,
     AUDIT,
@@ -58,6 +61,9 @@ BatchHandler = Callable[[list[IncomingMessage]], Awaitable[BatchOutput]]
 
 
 WORKER_FAILED = 70
+
+#: How often a stage checks that its partitions' logs did not start again (streams/log_reset.py).
+LOG_RESET_CHECK_S = 10.0
 
 #: Schemas the enrichment stage classifies; its app reads only the topics carrying them.
 INFERRED_TYPES = frozenset(TASK_FOR_TYPE)
@@ -210,7 +216,8 @@ def build_app(settings: Settings, role: str = "intake") -> faust.App:
                 try:
                     batch = [_incoming(e, trust_create_time) for e in events]
                     output = await handler(batch)
-                    await publish(output)
+                    await until_published(partial(publish, output), settings.db_retry_max_s,
+                                          f"the {spec.suffix} batch's dead letters and audit records")
                     observe_batch(role, spec.name(settings), len(batch), output)
                     tracker.batch_done(spec.name(settings))
                 except Exception as exc:  # noqa: BLE001 - bad events never get here (they
@@ -233,6 +240,9 @@ def build_app(settings: Settings, role: str = "intake") -> faust.App:
         _attach_intake(app, settings, actor, attach)
     # GET /health (and, on intake, a lag reading every 15 s); agents report each batch.
     tracker = install(app, settings, role, models)
+    # A log that starts again under the stage (a broker that forgot its topics) is read again.
+    app.timer(LOG_RESET_CHECK_S, name=f"attest.{role}.log_reset")(
+        LogResetGuard(app, LogProbe(settings)).check)
 
     @app.page("/metrics")
     async def metrics(web: Any, request: Any) -> Any:
@@ -324,9 +334,13 @@ def _attach_reconciliation(
 
     async def reconciliation_stage(batch: list[IncomingMessage]) -> BatchOutput:
         result = await stage.process(batch)
-        sent = [await out_topic.send(key=key, value=value) for key, value in result.messages]
-        if sent:
-            await asyncio.gather(*sent)
+
+        async def send_results() -> None:
+            sent = [await out_topic.send(key=key, value=value) for key, value in result.messages]
+            if sent:
+                await asyncio.gather(*sent)
+
+        await until_published(send_results, settings.db_retry_max_s, "reconciliation results")
         return BatchOutput(audit=result.audit)
 
     attach(TRANSACTIONS, reconciliation_stage)

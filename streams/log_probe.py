@@ -110,5 +110,37 @@ class LogProbe:
         finally:
             self._consumer.unassign()
 
+    def span(self, topic: str, partition: int) -> tuple[int, int] | None:
+        """(first offset held, next offset to be written) of a partition; None: no answer.
+
+        The end is read from the reported one to the real one (see the module docstring).
+        """
+        try:
+            low, high = self._consumer.get_watermark_offsets(
+                TopicPartition(topic, partition), timeout=self._timeout_s)
+        except KafkaException:
+            return None
+        if high <= low:
+            return low, high
+        last = high - 1
+        self._consumer.assign([TopicPartition(topic, partition, last)])
+        try:
+            while True:
+                batch = self._consumer.consume(500, self._timeout_s)
+                if not batch:
+                    return None  # no end-of-partition marker in time: no answer
+                for message in batch:
+                    error = message.error()
+                    if error is None:
+                        last = max(last, message.offset())
+                    elif error.code() == KafkaError._PARTITION_EOF:
+                        return low, last + 1
+                    else:
+                        return None
+        except KafkaException:
+            return None
+        finally:
+            self._consumer.unassign()
+
     def close(self) -> None:
         self._consumer.close()

@@ -51,3 +51,18 @@ def test_an_empty_partition_holds_nothing(stack_settings: Settings) -> None:
         assert probe.holds(topic, 0, 7, b"\0" * 32) is False
     finally:
         probe.close()
+
+
+def test_the_span_of_a_partition_is_read_to_its_real_end(stack_settings: Settings) -> None:
+    # The embedded broker reports the last record batch's base offset plus one as the high
+    # watermark (a batch of 25 looks like one message); the span reads on to the real end.
+    topic = _topic(stack_settings)
+    landed = deliver(stack_settings, topic,
+                     [OutgoingMessage(b"k", f"m{i}".encode()) for i in range(25)])
+    (p,) = {d.partition for d in landed}
+    probe = LogProbe(stack_settings)
+    try:
+        assert probe.span(topic, p) == (0, 25)
+        assert probe.span(topic, 1 - p) == (0, 0)  # the other partition holds nothing
+    finally:
+        probe.close()

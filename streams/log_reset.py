@@ -1,0 +1,87 @@
+"""Rewind a stage whose consumer has read past the end of its partition's log.
+
+A partition's log can start again under a running consumer: the embedded broker keeps its
+topics in memory and forgets them when it restarts, and on any broker a topic can be deleted
+and recreated. Faust then keeps the old log's positions in memory. Its fetch loop drops every
+message below the last offset it read ("DROPPED MESSAGE ROFF" in faust.transport.consumer),
+and an acknowledgement of a batch held from the old log commits an old, too large offset
+into the new group; so the stage skips the new log's first messages, or waits until the new
+log grows past the old position (the enrichment stall of docs/reliability.md).
+
+A healthy consumer has never read at or past the end of its log, and nothing it committed
+lies past that end: either one means the log restarted. The stage then forgets what it held
+for the partition and reads it again from the first offset the broker holds. Reading again
+is safe because every effect is idempotent (docs/reliability.md): intake recognises its own
+earlier deliveries, the audit sink stores an ``audit_id`` once, inferences are stored once.
+
+Why by hand, and on Faust's private state: neither Faust nor aiokafka notices a log that
+restarts below the consumer (aiokafka resets a position only on OFFSET_OUT_OF_RANGE, which the
+embedded broker does not send), and Faust exposes no call to forget a partition's offsets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any, Protocol
+
+log = logging.getLogger("attest.worker")
+
+#: Faust consumer's per-partition bookkeeping that belongs to the old log.
+_HELD_STATE = ("_read_offset", "_committed_offset", "_acked", "_acked_index", "_gap")
+
+
+class Spans(Protocol):
+    def span(self, topic: str, partition: int) -> tuple[int, int] | None: ...
+
+
+def log_restarted(last_read: int | None, committed: int | None, end: int) -> bool:
+    """Whether a consumer's positions lie past a partition's end (``end``: next offset written).
+
+    ``last_read`` is the offset of the last message read, ``committed`` the next offset to
+    read; on a log that only grows neither can pass ``end``.
+    """
+    return (last_read is not None and last_read >= end) or (committed is not None and committed > end)
+
+
+class LogResetGuard:
+    """Checks every assigned partition of one Faust app; rewinds those whose log restarted."""
+
+    def __init__(self, app: Any, spans: Spans) -> None:
+        self._app = app
+        self._spans = spans
+
+    async def check(self) -> list[tuple[str, int]]:
+        """Rewind what needs it; return the (topic, partition) rewound."""
+        consumer = self._app.consumer
+        read_offsets = getattr(consumer, "_read_offset", None)
+        committed_offsets = getattr(consumer, "_committed_offset", None)
+        if read_offsets is None or committed_offsets is None:
+            return []  # a Faust without this bookkeeping: nothing to correct
+        rewound = []
+        for tp in sorted(consumer.assignment()):
+            # Positions first, the end second: the end only grows, so a position read before
+            # it can be past it only if the log restarted.
+            last_read, committed = read_offsets.get(tp), committed_offsets.get(tp)
+            if last_read is None and committed is None:
+                continue
+            span = await asyncio.to_thread(self._spans.span, tp.topic, tp.partition)
+            if span is None or not log_restarted(last_read, committed, span[1]):
+                continue
+            low, end = span
+            log.warning("%s/%d: this stage had read to offset %s (committed %s) but the log ends "
+                        "at %d: it started again (a broker that lost its topics, or a topic "
+                        "recreated); reading it again from offset %d", tp.topic, tp.partition,
+                        last_read, committed, end, low)
+            for name in _HELD_STATE:
+                held = getattr(consumer, name, None)
+                if held is not None:
+                    held.pop(tp, None)
+            try:
+                await consumer.seek(tp, low)
+            except Exception as exc:  # noqa: BLE001 - revoked meanwhile: the next owner seeks
+                log.warning("%s/%d: could not rewind (%s); the next check tries again",
+                            tp.topic, tp.partition, exc)
+                continue
+            rewound.append((tp.topic, tp.partition))
+        return rewound
