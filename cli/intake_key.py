@@ -15,7 +15,7 @@ from config.settings import get_settings
 from operations.operator_audit import operator_record
 from schemas.audit import AuditAction
 from security.errors import SecurityError
-from security.intake_keys import JWE_ALG, generate_intake_key, load_intake_keyring, write_intake_key
+from security.intake_keys import JWE_ALG, generate_intake_key, load_intake_keys, write_intake_key
 from streams.audit_publisher import publish_audit
 from streams.errors import BrokerUnavailable
 
@@ -63,7 +63,7 @@ def public(
     """Print the public JWK producers encrypt to (the newest held key), or all as a JWKS."""
     settings = get_settings()
     try:
-        ring = load_intake_keyring(settings.intake_keys_dir)
+        ring = load_intake_keys(settings.intake_keys_dir)
     except SecurityError as exc:
         fail(str(exc))
     if ring.newest is None:

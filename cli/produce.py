@@ -16,7 +16,7 @@ from scenarios.finance import finance_scenario, transaction_payloads
 from scenarios.government import AGENCIES, consistency_scenario, document_payloads
 from schemas.catalog import DOCUMENT_V1, TRANSACTION_V1
 from security.errors import SecurityError
-from security.intake_keys import load_intake_keyring
+from security.intake_keys import load_intake_keys
 from security.keyfiles import SigningKey, keys_for_source
 from security.nested import seal_for_intake
 from streams.admin import ensure_topics
@@ -47,7 +47,7 @@ def _intake_jwk(settings: Settings, encrypt_to: Path | None) -> dict[str, object
             fail(f"--encrypt-to {encrypt_to}: not a JWK")
         return jwk
     try:
-        newest = load_intake_keyring(settings.intake_keys_dir).newest
+        newest = load_intake_keys(settings.intake_keys_dir).newest
     except SecurityError as exc:
         fail(str(exc))
     if newest is None:

@@ -45,7 +45,7 @@ _PINNED = [JWE_ALG, JWE_ENC]
 
 
 class IntakeKeys(Protocol):
-    """Whatever holds the intake keys (``IntakeKeyring``, ``HeldIntakeKeys``)."""
+    """Whatever holds the intake keys (``IntakeKeySet``, ``HeldIntakeKeys``)."""
 
     def get(self, kid: str) -> IntakeKey | None: ...
 

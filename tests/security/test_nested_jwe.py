@@ -18,10 +18,10 @@ from schemas.catalog import TRANSACTION_V1
 from security.errors import Rejection, UnusableKey
 from security.intake_keys import (
     HeldIntakeKeys,
-    IntakeKeyring,
+    IntakeKeySet,
     ensure_intake_key,
     generate_intake_key,
-    load_intake_keyring,
+    load_intake_keys,
     write_intake_key,
 )
 from security.keyfiles import generate_key
@@ -39,7 +39,7 @@ OPEN_SIGNER = generate_key("open-ledger", "Ed25519", kid="open-ledger-ed")
 KEYS = {k.kid: KeyRecord(kid=k.kid, source=k.source, alg=k.alg, public_jwk=k.public_jwk)
         for k in (SIGNER, OPEN_SIGNER)}
 INTAKE = generate_intake_key("attest-intake-test")
-RING = IntakeKeyring({INTAKE.kid: INTAKE})
+RING = IntakeKeySet({INTAKE.kid: INTAKE})
 POLICY = VerificationPolicy(64 * 1024, timedelta(seconds=300), frozenset({TRANSACTION_V1}),
                             encryption_required=frozenset({SOURCE}))
 
@@ -167,7 +167,7 @@ def test_intake_keys_are_written_0600_and_public_halves_hold_no_secret(tmp_path:
     path = write_intake_key(INTAKE, folder)
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert stat.S_IMODE(folder.stat().st_mode) == 0o700
-    held = load_intake_keyring(folder)
+    held = load_intake_keys(folder)
     assert held.get(INTAKE.kid).public_jwk == INTAKE.public_jwk
     assert "d" not in INTAKE.public_jwk and INTAKE._private_jwk["d"] not in repr(INTAKE)
     assert INTAKE.public_jwk["alg"] == "ECDH-ES+A256KW" and INTAKE.public_jwk["use"] == "enc"
@@ -179,7 +179,7 @@ def test_a_group_readable_intake_key_is_refused(tmp_path: Path) -> None:
     path = write_intake_key(generate_intake_key(), tmp_path)
     os.chmod(path, 0o640)
     with pytest.raises(UnusableKey, match="0600"):
-        load_intake_keyring(tmp_path)
+        load_intake_keys(tmp_path)
 
 
 def test_rotation_decrypts_with_any_held_key_and_names_the_newest(tmp_path: Path) -> None:
@@ -187,7 +187,7 @@ def test_rotation_decrypts_with_any_held_key_and_names_the_newest(tmp_path: Path
     assert made and ensure_intake_key(tmp_path) == (old, False)
     newer = generate_intake_key()
     write_intake_key(newer, tmp_path)
-    ring = load_intake_keyring(tmp_path)
+    ring = load_intake_keys(tmp_path)
     assert ring.newest.kid == newer.kid
     assert [k["kid"] for k in ring.public_jwks()["keys"]] == [newer.kid, old.kid]
     for key in (old, newer):
