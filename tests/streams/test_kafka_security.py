@@ -1,15 +1,19 @@
-"""The Kafka client security builders (streams/kafka_security.py), as pure functions.
+"""The Kafka client security builders (streams/kafka_security.py).
 
-No broker: the embedded Tansu cannot serve TLS or SCRAM logins to these clients
-(docs/operations.md, "What the embedded stack protects and what it does not"), so what is
-checked here is what each client library is handed, and that the password stays out of
-every repr and error message.
+The embedded Tansu cannot serve TLS or SCRAM logins to these clients (docs/operations.md,
+"What the embedded stack protects and what it does not"), so the builders are tested as pure
+functions (what each client library is handed; the password in no repr or error), and on the
+wire against a loopback TLS listener standing in for a broker: confluent-kafka and Faust's
+aiokafka send their first Kafka request only inside a TLS session whose certificate chains to
+ATTEST_KAFKA_CA_FILE and names the host, and nothing to a broker another CA signed. The SCRAM
+exchange itself needs a real SASL_SSL broker (docker-compose's), which does not run here.
 """
 
 from __future__ import annotations
 
 import os
 import ssl
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -25,6 +29,7 @@ from streams.kafka_security import (
     load_kafka_security,
     read_password_file,
 )
+from tests.support.waiting import wait_for
 
 PASSWORD = "s3cret-Passw0rd-for-tests"
 CA_PEM = """-----BEGIN CERTIFICATE-----
@@ -224,3 +229,163 @@ def test_the_file_is_read_when_a_client_is_made(tmp_path: Path) -> None:
     os.chmod(settings.kafka_password_file, 0o600)
     settings.kafka_password_file.write_text("rotated\n")
     assert kafka_config(settings)["sasl.password"] == "rotated"
+
+
+# --- on the wire: both client libraries speak TLS to a broker they can verify, and only then -
+
+
+def issue_server_cert(tmp_path: Path, ca_dir: Path) -> tuple[Path, Path]:
+    """A CA (written to ca_dir/ca.crt) and a certificate for localhost it signed: (cert, key)."""
+    from datetime import UTC, datetime, timedelta
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    now = datetime.now(UTC)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "wire-test-ca")])
+    ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name)
+          .public_key(ca_key.public_key()).serial_number(x509.random_serial_number())
+          .not_valid_before(now - timedelta(minutes=1)).not_valid_after(now + timedelta(days=1))
+          .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+          .sign(ca_key, hashes.SHA256()))
+    key = ec.generate_private_key(ec.SECP256R1())
+    leaf = (x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "kafka")]))
+            .issuer_name(ca_name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - timedelta(minutes=1)).not_valid_after(now + timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
+            .sign(ca_key, hashes.SHA256()))
+    ca_dir.mkdir(exist_ok=True)
+    (ca_dir / "ca.crt").write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    cert_path, key_path = tmp_path / "server.crt", tmp_path / "server.key"
+    cert_path.write_bytes(leaf.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                           serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return cert_path, key_path
+
+
+class TlsListener:
+    """A loopback TLS server standing in for a broker: it records, per connection, the API key
+    of the first Kafka request that arrived inside TLS, or "refused" when the handshake failed.
+    (It answers nothing, so each client gives up; what it sent first is what is checked.)"""
+
+    def __init__(self, cert: Path, key: Path) -> None:
+        import socket
+        import threading
+
+        self.context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        self.context.load_cert_chain(cert, key)
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.sock.settimeout(0.5)
+        self.port = self.sock.getsockname()[1]
+        self.seen: list[object] = []
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        import struct
+
+        while not self.stopping.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                continue
+            conn.settimeout(5)
+            try:
+                with self.context.wrap_socket(conn, server_side=True) as tls:
+                    head = b""
+                    while len(head) < 6:
+                        chunk = tls.recv(6 - len(head))
+                        if not chunk:
+                            break
+                        head += chunk
+                    self.seen.append(struct.unpack(">ih", head)[1] if len(head) == 6 else "closed")
+            except (ssl.SSLError, OSError):
+                self.seen.append("refused")
+
+    def close(self) -> None:
+        self.stopping.set()
+        self.thread.join(timeout=5)
+        self.sock.close()
+
+
+API_VERSIONS = 18  # the first request of every Kafka client on a new connection
+
+
+@pytest.fixture
+def tls_broker(tmp_path: Path) -> Iterator[tuple[TlsListener, Path]]:
+    cert, key = issue_server_cert(tmp_path, tmp_path / "trusted")
+    listener = TlsListener(cert, key)
+    yield listener, tmp_path / "trusted" / "ca.crt"
+    listener.close()
+
+
+def wire_settings(tmp_path: Path, port: int, ca_file: Path) -> Settings:
+    return sasl_settings(tmp_path, kafka_bootstrap=f"localhost:{port}", kafka_ca_file=ca_file)
+
+
+def test_confluent_clients_speak_kafka_only_inside_verified_tls(
+        tmp_path: Path, tls_broker: tuple[TlsListener, Path]) -> None:
+    from confluent_kafka import KafkaException
+    from confluent_kafka.admin import AdminClient
+
+    listener, ca_file = tls_broker
+    admin = AdminClient({**kafka_config(wire_settings(tmp_path, listener.port, ca_file)),
+                         "log_level": 0, "socket.timeout.ms": 2000})
+    with pytest.raises(KafkaException):
+        admin.list_topics(timeout=3)
+    assert API_VERSIONS in listener.seen  # a TLS handshake it verified, then Kafka inside it
+
+
+def test_confluent_clients_refuse_a_broker_their_ca_did_not_sign(
+        tmp_path: Path, tls_broker: tuple[TlsListener, Path]) -> None:
+    from confluent_kafka import KafkaException
+    from confluent_kafka.admin import AdminClient
+
+    listener, _ = tls_broker
+    (tmp_path / "other").mkdir()
+    issue_server_cert(tmp_path / "other", tmp_path / "other-ca")
+    admin = AdminClient({**kafka_config(wire_settings(tmp_path, listener.port,
+                                                      tmp_path / "other-ca" / "ca.crt")),
+                         "log_level": 0, "socket.timeout.ms": 2000})
+    with pytest.raises(KafkaException):
+        admin.list_topics(timeout=3)
+    assert listener.seen and API_VERSIONS not in listener.seen  # no byte of Kafka was sent
+
+
+@pytest.mark.parametrize("trusted", [True, False])
+def test_faust_aiokafka_speaks_kafka_only_inside_verified_tls(
+        tmp_path: Path, tls_broker: tuple[TlsListener, Path], trusted: bool) -> None:
+    import asyncio
+
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    listener, ca_file = tls_broker
+    if not trusted:
+        (tmp_path / "other").mkdir()
+        issue_server_cert(tmp_path / "other", tmp_path / "other-ca")
+        ca_file = tmp_path / "other-ca" / "ca.crt"
+    settings = wire_settings(tmp_path, listener.port, ca_file)
+    auth = credentials_to_aiokafka_auth(faust_credentials(load_kafka_security(settings)))
+
+    async def connect() -> None:
+        client = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap,
+                                     request_timeout_ms=2000, **auth)
+        try:
+            await asyncio.wait_for(client.start(), 6)
+        finally:
+            await client.close()
+
+    with pytest.raises(Exception):  # noqa: B017 - nothing answers; what was sent is checked
+        asyncio.run(connect())
+    wait_for(lambda: listener.seen, 10, "the listener to record the connection")
+    if trusted:
+        assert API_VERSIONS in listener.seen
+    else:
+        assert listener.seen and API_VERSIONS not in listener.seen
