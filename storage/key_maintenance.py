@@ -7,7 +7,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from sqlalchemy import Connection, and_, bindparam, delete, func, insert, or_, select, text, update
+from sqlalchemy import Connection, and_, delete, func, insert, or_, select, text, update
 
 from protection.fields import DataKeyRecord, WrappingKeyRecord
 from protection.tiers import ProtectionCatalog, Tier
@@ -159,11 +159,15 @@ def _move_batch(conn: Connection, tier: Tier, target_version: int, rewrap: Rewra
     new = done.wrapping_key
     conn.execute(insert(TierWrappingKeyRow).values(
         id=new.key_id, tier=tier.label, kek_version=new.kek_version, sealed=new.sealed))
+    # One statement for the batch (executemany cost ~0.5 ms a row): ids and wrapped keys as
+    # two array parameters, joined back by unnest.
+    ids, wrapped = zip(*done.wrapped.items(), strict=True)
     conn.execute(
-        update(DataKeyRow)
-        .where(DataKeyRow.id == bindparam("key_id"), DataKeyRow.destroyed_at.is_(None))
-        .values(wrapping_key_id=new.key_id, wrapped=bindparam("new_wrapped")),
-        [{"key_id": key_id, "new_wrapped": wrapped} for key_id, wrapped in done.wrapped.items()],
+        text("UPDATE data_keys AS d SET wrapping_key_id = CAST(:wrapping_key AS uuid), "
+             "wrapped = u.wrapped "
+             "FROM unnest(CAST(:ids AS uuid[]), CAST(:wrapped AS bytea[])) AS u(id, wrapped) "
+             "WHERE d.id = u.id AND d.destroyed_at IS NULL"),
+        {"wrapping_key": str(new.key_id), "ids": [str(i) for i in ids], "wrapped": list(wrapped)},
     )
     return len(records)
 
