@@ -13,10 +13,10 @@
 # tests/test_compose.py parses every kafka-acls.sh line below and checks the grants.
 set -eu
 
-BIN=/opt/kafka/bin
+BIN=${KAFKA_BIN:-/opt/kafka/bin}
 BOOTSTRAP=${KAFKA_ADMIN_BOOTSTRAP:-kafka:9091}
-ADMIN=/attest/kafka-admin.properties
-SECRETS=/run/secrets
+ADMIN=${KAFKA_ADMIN_CONFIG:-/attest/kafka-admin.properties}
+SECRETS=${SECRETS_DIR:-/run/secrets}
 PREFIX=${TOPIC_PREFIX:-attest.}
 APP=${APP_ID:-attest}
 ITERATIONS=8192

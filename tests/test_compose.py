@@ -705,3 +705,61 @@ def test_the_broker_certificate_passes_attests_own_tls_check(tmp_path: Path) -> 
     thread.join(timeout=10)
     listener.close()
     assert peers[2] == "refused"
+
+
+def test_the_acl_script_runs_and_puts_no_password_on_a_command_line(tmp_path: Path) -> None:
+    """compose/kafka-acls.sh run for real by sh, with kafka-configs.sh and kafka-acls.sh
+    replaced by stand-ins that record their arguments (and the config file they are given):
+    every principal's SCRAM login is set from its own password file, no password is on any
+    command line, the grants are those the static parse finds, and nothing is left behind."""
+    subprocess.run(["sh", str(MAKE_SECRETS), str(tmp_path / "made")], check=True,
+                   capture_output=True)
+    secrets = tmp_path / "run-secrets"
+    secrets.mkdir()
+    passwords = {}
+    for principal in PRINCIPALS:
+        source = tmp_path / "made" / "kafka" / f"{principal}.password"
+        (secrets / f"kafka-{principal}").write_bytes(source.read_bytes())
+        passwords[principal] = source.read_text().strip()
+    bin_dir, log = tmp_path / "bin", tmp_path / "calls.log"
+    bin_dir.mkdir()
+    stand_in = ('#!/bin/sh\nprintf "%s" "$(basename "$0")" >> "$CALLS"\n'
+                'for a in "$@"; do printf "\\037%s" "$a" >> "$CALLS"; done\necho >> "$CALLS"\n'
+                'prev=""; for a in "$@"; do [ "$prev" = --add-config-file ] && '
+                'cat "$a" >> "$CALLS.files"; prev="$a"; done\n')
+    for tool in ("kafka-configs.sh", "kafka-acls.sh"):
+        (bin_dir / tool).write_text(stand_in)
+        (bin_dir / tool).chmod(0o755)
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    env = {"PATH": os.environ["PATH"], "KAFKA_BIN": str(bin_dir), "SECRETS_DIR": str(secrets),
+           "KAFKA_ADMIN_CONFIG": "/attest/kafka-admin.properties", "CALLS": str(log),
+           "TMPDIR": str(tmp), "TOPIC_PREFIX": "attest.", "APP_ID": "attest"}
+    run = subprocess.run(["sh", str(KAFKA_ACLS)], env=env, capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    calls = [line.split("\x1f") for line in log.read_text().splitlines()]
+    for tool, *args in calls:
+        assert args[:4] == ["--bootstrap-server", "kafka:9091", "--command-config",
+                            "/attest/kafka-admin.properties"], (tool, args)
+        for password in passwords.values():
+            assert not any(password in a for a in args), tool  # no password in any argv
+    scram = [args for tool, *args in calls if tool == "kafka-configs.sh"]
+    assert sorted(a[a.index("--entity-name") + 1] for a in scram) == sorted(PRINCIPALS)
+    assert all(a[4:8] == ["--alter", "--entity-type", "users", "--entity-name"] for a in scram)
+    files = (tmp_path / "calls.log.files").read_text().splitlines()
+    assert sorted(files) == sorted(f"SCRAM-SHA-512=iterations=8192,password={p}"
+                                   for p in passwords.values())
+    ran = set()
+    for tool, *args in calls:
+        if tool != "kafka-acls.sh":
+            continue
+        assert args[4:7] == ["--add", "--allow-principal", args[6]] and args[6].startswith("User:")
+        options = args[7:]
+        ops = [options[i + 1] for i, w in enumerate(options) if w == "--operation"]
+        pattern = next((options[i + 1] for i, w in enumerate(options)
+                        if w == "--resource-pattern-type"), "literal")
+        kind, name = next((w[2:], options[i + 1]) for i, w in enumerate(options)
+                          if w in ("--topic", "--group"))
+        ran |= {(args[6][5:], op, kind, pattern, name) for op in ops}
+    assert ran == acl_grants()
+    assert list(tmp.iterdir()) == []  # the SCRAM files' private folder is gone
