@@ -3,6 +3,10 @@
 Runs after the events are stored, so an inference failure never loses an event: it is
 audited as ``event.inferred`` with outcome ``error``, and a replay can infer it later.
 Results are keyed by model version, so a new model's answer sits beside the old one.
+
+A label is sealed like the text it was read from (``inference.labels``): under the event
+subject's data key, with the worker's public tier keys, so this stage stores labels it can
+never read back, and ``attest forget`` shreds them with the subject's other fields.
 """
 
 from __future__ import annotations
@@ -19,10 +23,15 @@ from typing import Protocol
 
 from agents.messages import BatchOutput, IncomingMessage
 from agents.retry import until_stored
-from config.settings import Settings
+from config.settings import Settings, secret_environ
 from inference.errors import InferenceError
+from inference.labels import LabelToSeal, label_protector
 from inference.lanes import Priority
 from inference.tasks import Classification
+from protection.blind_index import MESSAGE_MAC_DOMAIN, MessageMacKey, message_mac_key
+from protection.keyring import Keyring
+from protection.keyring_sources import open_writer_keyring
+from protection.tiers import protection_catalog
 from schemas.audit import AuditAction, AuditRecord, audit_id_for
 from schemas.catalog import DOCUMENT_V1, TRANSACTION_V1
 from security.errors import Rejection
@@ -31,7 +40,7 @@ from security.jws import decode_compact, parse_json_object
 from security.nested import IntakeKeys, inner_token
 from security.verification import VerifiedEvent, parse_issued_at
 from storage.events import Delivery, already_stored
-from storage.inferences import InferenceResult, store_inferences
+from storage.inferences import store_inferences
 
 log = logging.getLogger("attest.enrichment")
 
@@ -57,11 +66,33 @@ def inference_text(event: VerifiedEvent) -> str | None:
     return None
 
 
+def label_to_seal(event: VerifiedEvent, task: str, label: Classification) -> LabelToSeal:
+    """What sealing one label needs of its event: the subject (which picks the data key) and
+    the department (bound to the ciphertext), read from the payload as intake sealed it."""
+    schema = protection_catalog().schema(event.typ)
+    return LabelToSeal(event.event_id, event.typ, task, label.model_version,
+                       event.payload[schema.subject_field],
+                       str(event.payload[schema.department_field]), label.label, label.score)
+
+
+def worker_message_key(settings: Settings, keyring: Keyring | None = None) -> MessageMacKey:
+    """The key of ``events.message_mac``, from the worker's keyring (as intake reads it)."""
+    keyring = keyring or open_writer_keyring(settings.state_dir, secret_environ())
+    return message_mac_key(keyring.blind_index_key(MESSAGE_MAC_DOMAIN))
+
+
 class Enrichment:
-    def __init__(self, settings: Settings, classifier: Classifier, actor: str) -> None:
+    def __init__(self, settings: Settings, classifier: Classifier, actor: str,
+                 keyring: Keyring | None = None) -> None:
+        """``keyring`` is the worker's (public tier keys and index keys; by default read as
+        the intake reads it): labels are sealed with it, and the message MAC key that
+        recognises what intake stored is derived from it."""
         self._settings = settings
         self._classifier = classifier
         self._actor = actor
+        keyring = keyring or open_writer_keyring(settings.state_dir, secret_environ())
+        self._protector = label_protector(keyring)
+        self.message_key: MessageMacKey = worker_message_key(settings, keyring)
 
     async def process(
         self, accepted: list[tuple[IncomingMessage, VerifiedEvent]],
@@ -73,7 +104,7 @@ class Enrichment:
             text = inference_text(event)
             if text is not None:
                 groups[TASK_FOR_TYPE[event.typ]].append((message, event, text))
-        results: list[InferenceResult] = []
+        results: list[LabelToSeal] = []
         audit: list[AuditRecord] = []
         for task, items in groups.items():
             try:
@@ -83,12 +114,11 @@ class Enrichment:
                 audit.extend(self._record(m, e, task, None, str(exc)) for m, e, _ in items)
                 continue
             for (message, event, _), label in zip(items, labels, strict=True):
-                results.append(InferenceResult(event.event_id, task, label.model_version,
-                                               label.label, label.score))
+                results.append(label_to_seal(event, task, label))
                 audit.append(self._record(message, event, task, label, None))
-        url = self._settings.database_url
-        await until_stored(lambda: store_inferences(url, results), self._settings.db_retry_max_s,
-                           "storing inference results")
+        url, protector = self._settings.database_url, self._protector
+        await until_stored(lambda: store_inferences(url, results, protector),
+                           self._settings.db_retry_max_s, "storing inference results")
         return audit
 
     def _record(self, message: IncomingMessage, event: VerifiedEvent, task: str,
@@ -106,7 +136,7 @@ class Enrichment:
             source_partition=message.partition,
             source_offset=message.offset,
             # No label or score: both are read from the confidential text, and the audit log
-            # is append-only and in clear; the label lives in ``inferences`` with the event.
+            # is append-only and in clear; the label lives in ``inferences``, sealed.
             detail=({"task": task, "model_version": label.model_version} if label
                     else {"task": task, "error": error[:300] if error else ""}),
         )
@@ -172,6 +202,10 @@ class EnrichmentStage:
         self._log_check = log_check
         self._probe_after_s = probe_after_s
         self._intake_keys = HeldIntakeKeys(settings.intake_keys_dir)
+        # What intake stored is recognised by its keyed message MAC (storage.events). The
+        # reconciliation stage uses this gate without an enrichment: it reads the key itself.
+        self._message_key = (enrichment.message_key if enrichment is not None
+                             else worker_message_key(settings))
 
     async def decided(
         self, batch: list[IncomingMessage]
@@ -188,7 +222,8 @@ class EnrichmentStage:
             # Progress first, rows second: a row is committed before intake's offset moves,
             # so an offset read before the rows cannot claim a decision the rows do not show.
             progress = await asyncio.to_thread(self._intake_progress, positions)
-            lookup = partial(already_stored, url, [d for _, _, d in waiting])
+            lookup = partial(already_stored, url, [d for _, _, d in waiting],
+                             message_key=self._message_key)
             found = await until_stored(lookup, self._settings.db_retry_max_s, "finding stored events")
             stored.extend((m, e) for m, e, d in waiting if d in found)
             waiting = [(m, e, d) for m, e, d in waiting

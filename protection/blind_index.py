@@ -21,6 +21,9 @@ import re
 import unicodedata
 from dataclasses import dataclass, field
 
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
 KEY_BYTES = 32
 _SEPARATORS = re.compile(r"[\s\-./_]+")
 
@@ -64,3 +67,51 @@ def blind_index(key: BlindIndexKey, value: object) -> bytes:
     """
     message = key.domain.encode("utf-8") + b"\x00" + normalize(key.domain, value)
     return hmac.digest(key.material, message, hashlib.sha256)
+
+
+#: The identifier domain whose index key the message MAC key is derived from. Every worker
+#: keyring holds it (the transaction schema's subject domain), and an HKDF label of its own
+#: keeps the two keys independent: no MAC value is ever a blind index, or the reverse.
+MESSAGE_MAC_DOMAIN = "account"
+_MESSAGE_MAC_INFO = b"attest.message-mac.v1"
+
+
+@dataclass(frozen=True, slots=True)
+class MessageMacKey:
+    """The key of ``events.message_mac``. Its repr never shows the key."""
+
+    material: bytes = field(repr=False)
+
+    def __post_init__(self) -> None:
+        if len(self.material) != KEY_BYTES:
+            raise ValueError(f"a message MAC key is {KEY_BYTES} bytes")
+
+    def __repr__(self) -> str:
+        return "MessageMacKey(...)"
+
+
+def message_mac_key(index_key: BlindIndexKey) -> MessageMacKey:
+    """HKDF-SHA256 of the ``MESSAGE_MAC_DOMAIN`` index key under a fixed label.
+
+    Why keyed: the stored value only has to tell a redelivery (same bytes) from a replay on a
+    reused offset, and the worker that compares holds its index keys anyway. An unkeyed
+    SHA-256 of the message would let anyone holding a database dump test a guessed or
+    captured Kafka message against every row, even after ``attest forget`` shredded the
+    fields it carried; without the key a MAC says nothing.
+    """
+    if index_key.domain != MESSAGE_MAC_DOMAIN:
+        raise ValueError(f"the message MAC key is derived from the {MESSAGE_MAC_DOMAIN!r} index key")
+    hkdf = HKDF(algorithm=hashes.SHA256(), length=KEY_BYTES, salt=None, info=_MESSAGE_MAC_INFO)
+    return MessageMacKey(hkdf.derive(index_key.material))
+
+
+def message_mac(key: MessageMacKey, message_sha256: bytes) -> bytes:
+    """HMAC-SHA256(key, label || SHA-256 of the Kafka message bytes): 32 bytes.
+
+    The MAC is over the message's SHA-256, which intake computes once per message and which
+    is all storage is handed; HMAC of a collision-resistant digest tells the same bytes from
+    other bytes exactly as well as HMAC of the bytes themselves.
+    """
+    if len(message_sha256) != hashlib.sha256().digest_size:
+        raise ValueError("message_mac takes the 32-byte SHA-256 of the message")
+    return hmac.digest(key.material, _MESSAGE_MAC_INFO + b"\x00" + message_sha256, hashlib.sha256)

@@ -67,7 +67,11 @@ class EventRow(Base):
     verified_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     stored_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     payload: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    #: Unkeyed SHA-256 of the Kafka message: rows stored before migration 0016 only.
     message_sha256: Mapped[bytes | None] = mapped_column(LargeBinary)
+    #: HMAC-SHA256 of the message's SHA-256 under the worker's message MAC key (migration
+    #: 0016, ``protection.blind_index.message_mac``): what tells a redelivery from a replay.
+    message_mac: Mapped[bytes | None] = mapped_column(LargeBinary)
 
 
 class AuditLogRow(Base):

@@ -28,7 +28,7 @@ from storage.protected_models import FIELD_TABLES
 
 pytestmark = pytest.mark.integration
 
-#: Everything the writer role may do, table by table (migrations 0002, 0003, 0007, 0009, 0014).
+#: Everything the writer role may do, table by table (migrations 0002, 0003, 0007, 0009, 0014, 0016).
 #: Whole-table privileges; column-level ones are in WORKER_COLUMN_GRANTS.
 WORKER_TABLE_GRANTS = {
     ("alembic_version", "SELECT"),  # the schema check at start
@@ -39,7 +39,7 @@ WORKER_TABLE_GRANTS = {
     ("audit_signers", "SELECT"),  # the sink verifies audit messages; registering is the owner's
     ("tier_wrapping_keys", "INSERT"), ("data_keys", "INSERT"),
     ("data_key_shredding", "SELECT"),
-    ("inferences", "SELECT"), ("inferences", "INSERT"),
+    ("inferences", "INSERT"),  # sealed labels in; only the key columns out (below)
     ("recon_matches", "SELECT"), ("recon_matches", "INSERT"),
     ("recon_breaks", "SELECT"), ("recon_breaks", "INSERT"),
     ("recon_state", "SELECT"), ("recon_state", "INSERT"), ("recon_state", "UPDATE"),
@@ -49,6 +49,10 @@ WORKER_COLUMN_GRANTS = {
     ("data_keys", "id", "SELECT"),  # INSERT ... ON CONFLICT (id) reads the conflict column
     ("tier_wrapping_keys", "id", "SELECT"),
     ("data_key_shredding", "epoch", "UPDATE"),
+    # Migration 0016: ON CONFLICT and replay's "already classified?" read the key columns;
+    # the sealed label and score are never read back by a worker.
+    ("inferences", "event_id", "SELECT"), ("inferences", "task", "SELECT"),
+    ("inferences", "model_version", "SELECT"),
 }
 
 
@@ -141,6 +145,8 @@ def test_the_writer_role_has_exactly_the_listed_grants(owner: Engine) -> None:
     "SELECT subject_ref FROM data_keys",
     "SELECT wrapped FROM data_keys",
     "SELECT sealed FROM tier_wrapping_keys",
+    "SELECT label_sealed FROM inferences",  # migration 0016: sealed labels go in, never out
+    "SELECT score_sealed FROM inferences",
     *(f"SELECT * FROM {table}" for table in FIELD_TABLES),  # noqa: S608 - known table names
     "UPDATE audit_log SET actor = actor",
     "DELETE FROM audit_log",

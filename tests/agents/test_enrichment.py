@@ -13,16 +13,21 @@ from config.settings import Settings
 from inference.errors import InferenceTimeout
 from inference.pool import ModelPool
 from inference.tasks import Classification, Tasks
+from protection.fields import writer_protector
 from schemas.catalog import APPROVAL_V1, TRANSACTION_V1
 from security.verification import VerifiedEvent
+from storage.events import store_events
 from storage.inferences import inferences_for
-from tests.support.events import verified_event
+from tests.support.events import stored_event, verified_event
+from tests.support.labels import opened_labels
 
 pytestmark = pytest.mark.integration
 
 
 def _event(memo: str, counterparty: str = "Contoso Ltd", typ: str = TRANSACTION_V1) -> VerifiedEvent:
-    return verified_event({"counterparty": counterparty, "memo": memo}, typ)
+    # The subject (account) and department (source) pick the key the label is sealed under.
+    return verified_event({"counterparty": counterparty, "memo": memo,
+                           "account": "DE89370400440532013000", "source": "core-ledger"}, typ)
 
 
 def _message(offset: int) -> IncomingMessage:
@@ -45,12 +50,16 @@ async def test_transactions_are_categorized_and_stored_by_model_version(
     stack_settings: Settings, tasks: Tasks
 ) -> None:
     rent, salary = _event("monthly office rent for March"), _event("salary payment November")
+    # Stored first, as intake does: a label is read back beside its event.
+    store_events(stack_settings.database_url,
+                 [stored_event(e.payload, e.typ, offset=i) for i, e in enumerate((rent, salary))],
+                 protector=writer_protector(stack_settings.state_dir, {}))
     enrichment = Enrichment(stack_settings, tasks, actor="test")
     audit = await enrichment.process([(_message(1), rent), (_message(2), salary)])
     assert [r.action for r in audit] == ["event.inferred", "event.inferred"]
     assert all(r.outcome == "ok" for r in audit)
-    url = stack_settings.database_url
-    stored = {r.event_id: r for e in (rent, salary) for r in inferences_for(url, e.event_id)}
+    stored = {r.event_id: r for e in (rent, salary)
+              for r in opened_labels(stack_settings, e.event_id)}
     assert stored[rent.event_id].label == "rent"
     assert stored[salary.event_id].label == "salary"
     assert stored[rent.event_id].model_version == tasks.model_version

@@ -113,14 +113,15 @@ def test_accepted_transactions_are_categorized_and_metrics_served(
 ) -> None:
     import urllib.request
 
-    from storage.inferences import inferences_for
+    from tests.support.labels import opened_labels
 
     url = stack_settings.database_url
     payload = {**transaction_payloads(1, source_key.source)[0],
                "counterparty": "City Utilities", "memo": "electricity and water bill October"}
     send_all(stack_settings, TRANSACTIONS.name(stack_settings),
              [OutgoingMessage(None, sign_payload(source_key, payload, TRANSACTION_V1))])
-    results = wait_until(lambda: inferences_for(url, payload["event_id"]), bool, timeout_s=90)
+    results = wait_until(lambda: opened_labels(stack_settings, payload["event_id"]), bool,
+                         timeout_s=90)
     assert [(r.task, r.label) for r in results] == [("transaction_category", "utilities")]
     inferred = wait_until(
         lambda: find_records(url, correlation_ids=[payload["event_id"]], action="event.inferred"),

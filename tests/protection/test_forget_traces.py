@@ -6,13 +6,14 @@ import uuid
 
 import pytest
 
+from inference.labels import LabelToSeal, label_protector
 from protection.fields import FieldProtector, subject_reference
 from protection.keyring import StaticKeyring
 from protection.tiers import protection_catalog
 from scenarios.finance import transaction_payloads
 from schemas.catalog import TRANSACTION_V1
 from storage.events import store_events
-from storage.inferences import InferenceResult, inferences_for, store_inferences
+from storage.inferences import inferences_for, store_inferences
 from storage.key_maintenance import forget_subject
 from tests.protection.conftest import stored
 
@@ -26,12 +27,12 @@ def test_forgetting_a_subject_deletes_the_labels_read_from_its_events(
     mine, other = transaction_payloads(2, "core-ledger", seed=uuid.uuid4().int % 10**6)
     mine["account"] = account
     store_events(database_url, stored([mine, other], TRANSACTION_V1), protector=protector)
-    labels = [InferenceResult(p["event_id"], "transaction_category", "m@1", "salary", 0.9)
-              for p in (mine, other)]
-    assert store_inferences(database_url, labels) == 2
+    labels = [LabelToSeal(p["event_id"], TRANSACTION_V1, "transaction_category", "m@1",
+                          p["account"], p["source"], "salary", 0.9) for p in (mine, other)]
+    assert store_inferences(database_url, labels, label_protector(keyring.restricted_to(()))) == 2
 
     refs = {"account": subject_reference(keyring, "account", account)}
     outcome = forget_subject(database_url, refs, protection_catalog(), before_commit=lambda o: None)
     assert outcome.inferences == 1
     assert inferences_for(database_url, mine["event_id"]) == []
-    assert [r.label for r in inferences_for(database_url, other["event_id"])] == ["salary"]
+    assert [r.task for r in inferences_for(database_url, other["event_id"])] == ["transaction_category"]
