@@ -71,14 +71,24 @@ def register_audited(settings: Settings, signers: Sequence[AuditSigner], actor: 
     return [Registered(s, a) for s, a in zip(signers, added, strict=True)]
 
 
+def _check_component(component: str) -> None:
+    if not component or len(component) > 64 or not component.replace("-", "").replace("_", "").isalnum():
+        raise SignerError("a component name is letters, digits, - and _ (at most 64), e.g. worker")
+
+
+def local_public_jwk(settings: Settings, component: str) -> dict[str, Any]:
+    """The public JWK of this folder's key for ``component`` (created 0600 if absent)."""
+    _check_component(component)
+    return signer_key(settings, component).public_jwk
+
+
 def add_signer(
     settings: Settings, component: str, actor: str, *,
     public_jwk: dict[str, Any] | None = None, actors: Sequence[str] = (),
 ) -> Registered:
     """Register ``component``'s audit-signing key: the public JWK given (a key made on
     another machine), else the local key file's (created 0600 on first use)."""
-    if not component or len(component) > 64 or not component.replace("-", "").replace("_", "").isalnum():
-        raise SignerError("a component name is letters, digits, - and _ (at most 64), e.g. worker")
+    _check_component(component)
     patterns = tuple(actors) or DEFAULT_ACTORS.get(component, ())
     if not patterns:
         raise SignerError(f"say whom {component!r} may speak for: --actor PATTERN (e.g. 'exporter:*')")

@@ -264,6 +264,23 @@ def signers_add(
                f"{', '.join(result.signer.actors)}")
 
 
+@signers_app.command("pubkey")
+def signers_pubkey(
+    component: str = typer.Argument(..., help="worker, operator, or another component name."),
+) -> None:
+    """Print the public JWK of this folder's audit-signing key for COMPONENT.
+
+    The key file is created (0600) if absent. Run it where the component runs; register
+    the output elsewhere with `attest audit signers add COMPONENT --public-key FILE`.
+    """
+    from audit.signers_admin import local_public_jwk
+
+    try:
+        typer.echo(json.dumps(local_public_jwk(get_settings(), component), indent=2))
+    except AttestError as exc:
+        fail(str(exc), int(getattr(exc, "exit_code", 1)))
+
+
 @signers_app.command("list")
 def signers_list(
     as_json: bool = typer.Option(False, "--json", help="JSON instead of a table."),

@@ -92,3 +92,18 @@ def test_a_registration_whose_record_cannot_be_sent_is_revoked_again(own: Settin
     kid = signer_key(own, "worker").kid
     worker = signer_snapshot(own.database_url)[kid]
     assert worker.component == "worker" and worker.revoked_at is not None
+
+
+def test_pubkey_prints_the_public_part_that_add_then_registers(own: Settings, tmp_path: Path) -> None:
+    """A component on another machine: `pubkey` there, `add --public-key` here."""
+    printed = cli(own, "signers", "pubkey", "exporter")
+    assert printed.exit_code == 0, printed.output
+    jwk = json.loads(printed.output)
+    assert set(jwk) <= {"kty", "crv", "x", "kid", "alg", "use"} and jwk["crv"] == "Ed25519"
+    assert jwk["kid"] == signer_key(own, "exporter").kid  # the file made (0600) on first use
+    path = tmp_path / "exporter.pub.jwk"
+    path.write_text(printed.output)
+    added = cli(own, "signers", "add", "exporter", "--public-key", str(path), "--actor", "exporter:*")
+    assert added.exit_code == 0, added.output
+    assert signer_snapshot(own.database_url)[jwk["kid"]].actors == ("exporter:*",)
+    assert cli(own, "signers", "pubkey", "../etc").exit_code == 1
