@@ -16,9 +16,13 @@ key from the file, and is refused while any wrapping key is still sealed to it.
 
 from __future__ import annotations
 
+import fcntl
+import os
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 from config.settings import Settings, secret_environ
 from operations.errors import ActionRefused, AuditUnavailable, ExitCode, OperationsError
@@ -83,6 +87,29 @@ class Retirement:
     remaining: tuple[int, ...]
 
 
+@contextmanager
+def keyring_lock(state_dir: Path) -> Iterator[None]:
+    """Hold ``<state_dir>/.keyring.lock`` (0600) for one rotation or retirement, or refuse.
+
+    Two rotations at once would each add "the next version" and the second file written would
+    drop the first one's new private key, leaving whatever it sealed unreadable for ever.
+    """
+    if not Path(state_dir).is_dir():  # no keyring either: loading it says so, in words
+        yield
+        return
+    path = Path(state_dir) / ".keyring.lock"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ActionRefused(f"another rotate-kek or retire-kek holds {path}; nothing was "
+                                "changed, run this again when it has finished") from None
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
+
+
 def _tier_and_keyring(settings: Settings, tier: str, what: str) -> tuple[Tier, StaticKeyring]:
     """The tier named by the operator and the service's keyring file, or ``ActionRefused``."""
     if environ_has_keys(secret_environ()):
@@ -125,6 +152,12 @@ def rotate_kek(
     """
     if batch_size < 1:
         raise ActionRefused("--batch-size must be at least 1")
+    with keyring_lock(settings.state_dir):
+        return _rotate(settings, tier, actor, resume, batch_size, progress)
+
+
+def _rotate(settings: Settings, tier: str, actor: str, resume: bool, batch_size: int,
+            progress: Progress | None) -> Rotation:
     chosen, keyring = _tier_and_keyring(settings, tier, "rotation")
     path = keyring_path(settings.state_dir)
     before = keyring.current_version(chosen)
@@ -163,6 +196,11 @@ def retire_kek(settings: Settings, tier: str, version: int, actor: str) -> Retir
     file's replacement happen while storing is locked out, so no worker seals to the version
     in between.
     """
+    with keyring_lock(settings.state_dir):
+        return _retire(settings, tier, version, actor)
+
+
+def _retire(settings: Settings, tier: str, version: int, actor: str) -> Retirement:
     chosen, keyring = _tier_and_keyring(settings, tier, "retiring a key")
     if version not in keyring.versions(chosen):
         raise ActionRefused(f"{keyring_path(settings.state_dir)} has no {chosen.label} v{version}"

@@ -353,7 +353,7 @@ def test_retire_refuses_while_a_version_is_needed_and_removes_it_after(
 
 
 @pytest.mark.integration
-def test_rotation_and_retirement_are_audited_before_they_act(
+def test_rotation_and_retirement_refuse_when_busy_or_unaudited(
     own: Settings, monkeypatch: pytest.MonkeyPatch, app: typer.Typer
 ) -> None:
     from streams.errors import BrokerUnavailable
@@ -362,6 +362,12 @@ def test_rotation_and_retirement_are_audited_before_they_act(
 
     def down(settings: Settings, records: list[Any]) -> None:
         raise BrokerUnavailable("the broker is down")
+
+    with kek_rotation.keyring_lock(own.state_dir):  # another rotation is running
+        busy = RUNNER.invoke(app, ["rotate-kek", "--tier", "internal"])
+        assert busy.exit_code == 1 and "another rotate-kek or retire-kek" in busy.output
+        busy = RUNNER.invoke(app, ["retire-kek", "--tier", "internal", "--version", "1"])
+        assert busy.exit_code == 1 and "another rotate-kek or retire-kek" in busy.output
 
     monkeypatch.setattr(kek_rotation, "publish_audit", down)
     result = RUNNER.invoke(app, ["rotate-kek", "--tier", "internal"])
