@@ -194,7 +194,7 @@ class EnrichmentStage:
 
     def __init__(self, settings: Settings, enrichment: Enrichment, intake_progress: IntakeProgress,
                  poll_s: float = 0.2, log_check: LogCheck | None = None,
-                 probe_after_s: float = 10.0) -> None:
+                 probe_after_s: float = 10.0, message_key: MessageMacKey | None = None) -> None:
         self._settings = settings
         self._enrichment = enrichment
         self._intake_progress = intake_progress
@@ -202,10 +202,11 @@ class EnrichmentStage:
         self._log_check = log_check
         self._probe_after_s = probe_after_s
         self._intake_keys = HeldIntakeKeys(settings.intake_keys_dir)
-        # What intake stored is recognised by its keyed message MAC (storage.events). The
-        # reconciliation stage uses this gate without an enrichment: it reads the key itself.
-        self._message_key = (enrichment.message_key if enrichment is not None
-                             else worker_message_key(settings))
+        # What intake stored is recognised by its keyed message MAC (storage.events): the
+        # key is the enrichment's, or the one given (the reconciliation stage uses this gate
+        # without an enrichment), else read from the worker's keyring.
+        self._message_key = message_key or (enrichment.message_key if enrichment is not None
+                                             else worker_message_key(settings))
 
     async def decided(
         self, batch: list[IncomingMessage]

@@ -27,7 +27,7 @@ import numpy as np
 from agents.messages import IncomingMessage
 from agents.retry import until_stored
 from config.settings import Settings
-from protection.blind_index import BlindIndexKey, blind_index
+from protection.blind_index import BlindIndexKey, blind_index, message_mac_key
 from reconcile.cascade import PairScorer
 from reconcile.config import MatchConfig
 from reconcile.government import GOVERNMENT_PAIRING, SOCIAL_SECURITY, STORED_REASON_LENGTH, TAX_BUREAU
@@ -462,8 +462,10 @@ class ReconciliationWorker:
         from agents.enrichment import EnrichmentStage
         from reconcile.government import readable_from_policy
 
-        # Only its ``decided`` gate is used: which messages intake stored.
-        self._gate = EnrichmentStage(settings, None, intake_progress)  # type: ignore[arg-type]
+        # Only its ``decided`` gate is used: which messages intake stored (recognised by
+        # their keyed message MAC, whose key derives from the account index key).
+        self._gate = EnrichmentStage(settings, None, intake_progress,  # type: ignore[arg-type]
+                                     message_key=message_mac_key(account_key))
         self.finance = ReconciliationStage(settings, actor, account_key, embed=embed)
         self.government = ConsistencyStage(settings, actor, national_id_key, readable_from_policy(policy))
 
