@@ -107,7 +107,7 @@ def test_a_key_speaks_only_for_its_actors() -> None:
 
 
 def test_each_component_holds_its_own_key_file_private(tmp_path: Path) -> None:
-    settings = Settings(state_dir=tmp_path)
+    settings = Settings(state_dir=tmp_path, audit_signers_dir=None)  # not the session's folder
     worker, operator = signer_key(settings, WORKER), signer_key(settings, OPERATOR)
     assert worker.kid != operator.kid and worker.alg == operator.alg == "Ed25519"
     for component in (WORKER, OPERATOR):
