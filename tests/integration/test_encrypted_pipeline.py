@@ -9,6 +9,7 @@ encrypt is refused as ``encryption_required``.
 from __future__ import annotations
 
 import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -21,7 +22,7 @@ from config.settings import Settings
 from devstack.processes import terminate_tree
 from scenarios.finance import transaction_payloads
 from schemas.catalog import TRANSACTION_V1
-from security.intake_keys import ensure_intake_key, generate_intake_key
+from security.intake_keys import ensure_intake_key, generate_intake_key, write_intake_key
 from security.keyfiles import SigningKey, generate_key
 from storage import keys as registry
 from storage.db import engine_for
@@ -31,7 +32,13 @@ from streams.topics import DEAD_LETTER, TRANSACTIONS
 from tests.support.nested import flip_part, jwcrypto_nested
 from tests.support.topics import read_topic
 from tests.support.waiting import wait_for, wait_until
-from tests.support.workers import decision, start_worker, wait_for_key_refresh, wait_until_ready
+from tests.support.workers import (
+    decision,
+    settings_env,
+    start_worker,
+    wait_for_key_refresh,
+    wait_until_ready,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -115,3 +122,31 @@ def test_nested_tokens_through_the_worker(stack_settings: Settings,
     # The inner token of a rejected nested message still names its event (correlation).
     assert decision(url, payloads[4]["event_id"]) == "bad_signature"
     assert _stored(url, [p["event_id"] for p in payloads]) == {payloads[0]["event_id"]}
+
+
+def test_a_new_intake_key_opens_old_letters_on_retry_and_new_tokens_without_restart(
+        stack_settings: Settings, worker: subprocess.Popen[bytes]) -> None:
+    settings, url = stack_settings, stack_settings.database_url
+    ensure_topics(settings)
+    signer = _registered(settings, f"rotating-{SEALED}")
+    wait_for_key_refresh(settings, signer)
+    rotated = generate_intake_key(f"attest-intake-rotated-{uuid.uuid4().hex[:6]}")
+    early, late = transaction_payloads(2, signer.source, now=datetime.now(UTC))
+    early_raw = jwcrypto_nested(sign_payload(signer, early, TRANSACTION_V1), rotated.public_jwk)
+    send_all(settings, TRANSACTIONS.name(settings), [OutgoingMessage(None, early_raw)])
+    # Unopenable, so no event id to correlate: its dead letter is what shows the decision.
+    letter = wait_until(lambda: [m for m in read_topic(settings, DEAD_LETTER.name(settings))
+                                 if m.value() == early_raw], bool, timeout_s=90)
+    assert dict(letter[0].headers())["attest-reason"] == b"undecryptable"
+
+    write_intake_key(rotated, settings.intake_keys_dir)  # the operator rotates
+    late_raw = jwcrypto_nested(sign_payload(signer, late, TRANSACTION_V1), rotated.public_jwk)
+    send_all(settings, TRANSACTIONS.name(settings), [OutgoingMessage(None, late_raw)])
+    assert wait_for(lambda: decision(url, late["event_id"]), 90, "the late token") == "accepted"
+
+    retried = subprocess.run(
+        [sys.executable, "-m", "cli.main", "dlq", "retry", "--reason", "undecryptable",
+         "--why", "intake key installed late"],
+        env=settings_env(settings), capture_output=True, text=True, timeout=180, check=False)
+    assert retried.returncode == 0, retried.stderr
+    assert _stored(url, [early["event_id"], late["event_id"]]) == {early["event_id"], late["event_id"]}
