@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from audit.signers_admin import provision_local_signers
 from config.settings import Settings
 from streams.admin import ensure_topics
 from tests.faults.checks import Outcome, observe
@@ -127,6 +128,9 @@ def fault_run(fault_stack: FaultStack) -> Iterator[FaultRun]:
     with scratch_database(fault_stack.server_url, prefix="attest_faults") as url:
         settings = fault_settings(fault_stack, url)
         ensure_topics(settings)
+        # The audit sink chains only signed audit messages: register this folder's worker and
+        # operator audit keys in the run's fresh database, as `attest dev up` does.
+        provision_local_signers(settings, "operator:faults")
         signers = Signers.register(url, f"faults-{uuid.uuid4().hex[:6]}")
         run = FaultRun(fault_stack, settings, Workload(settings, signers, seed), seed,
                        random.Random(seed))
