@@ -29,7 +29,14 @@ from security.nested import IntakeKeys, inner_token, is_nested, verify_message
 from security.reasons import RejectReason
 from security.registry import KeySnapshot
 from security.verification import VerificationPolicy, VerifiedEvent
-from storage.events import Delivery, StoredEvent, StoreOutcome, already_stored, store_events
+from storage.events import (
+    Delivery,
+    StoredEvent,
+    StoreOutcome,
+    already_stored,
+    protector_message_key,
+    store_events,
+)
 
 log = logging.getLogger("attest.intake")
 
@@ -191,7 +198,10 @@ class IntakeProcessor:
         if not candidates:
             return rejected, []
         url = self._settings.database_url
-        stored = await until_stored(lambda: already_stored(url, candidates),
+        # Rows keep a keyed MAC of their bytes (events.message_mac): without the key only their
+        # position would be compared, and a replay reusing a redelivered position would pass.
+        key = protector_message_key(self._protector) if self._protector is not None else None
+        stored = await until_stored(lambda: already_stored(url, candidates, message_key=key),
                                     self._settings.db_retry_max_s, "checking redeliveries")
         kept = [(m, rejection) for m, rejection, d in claims if d not in stored]
         redelivered = [(m, d[0]) for m, _, d in claims if d is not None and d in stored]

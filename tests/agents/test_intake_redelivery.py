@@ -53,3 +53,32 @@ async def test_a_stored_message_delivered_again_after_the_window_is_not_rejected
     replay = IncomingMessage(topic, 0, offset + 1, None, token, now)
     third = await intake.process([replay])
     assert [d.reason for d in third.dead_letters] == ["stale"]
+
+
+async def test_other_bytes_at_a_stored_messages_position_are_not_taken_for_a_redelivery(
+    stack_settings: Settings,
+) -> None:
+    # A log that started again (a broker that lost its topics) reuses positions: other bytes
+    # claiming the stored event at its very position must be judged, not waved through as
+    # our own redelivery. Rows keep only a keyed MAC of their bytes, so the check needs the key.
+    key = generate_key(f"redeliver-{uuid.uuid4().hex[:6]}")
+    topic = f"{stack_settings.topic_prefix}transactions"
+    now = datetime.now(UTC)
+    clock = [now]
+    intake = IntakeProcessor(
+        stack_settings, actor="test", accepted_types={topic: frozenset({TRANSACTION_V1})},
+        clock=lambda: clock[0], protector=writer_protector(stack_settings.state_dir, {}),
+    )
+    intake.replace_keys({key.kid: KeyRecord(key.kid, key.source, key.alg, key.public_jwk)})
+    payload = transaction_payloads(1, key.source, now=now)[0]
+    offset = uuid.uuid4().int % 10**9
+    stored = IncomingMessage(topic, 0, offset, None, sign_payload(key, payload, TRANSACTION_V1), now)
+    assert len((await intake.process([stored])).accepted) == 1
+
+    clock[0] = now + timedelta(hours=1)
+    intake.seen = type(intake.seen)(100)
+    altered = {**payload, "amount": str(payload["amount"]) + "1"}
+    other = IncomingMessage(topic, 0, offset, None, sign_payload(key, altered, TRANSACTION_V1), now)
+    out = await intake.process([other])
+    assert [d.reason for d in out.dead_letters] == ["stale"]
+    assert not any(r.detail.get("redelivered") for r in out.audit)
