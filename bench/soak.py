@@ -34,6 +34,7 @@ from rich.console import Console
 from rich.table import Table
 from sqlalchemy import text
 
+from audit.signers_admin import provision_local_signers
 from bench.ledger import Planned, audit_verify, child_env, observe, send_planned
 from config.settings import Settings
 from devstack import stack
@@ -199,6 +200,9 @@ def _start(state: Path) -> tuple[Settings, subprocess.Popen[bytes], Path]:
                                        "database_url": info.database_url})
     migrate.upgrade(settings.database_url)
     ensure_topics(settings)
+    # The audit sink chains only signed audit messages: register the soak's worker and
+    # operator audit keys, as `attest dev up` does (docs/audit.md).
+    provision_local_signers(settings, "operator:soak")
     log = state / "soak-worker.log"
     with log.open("ab") as out:
         worker = subprocess.Popen([sys.executable, "-m", "cli.main", "worker"],
