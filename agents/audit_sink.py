@@ -45,6 +45,7 @@ log = logging.getLogger("attest.audit_sink")
 SERVICE_ONLY_ACTIONS = frozenset({
     AuditAction.FIELDS_READ, AuditAction.ACCESS_REQUESTED, AuditAction.ACCESS_APPROVED,
     AuditAction.ACCESS_DENIED, AuditAction.APPROVER_KEY_REGISTERED,
+    AuditAction.DLQ_PAYLOAD_SHOWN,  # POST /v1/dead-letters/payload records it itself
 })
 
 

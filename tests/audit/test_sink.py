@@ -184,3 +184,24 @@ async def test_an_access_service_action_arriving_on_the_topic_is_dead_lettered_n
     assert chain_head(chain_db)[0] == before + 2
     (letter,) = out.dead_letters
     assert letter.reason == "schema_invalid" and "access service" in letter.detail
+
+
+async def test_a_dead_letter_payload_record_arriving_on_the_topic_is_dead_lettered_not_chained(
+    chain_db: str, tmp_path: Path
+) -> None:
+    """``dlq.payload_shown`` is the access service's own record (it is committed before the
+    payload is returned); one on the topic would let anyone with produce rights make the log
+    say a payload was shown under a purpose that nobody gave."""
+    from schemas.audit import AuditAction, audit_id_for
+
+    genuine = make_records(1, start=720)
+    forged = genuine[0].model_copy(update={
+        "audit_id": audit_id_for("forged-dlq", 1), "action": AuditAction.DLQ_PAYLOAD_SHOWN,
+        "actor": "worker:mallory", "correlation_id": "letter-1"})
+    sink = AuditSink(sink_settings(chain_db, tmp_path), actor="worker:test:1")
+    before = chain_head(chain_db)[0]
+    out = await sink.process(messages([forged, *genuine], first_offset=720))
+    assert out.stored == 1
+    assert chain_head(chain_db)[0] == before + 1
+    (letter,) = out.dead_letters
+    assert letter.reason == "schema_invalid" and "access service" in letter.detail
