@@ -110,11 +110,16 @@ def _describe_token(value: bytes) -> list[str]:
 
 
 def _print_letter(reason: str, origin: str, headers: dict[str, str], key: bytes | None, size: int,
-                  digest: str, lines: list[str]) -> None:
+                  digest: str, lines: list[str], *, key_shown: bool = True) -> None:
     console.print(f"{reason} from {origin}", markup=False)
     for name, value in sorted(headers.items()):
         console.print(f"  {name}: {value}", markup=False)
-    console.print(f"  key: {key!r}", markup=False)
+    if key_shown or key is None:
+        console.print(f"  key: {key!r}", markup=False)
+    else:
+        # The Kafka key is the producer's choice and often a payment reference or a subject
+        # id: it is shown with the payload (through the access service), never without it.
+        console.print(f"  key: {len(key)} bytes, hidden (shown with --payload)", markup=False)
     console.print(f"  bytes: {size}, sha256 {digest}", markup=False)
     for line in lines:
         console.print(f"  {line}", markup=False)
@@ -182,4 +187,4 @@ def show(
     if letter is None:
         fail(f"no dead letter at {position}")
     _print_letter(letter.reason, letter.origin, letter.headers, letter.key, len(letter.value),
-                  letter_digest(letter), _describe_token(letter.value))
+                  letter_digest(letter), _describe_token(letter.value), key_shown=False)

@@ -150,7 +150,11 @@ def produce(
                 token = seal_for_intake(token, intake_jwk)
             except SecurityError as exc:
                 fail(str(exc))
-        key_bytes = str(payload.get("reference") or payload.get("document_id")).encode()
+        # The Kafka key travels in clear (and into dead letters) even when the value is
+        # encrypted, so an encrypted event is keyed by its random event id, never by a
+        # reference or document id it was encrypted to hide.
+        key_bytes = str(payload["event_id"] if intake_jwk is not None
+                        else payload.get("reference") or payload.get("document_id")).encode()
         messages.append(OutgoingMessage(key=key_bytes, value=token))
     if truth is not None and truth_data is not None:
         truth.write_text(json.dumps(truth_data, indent=1) + "\n", encoding="utf-8")

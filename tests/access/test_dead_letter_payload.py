@@ -76,13 +76,17 @@ class Letters:
             "partition": position[0], "offset": position[1], "purpose": purpose})
 
 
+#: A producer's Kafka key, often a payment reference: shown only with the payload.
+LETTER_KEY = b"PAY-REF-4242"
+
+
 def _produce(settings: Settings, values: list[bytes], reason: bytes = b"unknown_key"
              ) -> list[tuple[int, int]]:
     landed: list[tuple[int, int]] = []
     producer = Producer(producer_config(settings))
     for i, value in enumerate(values):
         producer.produce(
-            DEAD_LETTER.name(settings), value, key=b"k", partition=0,
+            DEAD_LETTER.name(settings), value, key=LETTER_KEY, partition=0,
             headers=[("attest-reason", reason), ("attest-detail", b"no such key"),
                      ("attest-source-topic", TRANSACTIONS.name(settings).encode()),
                      ("attest-source-partition", b"0"), ("attest-source-offset", str(i).encode()),
@@ -264,6 +268,7 @@ def test_dlq_show_payload_asks_the_service_and_shows_what_it_allows(
                                 "-t", str(_token(world, tmp_path, SOL))])
     assert shown.exit_code == 0, shown.output
     assert letters.payload["account"] in shown.output and "dlq.payload_shown" in shown.output
+    assert LETTER_KEY.decode() in shown.output
     (record,) = _records(world, letters, letters.signed)[before:]
     assert record.detail["purpose"] == "INC-9: what was it" and record.actor == f"person:{SOL}"
 
@@ -284,6 +289,8 @@ def test_without_a_token_the_client_shows_nothing_and_records_nothing_itself(
     assert plain.exit_code == 0, plain.output
     assert "payload: hidden" in plain.output and "sha256" in plain.output
     assert letters.payload["account"] not in plain.output
+    # The review found the Kafka key (a reference, in producers' usual practice) printed here.
+    assert LETTER_KEY.decode() not in plain.output and "hidden (shown with --payload)" in plain.output
 
     no_token = RUNNER.invoke(cli, ["dlq", "show", where, "--payload", "--why", "INC-7"])
     assert no_token.exit_code == ExitCode.USAGE and "--token-file" in _flat(no_token.output)

@@ -15,6 +15,7 @@ from config.settings import Settings
 from security.intake_keys import load_intake_keys
 from security.keyfiles import generate_key, write_private_key
 from security.nested import open_nested
+from security.signatures import b64url_decode
 from streams.topics import TRANSACTIONS
 from tests.support.topics import read_topic
 from tests.support.workers import settings_env
@@ -56,8 +57,14 @@ def test_produce_encrypt_sends_nested_tokens(stack_settings: Settings) -> None:
     assert sent.returncode == 0, sent.stderr
     ring = load_intake_keys(settings.intake_keys_dir)  # `attest dev up` made one
     assert f"encrypted to {ring.newest.kid}" in " ".join(sent.stdout.split())
-    values = [m.value() for m in read_topic(settings, TRANSACTIONS.name(settings))]
-    assert len(values) == 3
-    for value in values:
+    messages = read_topic(settings, TRANSACTIONS.name(settings))
+    assert len(messages) == 3
+    for message in messages:
+        value = message.value()
         inner = open_nested(value, ring, 64 * 1024)
         assert source.encode() not in value and inner.count(b".") == 2
+        # The key travels in clear: an encrypted event is keyed by its random event id, not
+        # by the reference it was encrypted to hide (a review found the reference there).
+        payload = json.loads(b64url_decode(inner.split(b".")[1]))
+        assert message.key() == payload["event_id"].encode()
+        assert payload["reference"].encode() != message.key()
