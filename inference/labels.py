@@ -11,10 +11,15 @@ Pure: no SQL and no broker. The sealing reuses ``protection.fields.FieldProtecto
 catalog of its own (``label_catalog``): one pseudo-schema per inferred event schema, stored
 in ``inferences``, whose public fields (subject and department) are only there to pick the
 key and bind the department, and are never stored.
+
+Every label and score is padded to one length before sealing (``pad_sealed``): AES-GCM keeps
+the plaintext's length, and unpadded the few labels of a task each had their own ciphertext
+length, so a table dump named them without any key (security review, label length).
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import cache
@@ -22,6 +27,8 @@ from types import MappingProxyType
 from typing import Any
 
 from access.policy import AccessDecision, AccessReason
+from config.errors import AttestError
+from protection.errors import FieldIntegrityError
 from protection.fields import FieldProtector, SealedBatch
 from protection.keyring import Keyring
 from protection.reader import FieldReader, KeyRecords
@@ -42,6 +49,48 @@ LABEL_SOURCES: Mapping[str, tuple[str, ...]] = MappingProxyType({
 #: The table the sealed labels live in, and its two sealed columns.
 TABLE = "inferences"
 SEALED_COLUMNS = ("label", "score")
+#: The length in bytes of every sealed label's and score's plaintext. The longest bundled
+#: label, ``benefit_application``, takes 26 of them padded (``["benefit_application",""]``);
+#: a label up to 41 ASCII characters fits.
+PADDED_BYTES = 48
+
+
+class LabelTooLong(AttestError, ValueError):
+    """A label (or score) does not fit ``PADDED_BYTES`` once encoded: it is refused rather
+    than sealed to a longer, and so recognisable, ciphertext. A configuration problem: the
+    prototypes file (``inference/data/prototypes.json``) names a label too long."""
+
+
+def _compact(value: Any) -> bytes:
+    """``value`` as the field protector encodes it (``protection.fields``: compact JSON)."""
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"),
+                      allow_nan=True).encode("utf-8")
+
+
+def pad_sealed(value: str | float, task: str) -> list[str | float]:
+    """``value`` as sealed: ``[value, spaces]``, whose compact JSON is ``PADDED_BYTES`` long.
+
+    A two-element list, not the value with spaces after it, so that the reader tells padded
+    from unpadded rows by type alone (``unpad_sealed``), and a label ending in a space is
+    still given back unchanged. Raises ``LabelTooLong`` naming ``task``.
+    """
+    used = len(_compact([value, ""]))
+    if used > PADDED_BYTES:
+        raise LabelTooLong(
+            f"a {type(value).__name__} of task {task!r} takes {used} bytes encoded; sealed "
+            f"labels and scores are padded to {PADDED_BYTES}, so it would be recognisable "
+            f"by its length: shorten the label in the prototypes file")
+    return [value, " " * (PADDED_BYTES - used)]
+
+
+def unpad_sealed(opened: Any, column: str) -> Any:
+    """The value ``pad_sealed`` padded; a value sealed before padding (a bare string or
+    number) is given back as it is. Anything else was never written by ``seal_labels``."""
+    if isinstance(opened, list):
+        if len(opened) == 2 and isinstance(opened[1], str) and not opened[1].strip(" "):
+            return opened[0]
+        raise FieldIntegrityError(f"inferences.{column} opened to an unknown padding")
+    return opened
 
 
 def label_typ(typ: str) -> str:
@@ -124,7 +173,11 @@ class SealedLabel:
 
 def seal_labels(protector: FieldProtector, labels: Iterable[LabelToSeal],
                 shredding_epoch: int) -> tuple[list[SealedLabel], SealedBatch]:
-    """Seal each label and score; the batch names the key records to store beside them."""
+    """Seal each label and score; the batch names the key records to store beside them.
+
+    Both are padded to ``PADDED_BYTES`` first, so every row's ciphertexts have one length
+    whatever the label; raises ``LabelTooLong`` (naming the task) for one that does not fit.
+    """
     labels = list(labels)
     catalog = protector.catalog
     items = []
@@ -132,7 +185,8 @@ def seal_labels(protector: FieldProtector, labels: Iterable[LabelToSeal],
         schema = catalog.schema(label_typ(item.typ))
         items.append(_Fields(row_id(item.event_id, item.task, item.model_version), schema.typ, {
             schema.subject_field: item.subject, schema.department_field: item.department,
-            "label": item.label, "score": float(item.score)}))
+            "label": pad_sealed(item.label, item.task),
+            "score": pad_sealed(float(item.score), item.task)}))
     batch = protector.seal_batch(items, shredding_epoch)
     sealed = [SealedLabel(item.event_id, item.task, item.model_version, s.department,
                           s.columns["label"], s.columns["score"])
@@ -185,7 +239,8 @@ def open_label(reader: FieldReader, typ: str, sealed: SealedLabel,
     """Open one label row with ``reader`` (a ``FieldReader`` over ``label_catalog()``).
 
     Raises ``protection.errors.KeyNotHeld`` when the reader's keyring lacks the label's tier,
-    and ``FieldIntegrityError`` for a ciphertext moved to another row or department.
+    and ``FieldIntegrityError`` for a ciphertext moved to another row or department. Rows
+    sealed before padding (a bare label and score) open as well.
     """
     head = (sealed.event_id, sealed.task, sealed.model_version)
     if not all(d.allowed for d in decisions.values()):
@@ -198,5 +253,5 @@ def open_label(reader: FieldReader, typ: str, sealed: SealedLabel,
     gone = opened["label"].forgotten or opened["score"].forgotten
     if gone:
         return OpenedLabel(*head, withheld=gone)
-    return OpenedLabel(*head, label=str(opened["label"].value),
-                       score=float(opened["score"].value))
+    return OpenedLabel(*head, label=str(unpad_sealed(opened["label"].value, "label")),
+                       score=float(unpad_sealed(opened["score"].value, "score")))

@@ -19,8 +19,15 @@ from access.policy import AccessDecision, AccessReason, Approval, decide_fields,
 from agents.enrichment import Enrichment
 from agents.messages import IncomingMessage
 from config.settings import Settings
-from inference.labels import label_catalog, label_tier, open_label
-from inference.tasks import Classification
+from inference.labels import (
+    LabelToSeal,
+    SealedLabel,
+    label_catalog,
+    label_protector,
+    label_tier,
+    open_label,
+)
+from inference.tasks import Classification, load_prototypes
 from protection.errors import KeyNotHeld
 from protection.fields import FieldProtector, subject_reference
 from protection.keyring import StaticKeyring
@@ -30,7 +37,13 @@ from scenarios.finance import transaction_payloads
 from schemas.catalog import DOCUMENT_V1, TRANSACTION_V1
 from storage.db import engine_for
 from storage.events import store_events
-from storage.inferences import Decide, inferences_for, read_labels, sealed_inferences_for
+from storage.inferences import (
+    Decide,
+    inferences_for,
+    read_labels,
+    sealed_inferences_for,
+    store_inferences,
+)
 from storage.key_maintenance import forget_subject
 from storage.protected import load_key_records
 from tests.protection.conftest import stored
@@ -188,3 +201,48 @@ async def test_a_label_arriving_after_its_subject_was_forgotten_is_not_kept(
                               (_message(2), verified_event(other, TRANSACTION_V1))])
     assert inferences_for(url, mine["event_id"]) == []
     assert len(inferences_for(url, other["event_id"])) == 1
+
+
+def test_the_stored_length_of_a_label_says_nothing_of_which_label_it_is(
+    stack_settings: Settings, keyring: StaticKeyring,
+) -> None:
+    """Security review: unpadded, ``octet_length(label_sealed)`` named the label (AES-GCM
+    keeps the plaintext's length). Every bundled label of both tasks is stored at one length,
+    and a reader gets each back unchanged."""
+    url, prototypes = stack_settings.database_url, load_prototypes()
+    kinds = {"transaction_category": (TRANSACTION_V1, "core-ledger", "DE{:020d}", 10**20),
+             "document_type": (DOCUMENT_V1, "tax-bureau", "{:012d}", 10**12)}
+    labels, truth = [], {}
+    for task, (typ, department, subject, bound) in kinds.items():
+        for name in prototypes[task]:
+            event_id = str(uuid.uuid4())
+            labels.append(LabelToSeal(event_id, typ, task, "padding-test@0001",
+                                      subject.format(uuid.uuid4().int % bound), department,
+                                      name, 0.5))
+            truth[event_id] = (typ, name)
+    store_inferences(url, labels, label_protector(keyring.restricted_to(())))
+    with engine_for(url).connect() as conn:
+        lengths = conn.execute(text(
+            "SELECT DISTINCT octet_length(label_sealed), octet_length(score_sealed)"
+            " FROM inferences WHERE event_id::text = ANY(:ids)"), {"ids": list(truth)}).all()
+    assert len(lengths) == 1
+
+    # The rows have no event (sealed_inferences_for joins events): open them as stored.
+    reader = FieldReader(keyring, label_catalog())
+    with engine_for(url).connect() as conn:
+        rows = conn.execute(text(
+            "SELECT event_id::text AS event_id, task, model_version, department, label_sealed,"
+            " score_sealed FROM inferences WHERE event_id::text = ANY(:ids)"),
+            {"ids": list(truth)}).mappings().all()
+    assert len(rows) == len(truth)
+    for row in rows:
+        typ, name = truth[row["event_id"]]
+        sealed = SealedLabel(row["event_id"], row["task"], row["model_version"],
+                             row["department"], bytes(row["label_sealed"]),
+                             bytes(row["score_sealed"]))
+        keys = load_key_records(url, FieldReader.key_ids([sealed.label_sealed,
+                                                          sealed.score_sealed]))
+        allowed = {n: AccessDecision(label_catalog().field(f"{typ}#inference", n), "test",
+                                     True, AccessReason.GRANTED, 1) for n in ("label", "score")}
+        opened = open_label(reader, typ, sealed, allowed, keys)
+        assert (opened.label, opened.score) == (name, 0.5)
