@@ -201,7 +201,8 @@ class EnrichmentStage:
         self._poll_s = poll_s
         self._log_check = log_check
         self._probe_after_s = probe_after_s
-        self._intake_keys = HeldIntakeKeys(settings.intake_keys_dir)
+        self._intake_keys = HeldIntakeKeys(settings.intake_keys_dir,
+                                           refresh_s=settings.keyring_refresh_s)
         # What intake stored is recognised by its keyed message MAC (storage.events): the
         # key is the enrichment's, or the one given (the reconciliation stage uses this gate
         # without an enrichment), else read from the worker's keyring.

@@ -118,7 +118,8 @@ class IntakeProcessor:
         the worker always passes one. Without it, payloads are stored in clear (tests only).
         ``check_freshness=False`` turns the issued_at window off: only for an operator replay,
         which is audited as such. ``intake_keys`` open nested (encrypted) tokens; by default
-        the keys of ``settings.intake_keys_dir``, re-read when a token names a new kid.
+        the keys of ``settings.intake_keys_dir``, re-read when a token names a new kid and
+        every ``keyring_refresh_s`` (a deleted key file is dropped).
         """
         self._settings = settings
         self._actor = actor
@@ -130,14 +131,14 @@ class IntakeProcessor:
                 max_clock_skew=(timedelta(seconds=settings.max_clock_skew_s)
                                 if check_freshness else None),
                 accepted_types=types,
-                encryption_required=settings.encryption_required_sources,
             )
             for topic, types in accepted_types.items()
         }
         self.keys: KeySnapshot = {}
         self.seen = SeenEvents(settings.seen_cache_size)
         self._intake_keys: IntakeKeys = (intake_keys if intake_keys is not None
-                                         else HeldIntakeKeys(settings.intake_keys_dir))
+                                         else HeldIntakeKeys(settings.intake_keys_dir,
+                                                             refresh_s=settings.keyring_refresh_s))
 
     def replace_keys(self, snapshot: KeySnapshot) -> None:
         """Swap in a fresh registry snapshot (atomic: one reference assignment)."""

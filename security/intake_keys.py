@@ -171,29 +171,52 @@ def ensure_intake_key(folder: Path) -> tuple[IntakeKey, bool]:
 
 
 class HeldIntakeKeys:
-    """The intake keys of a folder, re-read when a token names a kid it does not hold.
+    """The intake keys of a folder, re-read every ``refresh_s`` and when a token names a kid
+    it does not hold.
 
     A rotation (``attest keys intake-key generate`` while workers run) becomes usable
-    without a restart; re-reading is rate-limited so that a stream of tokens with made-up
-    kids cannot turn into a stream of folder reads.
+    without a restart; re-reading on a miss is rate-limited (``min_reload_s``) so that a
+    stream of tokens with made-up kids cannot turn into a stream of folder reads. Retiring a
+    key is deleting its file: the periodic re-read drops it, so a running worker stops
+    opening tokens to it within ``refresh_s`` (``ATTEST_KEYRING_REFRESH_S``) instead of
+    holding it until a restart (security review). The per-token cost is one monotonic-clock
+    comparison; the folder is read only when one of the two intervals has passed.
     """
 
-    def __init__(self, folder: Path, min_reload_s: float = 5.0,
+    def __init__(self, folder: Path, min_reload_s: float = 5.0, refresh_s: float = 30.0,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self._folder = folder
         self._min_reload_s = min_reload_s
+        self._refresh_s = refresh_s
         self._clock = clock
         self.key_set = load_intake_keys(folder)
         self._loaded_at = clock()
 
     def get(self, kid: str) -> IntakeKey | None:
+        now = self._clock()
+        since = now - self._loaded_at
+        if since >= self._refresh_s:
+            self._reload(now)
         key = self.key_set.get(kid)
-        if key is None and self._clock() - self._loaded_at >= self._min_reload_s:
-            self._loaded_at = self._clock()
-            try:
-                self.key_set = load_intake_keys(self._folder)
-            except UnusableKey as exc:
-                log.warning("intake keys not re-read, the held ones stay: %s", exc)
-                return None
+        if key is None and since < self._refresh_s and since >= self._min_reload_s:
+            self._reload(now)
             key = self.key_set.get(kid)
         return key
+
+    def _reload(self, now: float) -> None:
+        """Hold what the folder holds now. A folder that cannot be read whole (a file being
+        copied in, a wrong mode) keeps the held keys, less those whose file is gone: a
+        retired key is dropped even while another file is unusable."""
+        self._loaded_at = now
+        try:
+            fresh = load_intake_keys(self._folder)
+        except UnusableKey as exc:
+            kept = {kid: key for kid, key in self.key_set.keys.items()
+                    if (self._folder / f"{kid}.jwk").is_file()}
+            log.warning("intake keys not re-read, the held ones stay (%d of %d whose files "
+                        "remain): %s", len(kept), len(self.key_set.keys), exc)
+            fresh = IntakeKeySet(kept)
+        dropped = sorted(set(self.key_set.keys) - set(fresh.keys))
+        if dropped:
+            log.info("intake keys dropped, their files are gone: %s", ", ".join(dropped))
+        self.key_set = fresh
