@@ -77,7 +77,8 @@ def pad_sealed(value: str | float, task: str) -> list[str | float]:
     used = len(_compact([value, ""]))
     if used > PADDED_BYTES:
         raise LabelTooLong(
-            f"a {type(value).__name__} of task {task!r} takes {used} bytes encoded; sealed "
+            f"a {'label' if isinstance(value, str) else 'score'} of task {task!r} takes {used} "
+            f"bytes encoded; sealed "
             f"labels and scores are padded to {PADDED_BYTES}, so it would be recognisable "
             f"by its length: shorten the label in the prototypes file")
     return [value, " " * (PADDED_BYTES - used)]
