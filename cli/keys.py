@@ -23,7 +23,8 @@ from storage import keys as registry
 from streams.audit_publisher import publish_audit
 from streams.errors import BrokerUnavailable
 
-app = typer.Typer(help="Generate, register, list and revoke signing keys.", no_args_is_help=True)
+app = typer.Typer(help="Generate, register, list and revoke signing keys; require encryption "
+                       "of a key's tokens.", no_args_is_help=True)
 
 
 def operator() -> str:
@@ -49,6 +50,10 @@ _DEPARTMENT_HELP = ("The department or agency this key may speak for (the event'
                     "source.")
 _ANY_DEPARTMENT_HELP = ("Let this key speak for any department or agency (a gateway that relays "
                         "for several); without it and without --department, only for its source.")
+_REQUIRE_ENCRYPTION_HELP = ("Accept this key's tokens only encrypted (JWE of the JWS to Attest's "
+                            "intake key); a plain one is dead-lettered as encryption_required, by "
+                            "the worker, `attest replay` and `attest dlq retry` alike. Change it "
+                            "later with `attest keys require-encryption`.")
 #: ``--department`` not given: the key speaks only for its own source (resolved per key).
 SAME_AS_SOURCE = "\0same-as-source"
 
@@ -73,9 +78,10 @@ def _binding(typs: list[str] | None, department: str | None,
     return (frozenset(typs) if typs else None), (department if department is not None else SAME_AS_SOURCE)
 
 
-def _binding_detail(typs: frozenset[str] | None, department: str | None) -> dict[str, object]:
+def _binding_detail(typs: frozenset[str] | None, department: str | None,
+                    encrypted_only: bool = False) -> dict[str, object]:
     """What the audit record says of a key's binding (omitted when it has none)."""
-    detail: dict[str, object] = {}
+    detail: dict[str, object] = {"encrypted_only": True} if encrypted_only else {}
     if typs is not None:
         detail["typs"] = sorted(typs)
     if department is not None:
@@ -93,6 +99,8 @@ def generate(
     typ: list[str] | None = typer.Option(None, "--typ", help=_TYP_HELP),
     department: str | None = typer.Option(None, "--department", help=_DEPARTMENT_HELP),
     any_department: bool = typer.Option(False, "--any-department", help=_ANY_DEPARTMENT_HELP),
+    require_encryption: bool = typer.Option(False, "--require-encryption",
+                                            help=_REQUIRE_ENCRYPTION_HELP),
 ) -> None:
     """Make a key pair, keep the private key in the state folder (0600), register the public key.
 
@@ -109,9 +117,10 @@ def generate(
     # Private file first: a key registered without its private half could never sign.
     path = write_private_key(key, settings.keys_dir)
     registry.add_key(settings.database_url, key.kid, source, key.alg, key.public_jwk,
-                     typs=typs, department=department)
+                     typs=typs, department=department, encrypted_only=require_encryption)
     _audit(settings, AuditAction.KEY_ADDED, key.kid,
-           {"source": source, "alg": key.alg, **_binding_detail(typs, department)})
+           {"source": source, "alg": key.alg,
+            **_binding_detail(typs, department, require_encryption)})
     console.print(f"generated {key.alg} key [bold]{key.kid}[/] for {source}")
     console.print(f"private key: {path} (mode 0600)")
 
@@ -148,11 +157,12 @@ def _read_json(path: Path) -> Any:
 
 
 def _new_key(jwk: dict[str, Any], source: str, where: str, typs: frozenset[str] | None,
-             department: str | None) -> registry.NewKey:
+             department: str | None, encrypted_only: bool) -> registry.NewKey:
     kid, alg, public = _validated_public_jwk(jwk, where)
     not_before, not_after = _validity(jwk)
     department = source if department == SAME_AS_SOURCE else department
-    return registry.NewKey(kid, source, alg, public, not_before, not_after, typs, department)
+    return registry.NewKey(kid, source, alg, public, not_before, not_after, typs, department,
+                           encrypted_only)
 
 
 def _register_all(settings: Settings, keys: list[registry.NewKey]) -> int:
@@ -164,7 +174,8 @@ def _register_all(settings: Settings, keys: list[registry.NewKey]) -> int:
     for key, new in zip(keys, added, strict=True):
         if new:
             _audit(settings, AuditAction.KEY_ADDED, key.kid,
-                   {"source": key.source, "alg": key.alg, **_binding_detail(key.typs, key.department)})
+                   {"source": key.source, "alg": key.alg,
+                    **_binding_detail(key.typs, key.department, key.encrypted_only)})
         console.print(f"{'registered' if new else 'already registered'} {key.kid} ({key.alg}) "
                       f"for {key.source}")
     return sum(added)
@@ -178,6 +189,8 @@ def add(
     typ: list[str] | None = typer.Option(None, "--typ", help=_TYP_HELP),
     department: str | None = typer.Option(None, "--department", help=_DEPARTMENT_HELP),
     any_department: bool = typer.Option(False, "--any-department", help=_ANY_DEPARTMENT_HELP),
+    require_encryption: bool = typer.Option(False, "--require-encryption",
+                                            help=_REQUIRE_ENCRYPTION_HELP),
 ) -> None:
     """Register a producer's public key from a JWK file. Private members are refused.
 
@@ -185,7 +198,8 @@ def add(
     """
     settings = get_settings()
     typs, department = _binding(typ, department, any_department)
-    _register_all(settings, [_new_key(_read_json(jwk_file), source, str(jwk_file), typs, department)])
+    _register_all(settings, [_new_key(_read_json(jwk_file), source, str(jwk_file), typs, department,
+                                      require_encryption)])
 
 
 @app.command("import")
@@ -200,6 +214,8 @@ def import_jwks(
     department: str | None = typer.Option(
         None, "--department", help=_DEPARTMENT_HELP + " Applies to every key."),
     any_department: bool = typer.Option(False, "--any-department", help=_ANY_DEPARTMENT_HELP),
+    require_encryption: bool = typer.Option(
+        False, "--require-encryption", help=_REQUIRE_ENCRYPTION_HELP + " Applies to every key."),
 ) -> None:
     """Register every key of a JWK Set in one database transaction: all of them or none.
 
@@ -221,7 +237,7 @@ def import_jwks(
             fail(f"{where} says source {claimed!r}, not {source!r}")
         if not (source or isinstance(claimed, str)):
             fail(f"{where} has no 'source' member; pass --source")
-        plan.append(_new_key(jwk, source or claimed, where, typs, department))
+        plan.append(_new_key(jwk, source or claimed, where, typs, department, require_encryption))
     seen: dict[str, registry.NewKey] = {}
     for new in plan:
         if seen.setdefault(new.kid, new) != new:
@@ -233,17 +249,19 @@ def import_jwks(
 @app.command("list")
 def list_keys() -> None:
     """Show every registered key: source, algorithm, binding (schemas, department; "any" when
-    unbound), validity and revocation."""
+    unbound), whether its tokens must come encrypted, validity and revocation."""
     rows = registry.list_keys(get_settings().database_url)
     # The kid is what an operator copies into `keys revoke`: never cut it short, whatever
     # the terminal's width; the other columns give way.
     kid = Column("kid", no_wrap=True, min_width=max((len(r.kid) for r in rows), default=3))
-    table = Table(kid, "source", "alg", "schemas", "department", "not after", "revoked")
+    table = Table(kid, "source", "alg", "schemas", "department", "encrypted", "not after",
+                  "revoked")
     for r in rows:
         table.add_row(
             r.kid, r.source, r.alg,
             ", ".join(sorted(r.typs)) if r.typs is not None else "any",
             r.department if r.department is not None else "any",
+            "required" if r.encrypted_only else "optional",
             r.not_after.isoformat(timespec="seconds") if r.not_after else "-",
             f"{r.revoked_at:%Y-%m-%d %H:%M} {r.revoked_reason or ''}" if r.revoked_at else "-",
         )
@@ -262,6 +280,34 @@ def revoke(
         fail(f"no registered key has kid {kid!r}")
     _audit(settings, AuditAction.KEY_REVOKED, kid, {"reason": reason})
     console.print(f"revoked {kid} at {record.revoked_at:%Y-%m-%d %H:%M:%S} ({record.revoked_reason})")
+
+
+@app.command("require-encryption")
+def require_encryption(
+    kid: str = typer.Argument(..., help="The key id whose tokens must come encrypted."),
+    off: bool = typer.Option(False, "--off",
+                             help="Accept its plain (unencrypted) tokens again."),
+) -> None:
+    """Accept a key's tokens only inside a JWE (or again plain, with --off); audited.
+
+    The flag is part of the key registry, so workers (within ATTEST_REGISTRY_REFRESH_S),
+    `attest replay` and `attest dlq retry` all refuse a plain token of the key as
+    encryption_required. A change is audited as key.encryption_changed; setting the value
+    the key already has changes and audits nothing.
+    """
+    settings = get_settings()
+    required = not off
+    result = registry.set_encrypted_only(settings.database_url, kid, required)
+    if result is None:
+        fail(f"no registered key has kid {kid!r}")
+    record, changed = result
+    state = "only encrypted" if required else "plain or encrypted"
+    if not changed:
+        console.print(f"{kid} already accepts {state} tokens; nothing changed")
+        return
+    _audit(settings, AuditAction.KEY_ENCRYPTION_CHANGED, kid,
+           {"source": record.source, "encrypted_only": required})
+    console.print(f"{kid} ({record.source}) now accepts {state} tokens")
 
 
 # Attest's own intake keys (nested JWT, docs/events.md), in a module of their own.

@@ -13,7 +13,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 STACK_FILE = "stack.json"
@@ -119,10 +119,26 @@ class Settings(BaseSettings):
         "producers encrypt to; default: <state_dir>/intake-keys.",
     )
     encrypted_sources: str = Field(
-        "", description="Comma-separated sources whose events must arrive encrypted (JWE of "
-        "the JWS); `*`: every source. A plain JWS from one is dead-lettered as "
-        "encryption_required.",
+        "", description="Removed: must stay unset. Which events must arrive encrypted is a flag "
+        "of each signing key in the registry (`attest keys require-encryption KID`), which the "
+        "worker, `attest replay` and `attest dlq retry` all honour; any value is refused so a "
+        "deployment that set it learns that instead of silently losing the rule.",
     )
+
+    @field_validator("encrypted_sources")
+    @classmethod
+    def _encrypted_sources_removed(cls, value: str) -> str:
+        """Refuse the old per-process rule loudly: ignored, it would fail open.
+
+        It lived in whichever process ran intake, so a replay from an operator's shell that
+        lacked it stored what the worker refused (review finding). The registry decides now.
+        """
+        if value.strip():
+            raise ValueError(
+                "ATTEST_ENCRYPTED_SOURCES was removed: require encryption per signing key with "
+                "`attest keys require-encryption KID` (docs/events.md, \"Which keys must "
+                "encrypt\"), then unset the variable")
+        return value
 
     # --- topic retention (docs/operations.md) ------------------------------------------
     intake_retention_ms: int = Field(
@@ -282,11 +298,6 @@ class Settings(BaseSettings):
     def intake_keys_dir(self) -> Path:
         """Attest's intake keys (``attest keys intake-key generate``; files 0600)."""
         return self.intake_keys_path or self.state_dir / "intake-keys"
-
-    @property
-    def encryption_required_sources(self) -> frozenset[str]:
-        """The sources of ``ATTEST_ENCRYPTED_SOURCES`` (``*`` stands for every source)."""
-        return frozenset(s.strip() for s in self.encrypted_sources.split(",") if s.strip())
 
     def topic(self, suffix: str) -> str:
         """The full topic name for a logical topic (``transactions`` -> ``attest.transactions``)."""

@@ -39,6 +39,7 @@ class AuditAction(StrEnum):
     AUDIT_SIGNER_REVOKED = "audit.signer_revoked"
     KEY_ADDED = "key.added"
     KEY_REVOKED = "key.revoked"
+    KEY_ENCRYPTION_CHANGED = "key.encryption_changed"
     KEY_ROTATED = "key.rotated"
     KEK_RETIRED = "key.kek_retired"
     KEYRING_CREATED = "keyring.created"

@@ -147,18 +147,18 @@ def verify_message(
 ) -> tuple[VerifiedEvent, bool]:
     """Verify a Kafka value that is a JWS or a nested JWE(JWS); (event, whether encrypted).
 
-    A plain JWS from a source in ``policy.encryption_required`` is refused as
+    A plain JWS signed by a key registered ``encrypted_only`` is refused as
     ``encryption_required``, after its signature held (the reason then speaks for the real
-    source, not for whoever typed its kid).
+    key, not for whoever typed its kid). The rule is the registry's, in ``keys``: every path
+    that verifies (the worker, ``attest replay``, ``attest dlq retry``) decides alike.
     """
     if is_nested(raw):
         inner = open_nested(raw, intake_keys, policy.max_event_bytes)
         return verify_event(inner, keys, now, policy, reached_broker_at=reached_broker_at), True
     event = verify_event(raw, keys, now, policy, reached_broker_at=reached_broker_at)
-    required = policy.encryption_required
-    if required and ("*" in required or event.source in required):
-        raise Rejection(RejectReason.ENCRYPTION_REQUIRED,
-                        f"source {event.source!r} must send its events encrypted (JWE of the JWS)")
+    refused = keys[event.kid].plain_token_reason()
+    if refused:
+        raise Rejection(*refused)
     return event, False
 
 

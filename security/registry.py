@@ -21,6 +21,10 @@ class KeyRecord:
 
     ``typs`` and ``department`` are ``None`` for "any": keys registered before the binding
     existed keep working as they did (docs/events.md, "Key binding").
+
+    ``encrypted_only``: a token signed by this key is accepted only inside a JWE to Attest's
+    intake key. It is part of the registry, not of a process's settings, so the worker,
+    ``attest replay`` and ``attest dlq retry`` decide alike (docs/events.md).
     """
 
     kid: str
@@ -33,6 +37,7 @@ class KeyRecord:
     revoked_reason: str | None = None
     typs: frozenset[str] | None = None
     department: str | None = None
+    encrypted_only: bool = False
 
     def unusable_reason(self, at: datetime) -> tuple[RejectReason, str] | None:
         """Why this key may not sign an event issued at ``at``, or None when it may."""
@@ -66,6 +71,15 @@ class KeyRecord:
             return RejectReason.SCOPE_MISMATCH, (
                 f"key {self.kid!r} speaks for department {self.department!r}, "
                 f"the event belongs to {str(department)[:64]!r}"
+            )
+        return None
+
+    def plain_token_reason(self) -> tuple[RejectReason, str] | None:
+        """Why a plain (unencrypted) JWS signed by this key is refused, or None when it may come plain."""
+        if self.encrypted_only:
+            return RejectReason.ENCRYPTION_REQUIRED, (
+                f"key {self.kid!r} ({self.source!r}) signs only for encrypted events "
+                "(JWE of the JWS): a plain token is refused"
             )
         return None
 

@@ -30,9 +30,9 @@ class VerificationPolicy:
     #: ``None`` turns the issued_at window off: only for an audited operator replay.
     max_clock_skew: timedelta | None
     accepted_types: frozenset[str]
-    #: Sources whose events must arrive encrypted (``*``: all); applied by
-    #: ``security.nested.verify_message``, which ``verify_event`` knows nothing of.
-    encryption_required: frozenset[str] = frozenset()
+    # Whether a plain token is acceptable is no policy of the caller's: it is the signing
+    # key's ``encrypted_only`` flag in the registry, applied by ``security.nested.verify_message``
+    # (a setting here let each process that built a policy decide differently: review finding).
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,4 +1,5 @@
-"""The key registry table: add, list, revoke, and the snapshot workers verify against."""
+"""The key registry table: add, list, revoke, require encryption, and the snapshot workers
+verify against."""
 
 from __future__ import annotations
 
@@ -30,7 +31,8 @@ class KeyRefused(StorageError):
 class NewKey:
     """A key to register: its identity, public half, validity window and binding.
 
-    ``typs`` and ``department`` ``None`` mean "any" (docs/events.md, "Key binding").
+    ``typs`` and ``department`` ``None`` mean "any" (docs/events.md, "Key binding");
+    ``encrypted_only``: its tokens are accepted only inside a JWE (docs/events.md).
     """
 
     kid: str
@@ -41,6 +43,7 @@ class NewKey:
     not_after: datetime | None = None
     typs: frozenset[str] | None = None
     department: str | None = None
+    encrypted_only: bool = False
 
     def values(self) -> dict[str, Any]:
         return {
@@ -49,6 +52,7 @@ class NewKey:
             "not_after": self.not_after,
             "allowed_typs": sorted(self.typs) if self.typs is not None else None,
             "department": self.department,
+            "encrypted_only": self.encrypted_only,
         }
 
 
@@ -68,6 +72,7 @@ def _record(row: SigningKeyRow) -> KeyRecord:
         revoked_reason=row.revoked_reason,
         typs=_typs(row.allowed_typs),
         department=row.department,
+        encrypted_only=bool(row.encrypted_only),
     )
 
 
@@ -83,7 +88,7 @@ def _insert(conn: Connection, key: NewKey) -> bool:
         return True
     existing = conn.execute(
         select(SigningKeyRow.source, SigningKeyRow.alg, SigningKeyRow.public_jwk,
-               SigningKeyRow.allowed_typs, SigningKeyRow.department)
+               SigningKeyRow.allowed_typs, SigningKeyRow.department, SigningKeyRow.encrypted_only)
         .where(SigningKeyRow.kid == key.kid)
     ).one()
     if (existing.source, existing.alg, existing.public_jwk) != (key.source, key.alg, key.public_jwk):
@@ -91,6 +96,12 @@ def _insert(conn: Connection, key: NewKey) -> bool:
     if (_typs(existing.allowed_typs), existing.department) != (key.typs, key.department):
         raise KeyConflict(f"kid {key.kid!r} is already registered with a different binding "
                           "(schemas or department)")
+    if existing.encrypted_only != key.encrypted_only:
+        raise KeyConflict(
+            f"kid {key.kid!r} is already registered "
+            f"{'requiring' if existing.encrypted_only else 'not requiring'} encryption; change "
+            f"that with `attest keys require-encryption {key.kid}"
+            f"{'' if key.encrypted_only else ' --off'}`")
     return False
 
 
@@ -105,9 +116,11 @@ def add_key(
     *,
     typs: Collection[str] | None = None,
     department: str | None = None,
+    encrypted_only: bool = False,
 ) -> bool:
     """Register a key. True when added, False when the identical key was already there."""
-    key = NewKey(kid, source, alg, public_jwk, not_before, not_after, _typs(typs), department)
+    key = NewKey(kid, source, alg, public_jwk, not_before, not_after, _typs(typs), department,
+                 encrypted_only)
     return add_keys(url, [key])[0]
 
 
@@ -156,5 +169,25 @@ def revoke_key(url: str, kid: str, reason: str, at: datetime) -> KeyRecord | Non
             )
             row = conn.execute(select(SigningKeyRow).where(SigningKeyRow.kid == kid)).first()
         return _record(SigningKeyRow(**row._mapping)) if row else None
+
+    return run_db(write)
+
+
+def set_encrypted_only(url: str, kid: str, required: bool) -> tuple[KeyRecord, bool] | None:
+    """Require (or stop requiring) encryption of the tokens ``kid`` signs.
+
+    (the key as it is now, whether this changed it); None when no such kid. Allowed on a
+    revoked key too: the flag also decides what a replay of its old tokens accepts.
+    """
+
+    def write() -> tuple[KeyRecord, bool] | None:
+        with engine_for(url).begin() as conn:
+            changed = conn.execute(
+                update(SigningKeyRow)
+                .where(SigningKeyRow.kid == kid, SigningKeyRow.encrypted_only.is_not(required))
+                .values(encrypted_only=required)
+            ).rowcount
+            row = conn.execute(select(SigningKeyRow).where(SigningKeyRow.kid == kid)).first()
+        return (_record(SigningKeyRow(**row._mapping)), bool(changed)) if row else None
 
     return run_db(write)

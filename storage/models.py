@@ -11,6 +11,7 @@ from typing import Any
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     CheckConstraint,
     DateTime,
     Index,
@@ -18,6 +19,7 @@ from sqlalchemy import (
     LargeBinary,
     String,
     Text,
+    false,
     func,
 )
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
@@ -48,6 +50,8 @@ class SigningKeyRow(Base):
     # Migration 0010_signing_key_scope: NULL is "any" (keys registered before the binding).
     allowed_typs: Mapped[list[str] | None] = mapped_column(ARRAY(String(64)))
     department: Mapped[str | None] = mapped_column(String(64))
+    # Migration 0015_key_requires_encryption: its tokens are accepted only inside a JWE.
+    encrypted_only: Mapped[bool] = mapped_column(Boolean, server_default=false(), default=False)
 
 
 class EventRow(Base):

@@ -44,7 +44,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0016_sealed_inferences"
-down_revision = "0015_kek_rotation"
+down_revision = "0015_key_requires_encryption"
 branch_labels = None
 depends_on = None
 

@@ -2,8 +2,9 @@
 
 A jwcrypto-encrypted token is stored like a plain one and classified by enrichment; every
 broken one is dead-lettered with its reason and nothing is stored; a dead letter of an
-encrypted message is the encrypted bytes, untouched; a plain token from a source that must
-encrypt is refused as ``encryption_required``.
+encrypted message is the encrypted bytes, untouched; a plain token signed by a key that
+requires encryption (the registry's flag) is refused as ``encryption_required``, by the
+worker and again by the operator's ``attest dlq retry``, whose environment has no say.
 """
 
 from __future__ import annotations
@@ -47,10 +48,9 @@ SEALED = f"sealed-ledger-{uuid.uuid4().hex[:6]}"
 
 @pytest.fixture(scope="module")
 def worker(stack_settings: Settings) -> Iterator[subprocess.Popen[bytes]]:
-    """A worker holding an intake key, with ``SEALED`` required to encrypt."""
+    """A worker holding an intake key (``SEALED``'s key requires encryption in the registry)."""
     ensure_intake_key(stack_settings.intake_keys_dir)
-    proc = start_worker(stack_settings, extra_env={"ATTEST_RECON_MODEL_SIMILARITY": "false",
-                                                   "ATTEST_ENCRYPTED_SOURCES": SEALED})
+    proc = start_worker(stack_settings, extra_env={"ATTEST_RECON_MODEL_SIMILARITY": "false"})
     try:
         wait_until_ready(proc)
         yield proc
@@ -59,10 +59,10 @@ def worker(stack_settings: Settings) -> Iterator[subprocess.Popen[bytes]]:
         proc.wait(timeout=5)
 
 
-def _registered(settings: Settings, source: str) -> SigningKey:
+def _registered(settings: Settings, source: str, *, encrypted_only: bool = False) -> SigningKey:
     key = generate_key(source, kid=f"{source}-{uuid.uuid4().hex[:8]}")
     registry.add_key(settings.database_url, key.kid, key.source, key.alg, key.public_jwk,
-                     department=source)
+                     department=source, encrypted_only=encrypted_only)
     return key
 
 
@@ -78,8 +78,9 @@ def test_nested_tokens_through_the_worker(stack_settings: Settings,
     settings, url = stack_settings, stack_settings.database_url
     ensure_topics(settings)
     intake, _ = ensure_intake_key(settings.intake_keys_dir)
-    sealed, plain_source = _registered(settings, SEALED), _registered(settings, f"open-{SEALED}")
-    # A plain token of the sealed source is refused once the worker knows the key...
+    sealed = _registered(settings, SEALED, encrypted_only=True)
+    plain_source = _registered(settings, f"open-{SEALED}")
+    # A plain token of the sealed key is refused once the worker knows the key...
     wait_for_key_refresh(settings, sealed, expect="encryption_required")
     wait_for_key_refresh(settings, plain_source)  # ...while another source may stay plain.
 
@@ -122,6 +123,15 @@ def test_nested_tokens_through_the_worker(stack_settings: Settings,
     # The inner token of a rejected nested message still names its event (correlation).
     assert decision(url, payloads[4]["event_id"]) == "bad_signature"
     assert _stored(url, [p["event_id"] for p in payloads]) == {payloads[0]["event_id"]}
+
+    # The operator's retry of that letter, from an environment that says nothing about
+    # encryption, refuses it again: the flag is the registry's (review finding).
+    retried = subprocess.run(
+        [sys.executable, "-m", "cli.main", "dlq", "retry", "--reason", "encryption_required",
+         "--source", SEALED, "--why", "plain token of a key that requires encryption"],
+        env=settings_env(settings), capture_output=True, text=True, timeout=180, check=False)
+    assert "ATTEST_ENCRYPTED_SOURCES" not in settings_env(settings)
+    assert _stored(url, [payloads[5]["event_id"]]) == set(), retried.stdout + retried.stderr
 
 
 def test_a_new_intake_key_opens_old_letters_on_retry_and_new_tokens_without_restart(
