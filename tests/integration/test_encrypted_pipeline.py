@@ -130,8 +130,10 @@ def test_nested_tokens_through_the_worker(stack_settings: Settings,
         [sys.executable, "-m", "cli.main", "dlq", "retry", "--reason", "encryption_required",
          "--source", SEALED, "--why", "plain token of a key that requires encryption"],
         env=settings_env(settings), capture_output=True, text=True, timeout=180, check=False)
-    assert "ATTEST_ENCRYPTED_SOURCES" not in settings_env(settings)
-    assert _stored(url, [payloads[5]["event_id"]]) == set(), retried.stdout + retried.stderr
+    assert not settings_env(settings).get("ATTEST_ENCRYPTED_SOURCES")
+    assert retried.returncode == 0, retried.stderr
+    assert "rejected:encryption_required" in retried.stdout, retried.stdout  # retried...
+    assert _stored(url, [payloads[5]["event_id"]]) == set()  # ...and refused again
 
 
 def test_a_new_intake_key_opens_old_letters_on_retry_and_new_tokens_without_restart(
