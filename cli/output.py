@@ -6,12 +6,17 @@ from typing import NoReturn
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 console = Console(highlight=False)
 err_console = Console(stderr=True, highlight=False)
 
 
 def fail(message: str, code: int = 1) -> NoReturn:
-    """Print one plain sentence to stderr and exit non-zero."""
-    err_console.print(f"[bold red]error:[/] {message}")
+    """Print one plain sentence to stderr and exit non-zero.
+
+    The sentence is printed literally (a path or value holding ``[...]`` is not Rich markup)
+    and on one line whatever the terminal width, so scripts and logs can match it.
+    """
+    err_console.print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True)
     raise typer.Exit(code)

@@ -32,7 +32,7 @@ trigger and restores the clear columns, the index and the writer's table-wide SE
 (rows stored since then are then compared by position alone, as rows from before 0005).
 
 Revision ID: 0016_sealed_inferences
-Revises: 0015_kek_rotation
+Revises: 0015_key_requires_encryption
 """
 
 # DDL is assembled from this module's constants only (no input).
