@@ -13,9 +13,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import NoReturn
 
-import typer
-
-from cli.output import err_console
+from cli.output import fail
 from config.errors import AttestError
 from operations.errors import ExitCode, OperationsError
 from storage.errors import DatabaseUnavailable
@@ -54,5 +52,4 @@ def operator_errors() -> Iterator[None]:
 
 
 def _fail(message: str, code: ExitCode) -> NoReturn:
-    err_console.print(f"[bold red]error:[/] {message}", markup=True, highlight=False)
-    raise typer.Exit(int(code))
+    fail(message, int(code))

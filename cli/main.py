@@ -19,7 +19,7 @@ from cli.crypto_keys import init as keys_init
 from cli.crypto_keys import retire_kek, rotate_kek
 from cli.demo import demo
 from cli.forget import forget
-from cli.output import err_console
+from cli.output import err_console, print_error
 from cli.produce import produce
 from cli.query import query
 from cli.replay import replay
@@ -72,10 +72,10 @@ def main() -> None:
     except ValidationError as exc:  # an ATTEST_* variable with a value Settings refuses
         first = exc.errors()[0]
         name = "ATTEST_" + "_".join(str(p) for p in first["loc"]).upper()
-        err_console.print(f"[bold red]error:[/] {name}: {first['msg']}")
+        print_error(f"{name}: {first['msg']}")
         sys.exit(2)
     except AttestError as exc:  # the one root: any deliberate error is one sentence
-        err_console.print(f"[bold red]error:[/] {exc}")
+        print_error(str(exc))
         sys.exit(int(exit_code_of(exc)))
     except KeyboardInterrupt:
         err_console.print("interrupted")
@@ -86,9 +86,9 @@ def main() -> None:
         # Not get_settings(): the settings themselves may be what failed.
         if os.environ.get("ATTEST_LOG_LEVEL") == "debug":
             raise
-        err_console.print(
-            f"[bold red]unexpected error:[/] {type(exc).__name__}: {exc} "
-            "(set ATTEST_LOG_LEVEL=debug for the traceback)"
+        print_error(
+            f"{type(exc).__name__}: {exc} (set ATTEST_LOG_LEVEL=debug for the traceback)",
+            label="unexpected error",
         )
         sys.exit(1)
 

@@ -12,11 +12,16 @@ console = Console(highlight=False)
 err_console = Console(stderr=True, highlight=False)
 
 
-def fail(message: str, code: int = 1) -> NoReturn:
-    """Print one plain sentence to stderr and exit non-zero.
+def print_error(message: str, label: str = "error") -> None:
+    """Print one sentence to stderr, literally and on one line.
 
-    The sentence is printed literally (a path or value holding ``[...]`` is not Rich markup)
-    and on one line whatever the terminal width, so scripts and logs can match it.
+    Literally: a path or value holding ``[...]`` is not Rich markup. On one line whatever the
+    terminal width, so scripts and logs can match it.
     """
-    err_console.print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True)
+    err_console.print(f"[bold red]{label}:[/] {escape(message)}", soft_wrap=True)
+
+
+def fail(message: str, code: int = 1) -> NoReturn:
+    """Print one plain sentence to stderr and exit non-zero."""
+    print_error(message)
     raise typer.Exit(code)
