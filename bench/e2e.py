@@ -19,6 +19,7 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -59,7 +60,28 @@ class BacklogResult:
     rss_end_mib: float
     batch_size: int
     partitions: int
+    workers: int = 1
     cpu_count: int = field(default_factory=lambda: os.cpu_count() or 1)
+    enrichment: EnrichmentResult | None = None
+
+
+@dataclass
+class EnrichmentResult:
+    """The enrichment stage draining the classifications of a stored backlog, cache off.
+
+    Compared with the model's own limit measured in the same run (``offline_pass``: a
+    plain loop over full batches, no pool, no Kafka, no database), so the ratio says what
+    the stage around the model costs. The cache is off in both, so model work is compared
+    with model work: the scenario's repeated names would otherwise let the stage beat the
+    model's limit and say nothing.
+    """
+
+    classified: int
+    seconds: float
+    per_s: float
+    offline_limit_per_s: float
+    ratio: float
+    max_batch: int
 
 
 def bench_settings(settings: Settings, tag: str) -> Settings:
@@ -78,6 +100,18 @@ def worker_env(settings: Settings) -> dict[str, str]:
     env["ATTEST_WORKER_WEB_PORT"] = str(choose_port(0))
     env["ATTEST_ENRICHMENT_WEB_PORT"] = str(choose_port(0))
     return env
+
+
+def _rss_mib(processes: list[subprocess.Popen[bytes]]) -> float:
+    """Resident memory of the workers and every stage process under them."""
+    total = 0
+    for proc in processes:
+        try:
+            root = psutil.Process(proc.pid)
+            total += sum(p.memory_info().rss for p in [root, *root.children(True)])
+        except psutil.NoSuchProcess:
+            continue
+    return total / 2**20
 
 
 def start_worker(settings: Settings, role: str, log_path: Path) -> subprocess.Popen[bytes]:
@@ -126,8 +160,65 @@ def min_backlog(settings: Settings) -> int:
     return 2 * settings.batch_size + 1
 
 
+def _classified_window(url: str, source: str) -> tuple[int, float]:
+    """(events of ``source`` classified, seconds from the first result to the last)."""
+    with engine_for(url).connect() as conn:
+        n, first, last = conn.execute(text(
+            "SELECT count(*), min(i.created_at), max(i.created_at) FROM inferences i "
+            "JOIN events e ON e.event_id = i.event_id WHERE e.source = :s"
+        ), {"s": source}).one()
+    return int(n), (last - first).total_seconds() if n else 0.0
+
+
+def offline_limit(settings: Settings, texts: int = 1024) -> float:
+    """The model's own batched limit on this machine now (texts/s, best of two passes)."""
+    from bench.inference import _in_worker_thread, offline_pass, scenario_texts
+    from inference.encoder import Encoder
+
+    encoder = _in_worker_thread(lambda: Encoder(
+        settings.model_dir, settings.inference_device, settings.inference_precision,
+        settings.inference_threads))
+    sample = scenario_texts(texts)
+    return max(_in_worker_thread(offline_pass, encoder, sample, settings.inference_max_batch)[0]
+               for _ in range(2))
+
+
+def run_enrichment(run: Settings, source: str, stored: int, tag: str, timeout_s: float,
+                   say: Callable[[str], object] = print) -> EnrichmentResult:
+    """Start an enrichment worker on the stored backlog and time its results (db clock)."""
+    classify = run.model_copy(update={"inference_cache_size": 0})
+    log_path = Path(run.state_dir) / f"bench-e2e-{tag}-enrichment.log"
+    say(f"starting an enrichment worker, cache off (log {log_path}) ...")
+    proc = start_worker(classify, "enrichment", log_path)
+    try:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if _classified_window(run.database_url, source)[0] >= stored:
+                break
+            if proc.poll() is not None:
+                raise RuntimeError(f"the enrichment worker exited; see {log_path}")
+            time.sleep(1.0)
+        classified, seconds = _classified_window(run.database_url, source)
+    finally:
+        terminate_tree(proc.pid, timeout_s=15)
+    say("measuring the model's offline limit in the same run ...")
+    limit = offline_limit(run)
+    rate = classified / seconds if seconds else 0.0
+    return EnrichmentResult(
+        classified=classified, seconds=round(seconds, 3), per_s=round(rate, 1),
+        offline_limit_per_s=round(limit, 1), ratio=round(rate / limit, 3) if limit else 0.0,
+        max_batch=run.inference_max_batch)
+
+
 def run_backlog(settings: Settings, events: int, timeout_s: float,
-                say: callable = print) -> BacklogResult:  # type: ignore[valid-type]
+                say: Callable[[str], object] = print, *, workers: int = 1,
+                enrichment: bool = False) -> BacklogResult:
+    """Produce ``events``, then drain them with ``workers`` intake workers in one group.
+
+    The first worker also runs the audit stage; the others run intake alone, as a second
+    machine would. With ``enrichment`` an enrichment worker then classifies the stored
+    backlog (see ``run_enrichment``).
+    """
     tag = uuid.uuid4().hex[:6]
     run = bench_settings(settings, tag)
     if events < min_backlog(run):
@@ -135,25 +226,29 @@ def run_backlog(settings: Settings, events: int, timeout_s: float,
         # batches has no measurable first-to-last window (CI saw 300 events in 0.0 s).
         raise ValueError(f"a backlog of {events:,} fits in too few batches of {run.batch_size} "
                          f"to time; use --events {min_backlog(run):,} or more")
+    if not 1 <= workers <= run.partitions:
+        raise ValueError(f"{workers} intake workers cannot share {run.partitions} partitions; "
+                         f"use 1 to {run.partitions} (ATTEST_PARTITIONS sets the partitions)")
     source = f"bench-{tag}"
     ensure_topics(run)
     say(f"producing {events:,} signed events to {TRANSACTIONS.name(run)} ...")
     produce(run, source, events)
     log_path = Path(settings.state_dir) / f"bench-e2e-{tag}.log"
-    say(f"starting one intake worker (log {log_path}) and draining ...")
-    proc = start_worker(run, "intake,audit", log_path)
+    say(f"starting {workers} intake worker{'s' if workers > 1 else ''} (log {log_path}) "
+        "and draining ...")
+    procs = [start_worker(run, "intake,audit" if i == 0 else "intake", log_path)
+             for i in range(workers)]
     rss: list[float] = []
     try:
         deadline = time.monotonic() + timeout_s
         stored = 0
         while time.monotonic() < deadline:
             stored, _ = _stored_window(run.database_url, source)
-            with_children = [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(True)]
-            rss.append(sum(p.memory_info().rss for p in with_children) / 2**20)
+            rss.append(_rss_mib(procs))
             if stored >= events:
                 break
-            if proc.poll() is not None:
-                raise RuntimeError(f"the worker exited; see {log_path}")
+            if any(p.poll() is not None for p in procs):
+                raise RuntimeError(f"a worker exited; see {log_path}")
             time.sleep(0.5)
         stored, seconds = _stored_window(run.database_url, source)
         expected_audit = 2 * stored
@@ -164,7 +259,10 @@ def run_backlog(settings: Settings, events: int, timeout_s: float,
                 break
             time.sleep(0.5)
     finally:
-        terminate_tree(proc.pid, timeout_s=15)
+        for proc in procs:
+            terminate_tree(proc.pid, timeout_s=15)
+    enriched = (run_enrichment(run, source, stored, tag, timeout_s, say)
+                if enrichment and stored else None)
     say("measuring bench verify's full path in the same run ...")
     verify_full, _ = measure_verify("Ed25519", 5000, 3)
     rate = stored / seconds if seconds else 0.0
@@ -175,7 +273,8 @@ def run_backlog(settings: Settings, events: int, timeout_s: float,
         verify_full_per_s=round(verify_full, 1),
         ratio_to_verify=round(rate / verify_full, 3) if verify_full else 0.0,
         rss_start_mib=round(rss[0] if rss else 0.0, 1), rss_end_mib=round(rss[-1] if rss else 0.0, 1),
-        batch_size=run.batch_size, partitions=run.partitions,
+        batch_size=run.batch_size, partitions=run.partitions, workers=workers,
+        enrichment=enriched,
     )
 
 
@@ -251,7 +350,7 @@ def _pct(values: list[float], q: float) -> float:
 
 
 def run_load(settings: Settings, clients: int, rate: float, seconds: float,
-             say: callable = print) -> LoadResult:  # type: ignore[valid-type]
+             say: Callable[[str], object] = print) -> LoadResult:
     tag = uuid.uuid4().hex[:6]
     run = bench_settings(settings, tag)
     ensure_topics(run)
@@ -324,20 +423,41 @@ def write_chart(results: list[LoadResult], path: Path) -> Path:
     return path
 
 
-def markdown_table(backlog: BacklogResult | None, load: list[LoadResult]) -> str:
-    """The tables docs/performance.md carries, generated from a run's own results."""
+def markdown_table(backlogs: list[BacklogResult], load: list[LoadResult]) -> str:
+    """The tables docs/performance.md carries, generated from a run's own results.
+
+    One column per backlog run (1, 2, ... intake workers), so what a second worker adds is
+    read across a row.
+    """
     lines = []
-    if backlog is not None:
+    if backlogs:
+        def row(name: str, cell: Callable[[BacklogResult], str]) -> str:
+            return f"| {name} | " + " | ".join(cell(b) for b in backlogs) + " |"
+
         lines += [
-            "| measure | value |", "| --- | --- |",
-            f"| backlog drained (events) | {backlog.stored:,} of {backlog.events:,} |",
-            f"| stored events/s (db clock) | {backlog.events_per_s:,.0f} |",
-            f"| audit records/s | {backlog.audit_per_s:,.0f} |",
-            f"| bench verify full path, same run (events/s, one core) | {backlog.verify_full_per_s:,.0f} |",
-            f"| e2e / verify | {backlog.ratio_to_verify:.2f} |",
-            f"| worker RSS start -> end (MiB) | {backlog.rss_start_mib:.0f} -> {backlog.rss_end_mib:.0f} |",
-            "",
+            "| measure | " + " | ".join(
+                f"{b.workers} intake worker{'s' if b.workers > 1 else ''}" for b in backlogs) + " |",
+            "| --- |" + " --- |" * len(backlogs),
+            row("backlog drained (events)", lambda b: f"{b.stored:,} of {b.events:,}"),
+            row("stored events/s (db clock)", lambda b: f"{b.events_per_s:,.0f}"),
+            row("audit records/s", lambda b: f"{b.audit_per_s:,.0f}"),
+            row("bench verify full path, same run (events/s, one core)",
+                lambda b: f"{b.verify_full_per_s:,.0f}"),
+            row("e2e / verify", lambda b: f"{b.ratio_to_verify:.2f}"),
+            row("worker RSS start -> end (MiB)",
+                lambda b: f"{b.rss_start_mib:.0f} -> {b.rss_end_mib:.0f}"),
         ]
+        enriched = [b.enrichment for b in backlogs if b.enrichment]
+        for e in enriched:
+            lines += [
+                f"| enrichment: events classified/s (cache off, batches of {e.max_batch}) "
+                f"| {e.per_s:,.0f} ({e.classified:,} in {e.seconds:.1f} s) |"
+                + " |" * (len(backlogs) - 1),
+                f"| model offline limit, same run (texts/s) | {e.offline_limit_per_s:,.0f} |"
+                + " |" * (len(backlogs) - 1),
+                f"| enrichment / offline limit | {e.ratio:.0%} |" + " |" * (len(backlogs) - 1),
+            ]
+        lines.append("")
     if load:
         lines += ["| clients | offered/s | achieved/s | stored p50 / p95 / p99 / max ms | "
                   "audit p50 / p99 ms | reference ops/s (avg / p99 ms) |",

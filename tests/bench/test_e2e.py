@@ -23,7 +23,7 @@ def test_backlog_and_load_runs_store_everything_they_send_and_report_it(
     load = run_load(stack_settings, clients=2, rate=40, seconds=5, say=lambda _: None)
     assert load.stored == load.sent > 100
     assert 0 < load.stored_p50_ms <= load.stored_p99_ms <= load.stored_max_ms
-    table = markdown_table(backlog, [load])
+    table = markdown_table([backlog], [load])
     assert "| 2 | 40 |" in table and f"{backlog.stored:,} of {events:,}" in table
     chart = write_chart([load], tmp_path / "chart.png")
     assert chart.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -34,3 +34,25 @@ def test_a_backlog_too_small_to_time_is_refused_with_the_smallest_that_works(
 ) -> None:
     with pytest.raises(ValueError, match=f"--events {min_backlog(stack_settings):,}"):
         run_backlog(stack_settings, 300, timeout_s=10, say=lambda _: None)
+
+
+def test_two_intake_workers_share_a_backlog_and_enrichment_classifies_all_of_it(
+    stack_settings: Settings,
+) -> None:
+    events = min_backlog(stack_settings)
+    backlog = run_backlog(stack_settings, events, timeout_s=300, say=lambda _: None,
+                          workers=2, enrichment=True)
+    assert backlog.workers == 2 and backlog.stored == events
+    enriched = backlog.enrichment
+    assert enriched is not None and enriched.classified == events
+    assert enriched.per_s > 0 and enriched.offline_limit_per_s > 0
+    assert enriched.ratio == round(enriched.per_s / enriched.offline_limit_per_s, 3)
+    table = markdown_table([backlog], [])
+    assert "| measure | 2 intake workers |" in table
+    assert f"({events:,} in " in table and "enrichment / offline limit" in table
+
+
+def test_more_workers_than_partitions_are_refused(stack_settings: Settings) -> None:
+    with pytest.raises(ValueError, match="cannot share 2 partitions"):
+        run_backlog(stack_settings, min_backlog(stack_settings), timeout_s=10,
+                    say=lambda _: None, workers=3)
