@@ -210,11 +210,16 @@ def build_app(settings: Settings, role: str = "intake") -> faust.App:
         if pending:
             await asyncio.gather(*pending)
 
+    # A log that starts again under the stage (a broker that forgot its topics) is read again;
+    # the guard remembers each partition's last message to recognise a new log.
+    guard = LogResetGuard(app, LogProbe(settings))
+
     def attach(spec: TopicSpec, handler: BatchHandler, concurrency: int = 1) -> None:
         async def agent(stream: faust.StreamT) -> None:
             async for events in stream.take_events(settings.batch_size, settings.batch_within_s):
                 try:
                     batch = [_incoming(e, trust_create_time) for e in events]
+                    guard.saw(batch)
                     output = await handler(batch)
                     await until_published(partial(publish, output), settings.db_retry_max_s,
                                           f"the {spec.suffix} batch's dead letters and audit records")
@@ -240,9 +245,7 @@ def build_app(settings: Settings, role: str = "intake") -> faust.App:
         _attach_intake(app, settings, actor, attach)
     # GET /health (and, on intake, a lag reading every 15 s); agents report each batch.
     tracker = install(app, settings, role, models)
-    # A log that starts again under the stage (a broker that forgot its topics) is read again.
-    app.timer(LOG_RESET_CHECK_S, name=f"attest.{role}.log_reset")(
-        LogResetGuard(app, LogProbe(settings)).check)
+    app.timer(LOG_RESET_CHECK_S, name=f"attest.{role}.log_reset")(guard.check)
 
     @app.page("/metrics")
     async def metrics(web: Any, request: Any) -> Any:

@@ -14,7 +14,9 @@ operations/broker_reads.py).
 from __future__ import annotations
 
 import hashlib
+import time
 import uuid
+from collections.abc import Iterator
 from datetime import UTC, datetime
 
 from confluent_kafka import (
@@ -23,6 +25,7 @@ from confluent_kafka import (
     Consumer,
     KafkaError,
     KafkaException,
+    Message,
     TopicPartition,
 )
 
@@ -48,6 +51,21 @@ class LogProbe:
             "fetch.wait.max.ms": 100,
             "enable.partition.eof": True,
         })
+
+    def _batches(self, wait_s: float) -> Iterator[list[Message]]:
+        """Batches of the assigned partition as they arrive, until ``wait_s`` passes with none.
+
+        In short slices because ``consume(n, timeout)`` returns only once it holds ``n``
+        messages or the timeout has passed: one call with the full timeout made every probe
+        of a partition with fewer than ``n`` messages left take the whole 5 s, end-of-partition
+        marker or not (a broker restart's checks took 20 s for four partitions).
+        """
+        quiet_until = time.monotonic() + wait_s
+        while time.monotonic() < quiet_until:
+            batch = self._consumer.consume(500, 0.05)
+            if batch:
+                yield batch
+                quiet_until = time.monotonic() + wait_s
 
     def holds(self, topic: str, partition: int, offset: int, sha256: bytes) -> bool | None:
         """Whether ``topic/partition@offset`` holds bytes whose SHA-256 is ``sha256``.
@@ -82,10 +100,7 @@ class LogProbe:
         self._consumer.assign([TopicPartition(topic, partition, start)])
         last: int | None = None
         try:
-            while True:
-                batch = self._consumer.consume(500, self._timeout_s if last is None else 0.5)
-                if not batch:
-                    return last
+            for batch in self._batches(self._timeout_s):
                 for message in batch:
                     error = message.error()
                     if error is not None:
@@ -105,6 +120,7 @@ class LogProbe:
                     if message.offset() > offset:
                         return False  # compacted or the log moved on without it
                     last = message.offset()
+            return last
         except KafkaException:
             return None
         finally:
@@ -125,10 +141,7 @@ class LogProbe:
         last = high - 1
         self._consumer.assign([TopicPartition(topic, partition, last)])
         try:
-            while True:
-                batch = self._consumer.consume(500, self._timeout_s)
-                if not batch:
-                    return None  # no end-of-partition marker in time: no answer
+            for batch in self._batches(self._timeout_s):
                 for message in batch:
                     error = message.error()
                     if error is None:
@@ -137,6 +150,7 @@ class LogProbe:
                         return low, last + 1
                     else:
                         return None
+            return None  # no end-of-partition marker in time: no answer
         except KafkaException:
             return None
         finally:

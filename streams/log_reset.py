@@ -9,10 +9,15 @@ into the new group; so the stage skips the new log's first messages, or waits un
 log grows past the old position (the enrichment stall of docs/reliability.md).
 
 A healthy consumer has never read at or past the end of its log, and nothing it committed
-lies past that end: either one means the log restarted. The stage then forgets what it held
-for the partition and reads it again from the first offset the broker holds. Reading again
-is safe because every effect is idempotent (docs/reliability.md): intake recognises its own
-earlier deliveries, the audit sink stores an ``audit_id`` once, inferences are stored once.
+lies past that end: either one means the log restarted. Neither catches a new log that has
+already grown past the old position when the check runs (producers resend at once after a
+restart; the fault suite's enrichment stage missed one that way), so the guard also
+remembers the last message it saw of each partition (its offset and SHA-256) and asks the
+broker whether that position still holds those bytes: other bytes there mean a new log.
+The stage then forgets what it held for the partition and reads it again from the first
+offset the broker holds. Reading again is safe because every effect is idempotent
+(docs/reliability.md): intake recognises its own earlier deliveries, the audit sink stores
+an ``audit_id`` once, inferences are stored once.
 
 Why by hand, and on Faust's private state: neither Faust nor aiokafka notices a log that
 restarts below the consumer (aiokafka resets a position only on OFFSET_OUT_OF_RANGE, which the
@@ -22,8 +27,12 @@ embedded broker does not send), and Faust exposes no call to forget a partition'
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
+from collections.abc import Iterable
 from typing import Any, Protocol
+
+from agents.messages import IncomingMessage
 
 log = logging.getLogger("attest.worker")
 
@@ -33,6 +42,8 @@ _HELD_STATE = ("_read_offset", "_committed_offset", "_acked", "_acked_index", "_
 
 class Spans(Protocol):
     def span(self, topic: str, partition: int) -> tuple[int, int] | None: ...
+
+    def holds(self, topic: str, partition: int, offset: int, sha256: bytes) -> bool | None: ...
 
 
 def log_restarted(last_read: int | None, committed: int | None, end: int) -> bool:
@@ -50,6 +61,24 @@ class LogResetGuard:
     def __init__(self, app: Any, spans: Spans) -> None:
         self._app = app
         self._spans = spans
+        #: (topic, partition) -> (offset, SHA-256 of the value) of the last message seen.
+        self._last_seen: dict[tuple[str, int], tuple[int, bytes]] = {}
+
+    def saw(self, messages: Iterable[IncomingMessage]) -> None:
+        """Remember each partition's last message of a batch (one hash per partition)."""
+        last: dict[tuple[str, int], IncomingMessage] = {}
+        for message in messages:
+            last[(message.topic, message.partition)] = message
+        for where, message in last.items():
+            self._last_seen[where] = (message.offset, hashlib.sha256(message.value).digest())
+
+    async def _replaced(self, topic: str, partition: int, low: int) -> bool:
+        """Whether the last message seen of the partition is no longer what the log holds."""
+        seen = self._last_seen.get((topic, partition))
+        if seen is None or seen[0] < low:
+            return False  # nothing seen, or removed by retention: not a restart
+        held = await asyncio.to_thread(self._spans.holds, topic, partition, *seen)
+        return held is False
 
     async def check(self) -> list[tuple[str, int]]:
         """Rewind what needs it; return the (topic, partition) rewound."""
@@ -66,13 +95,23 @@ class LogResetGuard:
             if last_read is None and committed is None:
                 continue
             span = await asyncio.to_thread(self._spans.span, tp.topic, tp.partition)
-            if span is None or not log_restarted(last_read, committed, span[1]):
+            if span is None:
                 continue
             low, end = span
-            log.warning("%s/%d: this stage had read to offset %s (committed %s) but the log ends "
-                        "at %d: it started again (a broker that lost its topics, or a topic "
-                        "recreated); reading it again from offset %d", tp.topic, tp.partition,
-                        last_read, committed, end, low)
+            if log_restarted(last_read, committed, end):
+                log.warning("%s/%d: this stage had read to offset %s (committed %s) but the log "
+                            "ends at %d: it started again (a broker that lost its topics, or a "
+                            "topic recreated); reading it again from offset %d", tp.topic,
+                            tp.partition, last_read, committed, end, low)
+            elif await self._replaced(tp.topic, tp.partition, low):
+                log.warning("%s/%d: offset %d no longer holds the message this stage read there: "
+                            "the log started again (a broker that lost its topics, or a topic "
+                            "recreated) and has grown past the old position; reading it again "
+                            "from offset %d", tp.topic, tp.partition,
+                            self._last_seen[(tp.topic, tp.partition)][0], low)
+            else:
+                continue
+            self._last_seen.pop((tp.topic, tp.partition), None)
             for name in _HELD_STATE:
                 held = getattr(consumer, name, None)
                 if held is not None:
