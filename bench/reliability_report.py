@@ -72,6 +72,18 @@ def fault_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines + ["", *notes])
 
 
+def stage_growth(result: dict[str, Any]) -> str:
+    """Each stage's RSS at minute 2 and at the end, with its growth."""
+    stages = result.get("stage_rss_mb") or {}
+    first, last = stages.get("minute_2", {}), stages.get("end", {})
+    parts = []
+    for role in sorted(set(first) & set(last)):
+        a, b = first[role], last[role]
+        parts.append(f"{role} {a:.0f} -> {b:.0f} ({100 * (b - a) / a:+.1f}%)" if a else role)
+    return "; ".join(parts) or "n/a"
+
+
+
 def soak_table(path: Path) -> str:
     try:
         soak = json.loads(path.read_text())
@@ -82,7 +94,9 @@ def soak_table(path: Path) -> str:
         "| soak | value |",
         "| --- | --- |",
         f"| run at (UTC) | {soak['at'][:16]} |",
-        f"| duration, target rate | {soak['duration_s']:.0f} s at {soak['rate']:.0f} msgs/s |",
+        f"| duration, target rate | {soak['duration_s']:.0f} s at {soak['rate']:.0f} msgs/s"
+        + (f" (sent at {soak['achieved_rate']:.0f} msgs/s)" if "achieved_rate" in soak else "")
+        + " |",
         f"| sent (finance / government / hostile) | {soak['sent']} "
         f"({soak['mix']['finance']} / {soak['mix']['government']} / {soak['mix']['hostile']}) |",
         f"| stored / dead-lettered | {soak['stored']}/{soak['expected_stored']} / "
@@ -91,6 +105,8 @@ def soak_table(path: Path) -> str:
         f"| raw dead-letter copies | {soak['raw_dead_letter_duplicates']} |",
         f"| worker RSS start / minute 2 / end | {rss['start']:.0f} / {rss['minute_2']:.0f} / "
         f"{rss['end']:.0f} MB (growth after minute 2: {soak['rss_growth_pct']:+.1f}%) |",
+        *([f"| RSS by stage, minute 2 -> end (MB) | {stage_growth(soak)} |"]
+          if soak.get("stage_rss_mb") else []),
         f"| lag at end of sending / drained after | {soak['lag_at_end']} / "
         f"{_seconds(soak['drain_s'])} |",
         f"| errors in the worker log | {soak['log_errors']} |",

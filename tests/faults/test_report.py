@@ -42,3 +42,18 @@ def test_update_replaces_only_the_generated_block(tmp_path: Path) -> None:
     bare.write_text("no markers")
     with pytest.raises(SystemExit):
         update(bare, "x")
+
+
+def test_the_soak_row_shows_the_rate_sent_and_each_stages_growth(tmp_path: Path) -> None:
+    soak = {"at": "2026-12-02T03:45:00+00:00", "duration_s": 600, "rate": 198, "achieved_rate": 85.2,
+            "sent": 100, "mix": {"finance": 70, "government": 20, "hostile": 10},
+            "expected_stored": 90, "stored": 90, "expected_rejected": 10, "dead_lettered": 10,
+            "lost": 0, "duplicated": 0, "raw_dead_letter_duplicates": 0,
+            "rss_mb": {"start": 900, "minute_2": 1000, "end": 1100}, "rss_growth_pct": 10.0,
+            "stage_rss_mb": {"minute_2": {"intake": 200, "reconciliation": 800},
+                             "end": {"intake": 210, "reconciliation": 890}},
+            "lag_at_end": 3, "drain_s": 0.5, "log_errors": 0, "audit_verify": "intact"}
+    (tmp_path / "soak.json").write_text(json.dumps(soak))
+    table = render(tmp_path)
+    assert "| 600 s at 198 msgs/s (sent at 85 msgs/s) |" in table
+    assert "intake 200 -> 210 (+5.0%); reconciliation 800 -> 890 (+11.2%)" in table
