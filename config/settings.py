@@ -84,6 +84,12 @@ class Settings(BaseSettings):
         description="Batches each intake agent works on at once; above 1, batches of one "
                     "partition may commit out of order.",
     )
+    enrichment_concurrency: int = Field(
+        2, ge=1, le=8,
+        description="Batches each enrichment agent works on at once: the model classifies one "
+                    "while another is found in the database, sealed and stored (order does not "
+                    "matter to enrichment; every result is idempotent).",
+    )
     batch_within_s: float = Field(
         0.02, gt=0,
         description="Longest wait to fill a batch before processing what arrived (the floor of "

@@ -289,7 +289,8 @@ def _attach_intake(
 
 
 def _attach_enrichment(
-    app: faust.App, settings: Settings, actor: str, attach: Callable[[TopicSpec, BatchHandler], None]
+    app: faust.App, settings: Settings, actor: str,
+    attach: Callable[..., None],
 ) -> ModelService:
     """The model pool, classifying what intake stored; on its own consumer group."""
     models = ModelService(settings)
@@ -304,7 +305,8 @@ def _attach_enrichment(
 
     for spec in INTAKE_TOPICS:
         if spec.accepted_types & INFERRED_TYPES:
-            attach(spec, enrichment_stage)
+            # Above 1, the model is not idle while a batch is looked up, sealed and stored.
+            attach(spec, enrichment_stage, concurrency=settings.enrichment_concurrency)
     return models
 
 
