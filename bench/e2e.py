@@ -121,22 +121,23 @@ def start_worker(settings: Settings, role: str, log_path: Path) -> subprocess.Po
                                 start_new_session=True)
 
 
-def _stored_window(url: str, source: str) -> tuple[int, float]:
-    """(rows stored for ``source``, seconds from the first to the last, database clock)."""
+def _window(url: str, query: str, params: dict[str, str]) -> tuple[int, float]:
+    """(rows, seconds from the first to the last) of a ``count, min, max`` query, db clock."""
     with engine_for(url).connect() as conn:
-        n, first, last = conn.execute(text(
-            "SELECT count(*), min(stored_at), max(stored_at) FROM events WHERE source = :s"
-        ), {"s": source}).one()
+        n, first, last = conn.execute(text(query), params).one()
     return int(n), (last - first).total_seconds() if n else 0.0
+
+
+def _stored_window(url: str, source: str) -> tuple[int, float]:
+    """Events stored for ``source``."""
+    return _window(url, "SELECT count(*), min(stored_at), max(stored_at) FROM events "
+                        "WHERE source = :s", {"s": source})
 
 
 def _audit_window(url: str, topic: str) -> tuple[int, float]:
-    with engine_for(url).connect() as conn:
-        n, first, last = conn.execute(text(
-            "SELECT count(*), min(recorded_at), max(recorded_at) FROM audit_log "
-            "WHERE source_topic = :t"
-        ), {"t": topic}).one()
-    return int(n), (last - first).total_seconds() if n else 0.0
+    """Audit records of messages read from ``topic``."""
+    return _window(url, "SELECT count(*), min(recorded_at), max(recorded_at) FROM audit_log "
+                        "WHERE source_topic = :t", {"t": topic})
 
 
 def produce(settings: Settings, source: str, count: int, chunk: int = 5000) -> None:
@@ -161,13 +162,10 @@ def min_backlog(settings: Settings) -> int:
 
 
 def _classified_window(url: str, source: str) -> tuple[int, float]:
-    """(events of ``source`` classified, seconds from the first result to the last)."""
-    with engine_for(url).connect() as conn:
-        n, first, last = conn.execute(text(
-            "SELECT count(*), min(i.created_at), max(i.created_at) FROM inferences i "
-            "JOIN events e ON e.event_id = i.event_id WHERE e.source = :s"
-        ), {"s": source}).one()
-    return int(n), (last - first).total_seconds() if n else 0.0
+    """Events of ``source`` classified."""
+    return _window(url, "SELECT count(*), min(i.created_at), max(i.created_at) FROM inferences i "
+                        "JOIN events e ON e.event_id = i.event_id WHERE e.source = :s",
+                   {"s": source})
 
 
 def offline_limit(settings: Settings, texts: int = 1024) -> float:
