@@ -85,6 +85,12 @@ def verify(
         help="A public JWK trusted to sign checkpoints, for this run only; repeatable. "
              "Default: ATTEST_AUDIT_PUBLIC_KEY, else the key pinned by `attest audit pin`.",
     ),
+    publish_wait: float = typer.Option(
+        10.0, "--publish-wait", min=0, metavar="SECONDS",
+        help="When the database holds checkpoints and the audit topic none, re-read the topic "
+             "for up to this long before saying NOT VERIFIED: the worker stores a checkpoint "
+             "a moment before it publishes it.",
+    ),
 ) -> None:
     """Recompute the hash chain and check it against every signed checkpoint and the topic's.
 
@@ -100,7 +106,7 @@ def verify(
     writer's private key file (docs/audit.md).
     """
     try:
-        report = verify_log(get_settings(), key)
+        report = verify_log(get_settings(), key, publish_wait_s=publish_wait)
     except AuditCheckError as exc:
         fail(str(exc), int(exc.exit_code))
     for line in report.lines:

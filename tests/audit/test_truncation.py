@@ -4,6 +4,7 @@ never a pass. Each test has its own database, state folder and audit topic."""
 
 from __future__ import annotations
 
+import threading
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -102,9 +103,31 @@ def test_unreachable_broker_is_not_a_pass(settings: Settings) -> None:
 def test_topic_without_checkpoints_is_not_a_pass(settings: Settings) -> None:
     """Another (empty) audit topic: the database has checkpoints the witness cannot confirm."""
     elsewhere = own_settings(settings, settings.database_url, settings.state_dir)
-    result = cli(elsewhere, "verify")
+    result = cli(elsewhere, "verify", "--publish-wait", "1")
     assert result.exit_code == 3, result.output
     assert result.stdout.startswith("NOT VERIFIED: ") and "holds no checkpoint" in result.stdout
+
+
+def test_a_checkpoint_published_while_verify_waits_is_found(
+    stack_settings: Settings, chain_db: str, tmp_path: Path
+) -> None:
+    """The sink stores a checkpoint, then publishes it: verify run in between must wait for
+    the topic instead of saying NOT VERIFIED (a fault-suite run caught exactly that)."""
+    settings = own_settings(stack_settings, chain_db, tmp_path / "state")
+    signer = build_chain(settings)
+    assert cli(settings, "pin", "--key", str(public_key_file(signer, tmp_path / "pub.jwk"))).exit_code == 0
+    late = own_settings(settings, settings.database_url, settings.state_dir)  # an empty topic
+    seq, head = chain_head(settings.database_url)
+    newest = Checkpoint(seq, head, signer.sign(checkpoint_body(seq, head)), signer.name,
+                        datetime.now(UTC))
+    publisher = threading.Timer(2.0, publish_audit, (late, [checkpoint_record(newest, "worker:late")]))
+    publisher.start()
+    try:
+        result = cli(late, "verify", "--publish-wait", "30")
+    finally:
+        publisher.join()
+    assert result.exit_code == 0, result.output
+    assert f"(the audit topic's newest checkpoint, seq={seq}, matches the log)" in result.stdout
 
 
 def test_tail_shows_the_published_checkpoints(settings: Settings) -> None:
