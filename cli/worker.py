@@ -56,7 +56,10 @@ def worker(
 
     from faust.worker import Worker
 
+    from inference.allocator import release_large_blocks_eagerly
     from streams.app import build_app
+
+    release_large_blocks_eagerly()  # every stage: freed batches go back to the system
 
     app = build_app(settings, roles[0])
     Worker(app, loglevel=settings.log_level, quiet=True, redirect_stdouts=False).execute_from_commandline()

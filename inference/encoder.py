@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 
 import inference  # noqa: F401 - sets HF offline mode before transformers is imported
+from inference.allocator import release_large_blocks_eagerly
 from inference.errors import ModelLoadError
 from inference.vectors import l2_normalize, mean_pool
 
@@ -142,6 +143,7 @@ class Encoder:
         precision: str = "fp32",
         threads: int = 0,
     ) -> None:
+        release_large_blocks_eagerly()  # before the first tensor: see inference/allocator.py
         import torch
         from transformers import AutoModel, AutoTokenizer
         from transformers.utils import logging as hf_logging
