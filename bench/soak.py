@@ -24,7 +24,7 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +40,7 @@ from bench.reliability_report import stage_growth
 from config.settings import Settings
 from devstack import stack
 from devstack.processes import terminate_tree
-from scenarios.finance import transaction_payloads
+from scenarios.finance import LEDGER, STATEMENT, SWITCH, finance_scenario, transaction_payloads
 from scenarios.government import AGENCIES, document_payloads
 from schemas.catalog import DOCUMENT_V1, TRANSACTION_V1
 from security.keyfiles import SigningKey, generate_key
@@ -54,7 +54,16 @@ from streams.topics import DOCUMENTS, TRANSACTIONS
 
 console = Console()
 RESULTS = Path(".attest") / "reliability" / "soak.json"
-FINANCE_SOURCE = "core-ledger"
+FINANCE_SOURCE = LEDGER
+#: Seconds of soak per simulated day of value dates. Payments are the reconciliation mix
+#: (ledger, switch and statement, 20% messy), and their value dates move forward through
+#: 150 days over a 10-minute soak, so matching windows (10 days) close and records are
+#: matched, broken and forgotten during the run, as in production. With every value date
+#: "today", nothing closes for 10 days: the matcher's memory then grows for the whole soak by
+#: design (docs/reconciliation.md), and the soak could not tell that growth from a leak.
+SIM_DAY_S = 4.0
+#: How far in the past the simulated value dates start.
+SIM_START_DAYS = 150
 #: Shares of the mix: payments, agency documents, hostile messages.
 MIX = {"finance": 0.7, "government": 0.2, "hostile": 0.1}
 TICK_S = 0.5
@@ -69,6 +78,7 @@ class Mixer:
     settings: Settings
     seed: int
     finance: SigningKey = field(init=False)
+    payers: dict[str, SigningKey] = field(init=False)
     agencies: dict[str, SigningKey] = field(init=False)
     stranger: SigningKey = field(init=False)
     counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(MIX, 0))
@@ -77,10 +87,12 @@ class Mixer:
         self._rng = random.Random(self.seed)
         self._round = 0
         self._recent: list[Planned] = []
+        self._started = time.monotonic()
         url = self.settings.database_url
-        self.finance = generate_key(FINANCE_SOURCE)
+        self.payers = {source: generate_key(source) for source in (LEDGER, SWITCH, STATEMENT)}
+        self.finance = self.payers[FINANCE_SOURCE]
         self.agencies = {agency: generate_key(agency) for agency in AGENCIES}
-        for key in (self.finance, *self.agencies.values()):
+        for key in (*self.payers.values(), *self.agencies.values()):
             registry.add_key(url, key.kid, key.source, key.alg, key.public_jwk)
         self.stranger = generate_key(FINANCE_SOURCE)
 
@@ -90,24 +102,41 @@ class Mixer:
         kinds = self._rng.choices(list(MIX), weights=list(MIX.values()), k=size)
         n_fin, n_gov = kinds.count("finance"), kinds.count("government")
         n_bad = size - n_fin - n_gov
-        for kind in MIX:
-            self.counts[kind] += kinds.count(kind)
         seed = self.seed * 1_000_000 + self._round
         tx_topic, doc_topic = TRANSACTIONS.name(self.settings), DOCUMENTS.name(self.settings)
         out: list[Planned] = []
-        for p in transaction_payloads(n_fin + n_bad, FINANCE_SOURCE, seed=seed, now=now)[:n_fin]:
-            out.append(Planned(tx_topic, p["reference"].encode(),
-                               sign_payload(self.finance, p, TRANSACTION_V1), None, p["event_id"]))
+        # Its own seed: the generators draw the same first event_id from the same seed.
+        for p in self._payments(n_fin, seed + 250_000, now):
+            out.append(Planned(tx_topic, str(p.get("reference") or p["event_id"]).encode(),
+                               sign_payload(self.payers[p["source"]], p, TRANSACTION_V1), None,
+                               p["event_id"]))
         # Another seed: the generators draw the same first event_id from the same seed.
         for p in document_payloads(n_gov, seed=seed + 500_000, now=now) if n_gov else []:
             out.append(Planned(doc_topic, p["document_id"].encode(),
                                sign_payload(self.agencies[p["source"]], p, DOCUMENT_V1), None,
                                p["event_id"]))
-        spare = transaction_payloads(n_fin + n_bad, FINANCE_SOURCE, seed=seed, now=now)[n_fin:]
-        for i, p in enumerate(spare):
+        for i, p in enumerate(transaction_payloads(n_bad, FINANCE_SOURCE, seed=seed, now=now)):
             out.append(self._hostile(i, p, tx_topic))
         self._recent = [p for p in out if p.reason is None and p.topic == tx_topic][-50:] or self._recent
+        # Counted as sent: a payment is about three records, so the finance share is not n_fin.
+        self.counts["finance"] += sum(p.topic == tx_topic and p.reason is None for p in out)
+        self.counts["government"] += n_gov
+        self.counts["hostile"] += n_bad
         return out
+
+    def _payments(self, count: int, seed: int, now: datetime) -> list[dict[str, Any]]:
+        """About ``count`` payment records as ledger, switch and statement report them.
+
+        Value dates follow the simulated calendar (``SIM_DAY_S``); ``issued_at`` stays the real
+        time, which the intake's skew window checks.
+        """
+        if count <= 0:
+            return []
+        days = (time.monotonic() - self._started) / SIM_DAY_S - SIM_START_DAYS
+        run = finance_scenario(max(1, round(count / 3)), seed=seed, mess=0.2,
+                               now=now + timedelta(days=days), days=3)
+        stamp = now.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        return [{**p, "issued_at": stamp} for p in run.payloads]
 
     def _hostile(self, i: int, p: dict[str, Any], topic: str) -> Planned:
         key = p["reference"].encode()
@@ -151,11 +180,6 @@ def stage_rss_mb(proc: subprocess.Popen[bytes]) -> dict[str, float]:
         except (psutil.Error, IndexError):
             continue
     return sizes
-
-
-def worker_rss_mb(proc: subprocess.Popen[bytes]) -> float:
-    """Resident memory of the worker and all its stage processes, in MB."""
-    return sum(stage_rss_mb(proc).values())
 
 
 def decided(settings: Settings) -> int:
@@ -243,6 +267,8 @@ def run_soak(duration_s: float, rate: float, seed: int, state: Path) -> dict[str
             console.print(f"capacity ~{burst / took:.0f} msgs/s measured; soaking at {rate:.0f} msgs/s")
         stages: dict[str, dict[str, float]] = {"start": stage_rss_mb(worker)}
         rss = {"start": sum(stages["start"].values()), "minute_2": None, "end": None}
+        # Every 30 s, by stage: a plateau and a straight line can end at the same number.
+        series: list[dict[str, float]] = [{"t": 0.0, **stages["start"]}]
         started = time.monotonic()
         before_soak = len(run.sent)
         next_report, next_tick = started + 30, started
@@ -259,8 +285,10 @@ def run_soak(duration_s: float, rate: float, seed: int, state: Path) -> dict[str
                 rss["minute_2"] = sum(stages["minute_2"].values())
             if time.monotonic() >= next_report:
                 next_report += 30
+                now_rss = stage_rss_mb(worker)
+                series.append({"t": round(elapsed), **now_rss})
                 console.print(f"{elapsed:5.0f}s sent {len(run.sent)} decided {decided(settings)} "
-                              f"rss {worker_rss_mb(worker):.0f} MB errors {len(log_errors(log))}")
+                              f"rss {sum(now_rss.values()):.0f} MB errors {len(log_errors(log))}")
             next_tick += TICK_S
             time.sleep(max(0.0, next_tick - time.monotonic()))
         sent_in_soak = len(run.sent) - before_soak
@@ -286,6 +314,7 @@ def run_soak(duration_s: float, rate: float, seed: int, state: Path) -> dict[str
             "raw_dead_letter_duplicates": outcome.raw_letter_duplicates,
             "problems": outcome.problems(),
             "rss_mb": rss, "rss_growth_pct": round(growth, 1), "stage_rss_mb": stages,
+            "rss_series": series,
             "lag_at_end": lag, "drain_s": None if drain is None else round(drain, 1),
             "log_errors": len(errors), "first_errors": errors[:5],
             "audit_verify": (verdict.stdout.strip().splitlines() or ["(no output)"])[0]
