@@ -45,6 +45,11 @@ MAX_KEY_USES = 2**30
 DATA_KEY_MAX_AGE = timedelta(days=30)
 WRAPPING_KEY_MAX_AGE = timedelta(days=1)
 DATA_KEY_CACHE = 100_000
+#: A cached data key unused for this long is dropped from memory; the subject's next event
+#: gets a fresh one (one more key record). Keys then live in memory only while their subject
+#: is active, and the cache's size follows the subjects of the last minutes instead of
+#: creeping up to ``DATA_KEY_CACHE`` over hours (the soak, docs/reliability.md).
+DATA_KEY_IDLE = timedelta(minutes=5)
 #: How often a worker re-reads its keyring file to pick up a rotated tier key (the default of
 #: ``ATTEST_KEYRING_REFRESH_S``); a rotation also makes it re-read at its next batch.
 KEYRING_REFRESH = timedelta(seconds=30)
@@ -154,7 +159,7 @@ class _BatchState:
 class _InUse:
     """A key this process minted, with its record, use count and whether it is stored."""
 
-    __slots__ = ("key", "record", "uses", "minted_at", "stored", "wrapper")
+    __slots__ = ("key", "record", "uses", "minted_at", "used_at", "stored", "wrapper")
 
     def __init__(self, key: DataKey | WrappingKey, record: Any, minted_at: datetime,
                  wrapper: _InUse | None = None) -> None:
@@ -162,6 +167,7 @@ class _InUse:
         self.record = record
         self.uses = 0
         self.minted_at = minted_at
+        self.used_at = minted_at
         self.stored = False
         self.wrapper = wrapper  # a data key's wrapping key
 
@@ -195,6 +201,7 @@ class FieldProtector:
         data_key_max_age: timedelta = DATA_KEY_MAX_AGE,
         wrapping_key_max_age: timedelta = WRAPPING_KEY_MAX_AGE,
         cache_size: int = DATA_KEY_CACHE,
+        data_key_idle: timedelta = DATA_KEY_IDLE,
         reload: Callable[[], Keyring] | None = None,
         reload_every: timedelta = KEYRING_REFRESH,
     ) -> None:
@@ -212,6 +219,7 @@ class FieldProtector:
         self._data_key_max_age = data_key_max_age
         self._wrapping_key_max_age = wrapping_key_max_age
         self._cache_size = cache_size
+        self._data_key_idle = data_key_idle
         self._lock = threading.Lock()
         self._data_keys: OrderedDict[tuple[bytes, Tier], _InUse] = OrderedDict()
         self._wrapping_keys: dict[Tier, _InUse] = {}
@@ -248,6 +256,7 @@ class FieldProtector:
                 self._wrapping_keys.clear()
                 self._epoch = shredding_epoch
             self._maybe_reload(now, moved)
+            self._drop_idle(now)
             batch = _BatchState(now)
             sealed = [self._seal(e.typ, e.event_id, e.payload, batch) for e in events]
             used = list(batch.used)
@@ -344,6 +353,16 @@ class FieldProtector:
                            {n: payload[n] for n in plan.public if n in payload},
                            dict(zip(names, sealed, strict=True)), indexes)
 
+    def _drop_idle(self, now: datetime) -> None:
+        """Forget data keys unused for ``data_key_idle``: least recently used first, so this
+        stops at the first key still in use."""
+        keys = self._data_keys
+        while keys:
+            slot, entry = next(iter(keys.items()))
+            if now - entry.used_at < self._data_key_idle:
+                return
+            del keys[slot]
+
     def _fresh(self, entry: _InUse, max_age: timedelta, now: datetime) -> bool:
         return entry.uses < self._max_uses and now - entry.minted_at < max_age
 
@@ -362,6 +381,7 @@ class FieldProtector:
         entry = self._data_keys.get(slot)
         if entry is not None and self._fresh(entry, self._data_key_max_age, now):
             self._data_keys.move_to_end(slot)
+            entry.used_at = now
             return entry
         wrapper = self._wrapping_key(tier, now)
         wrapper.uses += 1
@@ -382,10 +402,16 @@ class FieldProtector:
     # -- feedback from storage ------------------------------------------------------------------
 
     def confirm_stored(self, batch: SealedBatch) -> None:
-        """The batch committed: its key records are durable and need not be sent again."""
+        """The batch committed: its key records are durable and need not be sent again.
+
+        A stored data key's record and wrapper are dropped: only an unstored key sends them,
+        and they were two thirds of a cached key's memory.
+        """
         with self._lock:
             for entry in batch._pending:
                 entry.stored = True
+                if isinstance(entry.key, DataKey):
+                    entry.record = entry.wrapper = None
 
 
 def writer_protector(

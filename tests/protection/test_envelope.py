@@ -253,7 +253,7 @@ def test_stored_keys_are_reused_until_a_forget_moves_the_epoch(keyring: StaticKe
 def test_keys_are_replaced_when_their_cryptoperiod_ends(keyring: StaticKeyring) -> None:
     clock = [NOW]
     protector = FieldProtector(keyring.restricted_to(()), clock=lambda: clock[0],
-                               data_key_max_age=timedelta(days=1))
+                               data_key_max_age=timedelta(days=1), data_key_idle=timedelta(days=30))
     payload = transaction_payloads(1, "core-ledger", seed=3, now=NOW)[0]
     first = protector.seal_batch(stored_events([payload], TRANSACTION_V1))
     protector.confirm_stored(first)
@@ -261,6 +261,39 @@ def test_keys_are_replaced_when_their_cryptoperiod_ends(keyring: StaticKeyring) 
     later = protector.seal_batch(stored_events([payload], TRANSACTION_V1))
     assert {r.key_id for r in later.data_keys}.isdisjoint({r.key_id for r in first.data_keys})
     assert len(later.data_keys) == 3
+
+
+def test_a_data_key_idle_past_its_limit_leaves_memory_and_its_subject_gets_a_new_one(
+    keyring: StaticKeyring,
+) -> None:
+    clock = [NOW]
+    protector = FieldProtector(keyring.restricted_to(()), clock=lambda: clock[0],
+                               data_key_idle=timedelta(minutes=5))
+    busy, quiet = transaction_payloads(2, "core-ledger", seed=4, now=NOW)
+    assert busy["account"] != quiet["account"]
+    first = protector.seal_batch(stored_events([busy, quiet], TRANSACTION_V1))
+    protector.confirm_stored(first)
+    assert len(protector._data_keys) == 6  # two subjects, three tiers
+    clock[0] = NOW + timedelta(minutes=4)
+    kept = protector.seal_batch(stored_events([busy], TRANSACTION_V1))  # busy's keys stay in use
+    assert not kept.data_keys
+    clock[0] = NOW + timedelta(minutes=6)  # quiet's keys idle 6 minutes, busy's 2
+    busy_again = protector.seal_batch(stored_events([busy], TRANSACTION_V1))
+    assert not busy_again.data_keys
+    assert len(protector._data_keys) == 3  # quiet's keys are gone from memory
+    quiet_again = protector.seal_batch(stored_events([quiet], TRANSACTION_V1))
+    assert len(quiet_again.data_keys) == 3
+    assert quiet_again.used_data_keys.isdisjoint(first.used_data_keys)
+
+
+def test_a_stored_data_key_keeps_no_record_or_wrapper_in_memory(keyring: StaticKeyring) -> None:
+    protector = FieldProtector(keyring.restricted_to(()))
+    batch = protector.seal_batch(stored_events(transaction_payloads(1, "core-ledger", seed=6, now=NOW),
+                                               TRANSACTION_V1))
+    assert all(e.record is not None for e in protector._data_keys.values())
+    protector.confirm_stored(batch)
+    assert all(e.record is None and e.wrapper is None for e in protector._data_keys.values())
+    assert all(e.record is not None for e in protector._wrapping_keys.values())
 
 
 def test_the_writer_cannot_read_and_a_reader_reads_only_its_tiers(keyring: StaticKeyring) -> None:
