@@ -83,6 +83,17 @@ def stage_growth(result: dict[str, Any]) -> str:
     return "; ".join(parts) or "n/a"
 
 
+def rss_by_minute(result: dict[str, Any]) -> str:
+    """Total worker RSS at each whole minute of the soak: a plateau and a steady climb can
+    end at the same number."""
+    series = result.get("rss_series") or []
+    parts = []
+    for minute in range(int(max((row["t"] for row in series), default=0) // 60) + 1):
+        row = min(series, key=lambda r: abs(r["t"] - 60 * minute))
+        if abs(row["t"] - 60 * minute) <= 15:
+            parts.append(f"{minute}: {sum(v for k, v in row.items() if k != 't'):.0f}")
+    return ", ".join(parts) or "n/a"
+
 
 def soak_table(path: Path) -> str:
     try:
@@ -107,6 +118,7 @@ def soak_table(path: Path) -> str:
         f"{rss['end']:.0f} MB (growth after minute 2: {soak['rss_growth_pct']:+.1f}%) |",
         *([f"| RSS by stage, minute 2 -> end (MB) | {stage_growth(soak)} |"]
           if soak.get("stage_rss_mb") else []),
+        *([f"| worker RSS by minute (MB) | {rss_by_minute(soak)} |"] if soak.get("rss_series") else []),
         f"| lag at end of sending / drained after | {soak['lag_at_end']} / "
         f"{_seconds(soak['drain_s'])} |",
         f"| errors in the worker log | {soak['log_errors']} |",

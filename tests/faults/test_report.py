@@ -57,3 +57,15 @@ def test_the_soak_row_shows_the_rate_sent_and_each_stages_growth(tmp_path: Path)
     table = render(tmp_path)
     assert "| 600 s at 198 msgs/s (sent at 85 msgs/s) |" in table
     assert "intake 200 -> 210 (+5.0%); reconciliation 800 -> 890 (+11.2%)" in table
+
+
+def test_the_soak_row_shows_total_rss_at_each_whole_minute(tmp_path: Path) -> None:
+    series = [{"t": t, "intake": 100 + t, "enrichment": 500} for t in (0, 29, 61, 90, 118, 150)]
+    soak = {"at": "2026-12-02T03:45:00+00:00", "duration_s": 150, "rate": 10, "sent": 10,
+            "mix": {"finance": 7, "government": 2, "hostile": 1}, "expected_stored": 9, "stored": 9,
+            "expected_rejected": 1, "dead_lettered": 1, "lost": 0, "duplicated": 0,
+            "raw_dead_letter_duplicates": 0, "rss_mb": {"start": 600, "minute_2": 718, "end": 750},
+            "rss_growth_pct": 4.5, "rss_series": series, "lag_at_end": 0, "drain_s": 0.1,
+            "log_errors": 0, "audit_verify": "intact"}
+    (tmp_path / "soak.json").write_text(json.dumps(soak))
+    assert "| worker RSS by minute (MB) | 0: 600, 1: 661, 2: 718 |" in render(tmp_path)
