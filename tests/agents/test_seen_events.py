@@ -55,3 +55,24 @@ def test_capacity_zero_keeps_nothing() -> None:
     event_id = str(uuid.uuid4())
     seen.add(event_id, at("t", 0, 0))
     assert seen.position_of(event_id) is None
+
+
+def test_a_position_outside_kafkas_ranges_is_not_cached() -> None:
+    seen = SeenEvents(10)
+    odd, fine = str(uuid.uuid4()), str(uuid.uuid4())
+    seen.add(odd, at("t", -1, 5))
+    seen.add(fine, at("t", 0, 5))
+    assert seen.position_of(odd) is None and seen.position_of(fine) == "t/0/5"
+
+
+def test_ids_whose_integers_share_a_hash_are_stored_under_keys_that_do_not() -> None:
+    """Ints hash as n mod (2**61 - 1) with no per-process key: ids built that way must not
+    all land in one hash chain."""
+    base = uuid.uuid4().int >> 4
+    ids = [str(uuid.UUID(int=base + k * (2**61 - 1))) for k in range(50)]
+    assert len({hash(uuid.UUID(i).int) for i in ids}) == 1
+    seen = SeenEvents(100)
+    for offset, event_id in enumerate(ids):
+        seen.add(event_id, at("t", 0, offset))
+    assert len({hash(k) for k in seen._where}) == len(ids)
+    assert [seen.position_of(i) for i in ids] == [f"t/0/{n}" for n in range(len(ids))]
