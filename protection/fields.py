@@ -395,6 +395,7 @@ class FieldProtector:
             wrapped=envelope.wrap_data_key(wrapping_key, key, subject_ref),
         )
         entry = self._data_keys[slot] = _InUse(key, record, now, wrapper)
+        self._data_keys.move_to_end(slot)  # a replaced key is the newest, for _drop_idle
         while len(self._data_keys) > self._cache_size:
             self._data_keys.popitem(last=False)
         return entry
