@@ -117,7 +117,7 @@ class Settings(BaseSettings):
                     "tier key (a rotation or forget also makes them re-read at their next batch).",
     )
     seen_cache_size: int = Field(
-        200_000, ge=0, description="event_ids kept in memory for the fast replay check (~140 bytes each)."
+        200_000, ge=0, description="event_ids kept in memory for the fast replay check (~145 bytes each)."
     )
 
     # --- encryption on the wire (nested JWT, docs/events.md) -----------------------------
