@@ -25,7 +25,12 @@ class IncomingMessage:
 
     @property
     def position(self) -> str:
-        return f"{self.topic}/{self.partition}/{self.offset}"
+        return position_text(self.topic, self.partition, self.offset)
+
+
+def position_text(topic: str, partition: int, offset: int) -> str:
+    """A record's position as intake compares and reports it ("topic/partition/offset")."""
+    return f"{topic}/{partition}/{offset}"
 
 
 @dataclass(frozen=True, slots=True)
