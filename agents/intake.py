@@ -18,7 +18,7 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy.exc import DataError, IntegrityError, StatementError
 
-from agents.messages import BatchOutput, DeadLetter, IncomingMessage, position_text
+from agents.messages import BatchOutput, DeadLetter, IncomingMessage
 from agents.retry import until_stored
 from config.settings import Settings
 from protection.fields import FieldProtector
@@ -86,7 +86,7 @@ class SeenEvents:
         if packed is None:
             return None
         topic, partition, offset = packed >> 96, (packed >> 64) & 0xFFFFFFFF, packed & (2**64 - 1)
-        return position_text(self._topics[topic], partition, offset)
+        return f"{self._topics[topic]}/{partition}/{offset}"
 
     def add(self, event_id: str, message: IncomingMessage) -> None:
         # A position outside Kafka's ranges (a replayed dead letter's headers are the

@@ -25,12 +25,7 @@ class IncomingMessage:
 
     @property
     def position(self) -> str:
-        return position_text(self.topic, self.partition, self.offset)
-
-
-def position_text(topic: str, partition: int, offset: int) -> str:
-    """A record's position as intake compares and reports it ("topic/partition/offset")."""
-    return f"{topic}/{partition}/{offset}"
+        return f"{self.topic}/{self.partition}/{self.offset}"
 
 
 @dataclass(frozen=True, slots=True)
