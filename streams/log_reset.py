@@ -14,6 +14,11 @@ already grown past the old position when the check runs (producers resend at onc
 restart; the fault suite's enrichment stage missed one that way), so the guard also
 remembers the last message it saw of each partition (its offset and SHA-256) and asks the
 broker whether that position still holds those bytes: other bytes there mean a new log.
+That alone misses a consumer that went on reading the new log from its old position before
+the check ran (its last message then is a new-log message, which the broker does hold; a CI
+run of the fault suite lost 32 classifications that way), so the guard also keeps the first
+message it saw of each partition, its anchor, and checks that one too: a log that only grows
+holds the anchor's bytes for as long as retention keeps it.
 The stage then forgets what it held for the partition and reads it again from the first
 offset the broker holds. Reading again is safe because every effect is idempotent
 (docs/reliability.md): intake recognises its own earlier deliveries, the audit sink stores
@@ -63,6 +68,8 @@ class LogResetGuard:
         self._spans = spans
         #: (topic, partition) -> (offset, SHA-256 of the value) of the last message seen.
         self._last_seen: dict[tuple[str, int], tuple[int, bytes]] = {}
+        #: The same for the first message seen: kept until a rewind or retention removes it.
+        self._anchor: dict[tuple[str, int], tuple[int, bytes]] = {}
 
     def saw(self, messages: Iterable[IncomingMessage]) -> None:
         """Remember each partition's last message of a batch (one hash per partition)."""
@@ -70,15 +77,24 @@ class LogResetGuard:
         for message in messages:
             last[(message.topic, message.partition)] = message
         for where, message in last.items():
-            self._last_seen[where] = (message.offset, hashlib.sha256(message.value).digest())
+            seen = (message.offset, hashlib.sha256(message.value).digest())
+            self._last_seen[where] = seen
+            self._anchor.setdefault(where, seen)
 
-    async def _replaced(self, topic: str, partition: int, low: int) -> bool:
-        """Whether the last message seen of the partition is no longer what the log holds."""
-        seen = self._last_seen.get((topic, partition))
-        if seen is None or seen[0] < low:
-            return False  # nothing seen, or removed by retention: not a restart
-        held = await asyncio.to_thread(self._spans.holds, topic, partition, *seen)
-        return held is False
+    async def _replaced(self, topic: str, partition: int, low: int) -> int | None:
+        """The offset of a message seen that the log no longer holds (None: all still held)."""
+        where = (topic, partition)
+        anchor = self._anchor.get(where)
+        if anchor is not None and anchor[0] < low:
+            # Removed by retention, not a restart: the last message seen anchors from now on.
+            anchor = self._anchor[where] = self._last_seen[where]
+        for seen in dict.fromkeys(s for s in (anchor, self._last_seen.get(where)) if s):
+            if seen[0] < low:
+                continue  # nothing seen, or removed by retention: not a restart
+            held = await asyncio.to_thread(self._spans.holds, topic, partition, *seen)
+            if held is False:
+                return seen[0]
+        return None
 
     async def check(self) -> list[tuple[str, int]]:
         """Rewind what needs it; return the (topic, partition) rewound."""
@@ -103,15 +119,15 @@ class LogResetGuard:
                             "ends at %d: it started again (a broker that lost its topics, or a "
                             "topic recreated); reading it again from offset %d", tp.topic,
                             tp.partition, last_read, committed, end, low)
-            elif await self._replaced(tp.topic, tp.partition, low):
+            elif (replaced := await self._replaced(tp.topic, tp.partition, low)) is not None:
                 log.warning("%s/%d: offset %d no longer holds the message this stage read there: "
                             "the log started again (a broker that lost its topics, or a topic "
-                            "recreated) and has grown past the old position; reading it again "
-                            "from offset %d", tp.topic, tp.partition,
-                            self._last_seen[(tp.topic, tp.partition)][0], low)
+                            "recreated); reading it again from offset %d", tp.topic,
+                            tp.partition, replaced, low)
             else:
                 continue
             self._last_seen.pop((tp.topic, tp.partition), None)
+            self._anchor.pop((tp.topic, tp.partition), None)
             for name in _HELD_STATE:
                 held = getattr(consumer, name, None)
                 if held is not None:

@@ -105,3 +105,33 @@ def test_a_position_past_the_new_end_is_read_again_without_a_fingerprint() -> No
     guard = LogResetGuard(FakeApp(consumer), FakeLog({i: b"x" for i in range(5)}))
     assert asyncio.run(guard.check()) == [("t", 0)]
     assert consumer.sought == [(tp, 0)]
+
+
+def test_a_consumer_that_went_on_in_the_new_log_is_caught_by_its_anchor() -> None:
+    # The CI failure: enrichment had read the old log to offset 5; the new log grew to 20 and
+    # the stage went on from offset 6 in it before the check ran, so the last message it saw is
+    # one the new log does hold. The first message it saw (the anchor) is not.
+    tp = TP("t", 0)
+    consumer = FakeConsumer({tp: 19})
+    new_log = {i: f"new-{i}".encode() for i in range(20)}
+    guard = LogResetGuard(FakeApp(consumer), FakeLog(new_log))
+    guard.saw([_message(4, b"old-4"), _message(5, b"old-5")])
+    guard.saw([_message(i, new_log[i]) for i in range(6, 20)])
+    assert asyncio.run(guard.check()) == [("t", 0)]
+    assert consumer.sought == [(tp, 0)]
+    # Read again from the start, the new log anchors the partition; the guard is then quiet.
+    consumer._read_offset[tp] = 19
+    guard.saw([_message(i, new_log[i]) for i in range(20)])
+    assert asyncio.run(guard.check()) == []
+    assert consumer.sought == [(tp, 0)]
+
+
+def test_an_anchor_removed_by_retention_moves_to_the_last_message_seen() -> None:
+    tp = TP("t", 0)
+    consumer = FakeConsumer({tp: 39})
+    log = FakeLog({i: f"old-{i}".encode() for i in range(30, 40)}, low=30)
+    guard = LogResetGuard(FakeApp(consumer), log)
+    guard.saw([_message(10, b"old-10")])
+    guard.saw([_message(39, b"old-39")])
+    assert asyncio.run(guard.check()) == []
+    assert guard._anchor[("t", 0)] == guard._last_seen[("t", 0)]
