@@ -79,6 +79,12 @@ class Settings(BaseSettings):
         20, ge=1, le=5000,
         description="Longest a worker's fetch waits at the broker for data (Faust's own is 1500).",
     )
+    intake_consumer: Literal["batch", "faust"] = Field(
+        "batch",
+        description="How intake reads its topics: batch (librdkafka hands over whole batches; "
+                    "streams/batch_consumer.py) or faust (Faust's per-message stream, the "
+                    "first wave's path, kept as the benchmark's baseline).",
+    )
     intake_concurrency: int = Field(
         1, ge=1, le=16,
         description="Batches each intake agent works on at once; above 1, batches of one "

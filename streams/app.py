@@ -36,6 +36,8 @@ from inference.tasks import Tasks
 from protection.fields import writer_protector
 from schemas.audit import encode_batches
 from storage.keys import key_snapshot
+from streams.admin import kafka_config
+from streams.batch_consumer import BatchConsumer, consumer_settings
 from streams.fetch_wait import set_fetch_max_wait
 from streams.kafka_security import faust_credentials, load_kafka_security
 from streams.log_probe import LogProbe
@@ -123,6 +125,74 @@ def _incoming(event: EventT, trust_create_time: bool) -> IncomingMessage:
     )
 
 
+def _for_topic(output: BatchOutput, topic: str) -> BatchOutput:
+    """The part of a mixed batch's output that one topic's metrics count."""
+    return BatchOutput(
+        dead_letters=[d for d in output.dead_letters if d.message.topic == topic],
+        accepted=[(m, e) for m, e in output.accepted if m.topic == topic],
+    )
+
+
+class BatchIntake(Service):
+    """Intake's consume loop on a ``BatchConsumer``: batch, decide, publish, then commit.
+
+    One batch at a time, so its offsets are committed in order; the next batch is fetched by
+    librdkafka's threads while this one is decided.
+    """
+
+    def __init__(self, settings: Settings, topics: list[str], handler: BatchHandler,
+                 publish: Callable[[BatchOutput], Awaitable[None]], tracker: Any) -> None:
+        super().__init__()
+        self._settings = settings
+        self._topics = topics
+        self._handler = handler
+        self._publish = publish
+        self._tracker = tracker
+        self.guard: LogResetGuard | None = None
+        #: What LogResetGuard reads (``consumer``): None until the consumer has subscribed.
+        self.consumer: BatchConsumer | None = None
+
+    def _open(self) -> BatchConsumer:
+        settings = self._settings
+        return BatchConsumer(
+            {**kafka_config(settings), **consumer_settings(settings)},
+            group_id(settings, "intake"), self._topics, batch_size=settings.batch_size,
+            wait_s=settings.batch_within_s,
+            trust_create_time=settings.freshness_from_create_time)
+
+    @staticmethod
+    def _kafka_error(error: Any) -> None:
+        log.warning("intake consumer: %s", error.str())
+
+    @Service.task
+    async def _consume(self) -> None:
+        settings = self._settings
+        consumer = self.consumer = await asyncio.to_thread(self._open)
+        try:
+            while not self.should_stop:
+                batch = await asyncio.to_thread(consumer.poll_batch, self._kafka_error)
+                if not batch:
+                    continue
+                try:
+                    if self.guard is not None:
+                        self.guard.saw(batch)
+                    output = await self._handler(batch)
+                    await until_published(partial(self._publish, output), settings.db_retry_max_s,
+                                          "the intake batch's dead letters and audit records")
+                    for topic in sorted({m.topic for m in batch}):
+                        size = sum(1 for m in batch if m.topic == topic)
+                        observe_batch("intake", topic, size, _for_topic(output, topic))
+                        self._tracker.batch_done(topic)
+                except Exception as exc:  # noqa: BLE001 - bad events never get here (they
+                    # are dead-lettered); this is a bug or a broken database schema.
+                    log.exception("unexpected failure in intake")
+                    exit_worker(f"{type(exc).__name__} in the intake loop: {exc}")
+                await asyncio.to_thread(consumer.commit, batch)
+        finally:
+            self.consumer = None
+            await asyncio.to_thread(consumer.close)
+
+
 class ModelService(Service):
     """The worker's one model pool: loaded and warmed at start, drained at shutdown."""
 
@@ -167,6 +237,10 @@ def build_app(settings: Settings, role: str = "intake") -> faust.App:
     # trace; the fault suite saw one (-11) at a broker restart. Print the stacks to the log.
     faulthandler.enable()
     set_fetch_max_wait(settings.fetch_max_wait_ms)
+    # Batch intake reads with a consumer of its own (streams/batch_consumer.py) in the intake
+    # group; Faust then only publishes, serves /health and /metrics and runs the timers, and
+    # must not join that group with its own assignor.
+    batch_intake = role == "intake" and settings.intake_consumer == "batch"
     app = faust.App(
         group_id(settings, role),
         broker=[f"kafka://{host}" for host in settings.kafka_bootstrap.split(",")],
@@ -184,6 +258,9 @@ def build_app(settings: Settings, role: str = "intake") -> faust.App:
         web_bind=settings.worker_web_bind,  # loopback unless configured (Faust's default: all)
         datadir=str(settings.state_dir / f"worker-{role}"),
     )
+    # No Faust consumer, no agents: web, producer and timers (faust.App reads producer_only
+    # from the instance, not from its keyword options).
+    app.producer_only = batch_intake
     topics = {
         spec.suffix: app.topic(
             spec.name(settings),
@@ -233,9 +310,18 @@ def build_app(settings: Settings, role: str = "intake") -> faust.App:
         app.agent(topics[spec.suffix], name=f"attest.{role}.{spec.suffix}",
                   concurrency=concurrency)(agent)
 
+    batch_specs: list[TopicSpec] = []
+    batch_handler: list[BatchHandler] = []
+
+    def attach_batch(spec: TopicSpec, handler: BatchHandler, concurrency: int = 1) -> None:
+        batch_specs.append(spec)
+        batch_handler[:] = [handler]
+
     actor = worker_actor()
     models = None
-    if role == "enrichment":
+    if batch_intake:
+        _attach_intake(app, settings, actor, attach_batch)
+    elif role == "enrichment":
         models = _attach_enrichment(app, settings, actor, attach)
     elif role == "audit":
         attach(AUDIT, AuditSink(settings, actor=actor, own_kid=audit_key.kid).process)
@@ -245,6 +331,12 @@ def build_app(settings: Settings, role: str = "intake") -> faust.App:
         _attach_intake(app, settings, actor, attach)
     # GET /health (and, on intake, a lag reading every 15 s); agents report each batch.
     tracker = install(app, settings, role, models)
+    if batch_intake:
+        intake_service = BatchIntake(settings, [spec.name(settings) for spec in batch_specs],
+                                     batch_handler[0], publish, tracker)
+        app.service(intake_service)
+        guard = LogResetGuard(intake_service, LogProbe(settings))
+        intake_service.guard = guard
     app.timer(LOG_RESET_CHECK_S, name=f"attest.{role}.log_reset")(guard.check)
 
     @app.page("/metrics")

@@ -1,0 +1,218 @@
+"""Intake's consumer: whole batches from librdkafka in place of Faust's per-message stream.
+
+Why: with verification, sealing and storing batched, Faust's consumer path (a message object,
+an event, a stream step and an acknowledgement per record, all in the one Python thread) was
+the largest remaining cost of intake (docs/performance.md). ``confluent_kafka.Consumer``
+fetches and decodes in librdkafka's threads and hands over up to ``batch_size`` records in
+one call.
+
+The delivery discipline is the Faust path's: a batch's offsets are committed only after its
+rows committed and its dead letters and audit records were delivered (at-least-once with
+idempotent effects, docs/reliability.md). Rebalance callbacks run inside ``consume()``, and
+``consume()`` is called only between batches, so partitions never move while a batch is in
+flight; librdkafka drops what it prefetched for a revoked partition.
+
+The object also exposes the bookkeeping ``streams.log_reset.LogResetGuard`` reads of a Faust
+consumer (``_read_offset``, ``_committed_offset``, ``assignment()``, ``seek()``), so the same
+guard rewinds a partition whose log started again (librdkafka resets a position only on
+OFFSET_OUT_OF_RANGE, which the embedded broker does not send).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any, NamedTuple
+
+from confluent_kafka import (
+    TIMESTAMP_CREATE_TIME,
+    TIMESTAMP_LOG_APPEND_TIME,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    TopicPartition,
+)
+
+from agents.messages import IncomingMessage
+
+log = logging.getLogger("attest.worker")
+
+
+class TP(NamedTuple):
+    """A partition, shaped like Faust's and aiokafka's (``.topic``, ``.partition``)."""
+
+    topic: str
+    partition: int
+
+
+def broker_time(message: Message, trust_create_time: bool) -> datetime | None:
+    """When the record reached the broker, if the record says so credibly (see
+    ``streams.app._broker_time``: a producer's CreateTime counts only where configured)."""
+    kind, millis = message.timestamp()
+    if millis <= 0 or kind not in (TIMESTAMP_LOG_APPEND_TIME, TIMESTAMP_CREATE_TIME):
+        return None
+    if kind == TIMESTAMP_CREATE_TIME and not trust_create_time:
+        return None
+    try:
+        return datetime.fromtimestamp(millis / 1000, UTC)
+    except (OverflowError, ValueError, OSError):
+        return None
+
+
+def incoming(message: Message, trust_create_time: bool, now: datetime) -> IncomingMessage:
+    return IncomingMessage(
+        topic=message.topic() or "",
+        partition=message.partition() or 0,
+        offset=message.offset() or 0,
+        key=message.key(),
+        value=message.value() or b"",
+        received_at=now,
+        broker_time=broker_time(message, trust_create_time),
+    )
+
+
+def next_offsets(batch: list[IncomingMessage]) -> dict[TP, int]:
+    """The offset to commit per partition: one past the highest offset of the batch."""
+    offsets: dict[TP, int] = {}
+    for message in batch:
+        tp = TP(message.topic, message.partition)
+        offsets[tp] = max(offsets.get(tp, -1), message.offset + 1)
+    return offsets
+
+
+class BatchConsumer:
+    """One member of a consumer group, read in batches; every call from one thread at a time.
+
+    ``poll_batch`` and ``commit`` block (run them with ``asyncio.to_thread``); ``seek`` only
+    records a rewind, applied before the next ``poll_batch``, because librdkafka may only
+    seek a partition between ``consume()`` calls of the same consumer.
+    """
+
+    def __init__(self, config: dict[str, object], group: str, topics: list[str], *,
+                 batch_size: int, wait_s: float, trust_create_time: bool) -> None:
+        self._batch_size = batch_size
+        self._wait_s = wait_s
+        self._trust_create_time = trust_create_time
+        #: What LogResetGuard reads: last offset read and next offset committed, per partition.
+        self._read_offset: dict[TP, int] = {}
+        self._committed_offset: dict[TP, int] = {}
+        self._assigned: set[TP] = set()
+        self._rewinds: dict[TP, int] = {}
+        #: librdkafka calls of this consumer never overlap (close waits for a consume).
+        self._lock = threading.Lock()
+        self._consumer = Consumer({
+            **config,
+            "group.id": group,
+            "client.id": f"attest-intake-{uuid.uuid4().hex[:6]}",
+            "enable.auto.commit": False,
+            "enable.auto.offset.store": False,
+            "auto.offset.reset": "earliest",
+        })
+        self._consumer.subscribe(topics, on_assign=self._on_assign, on_revoke=self._on_revoke,
+                                 on_lost=self._on_revoke)
+
+    # -- rebalance callbacks (inside consume(), between batches) ------------------------
+
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self._assigned.update(TP(p.topic, p.partition) for p in partitions)
+        log.info("intake assigned %s", ", ".join(f"{p.topic}/{p.partition}" for p in partitions))
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        for p in partitions:
+            tp = TP(p.topic, p.partition)
+            self._assigned.discard(tp)
+            for held in (self._read_offset, self._committed_offset, self._rewinds):
+                held.pop(tp, None)
+        if partitions:
+            log.info("intake revoked %s", ", ".join(f"{p.topic}/{p.partition}" for p in partitions))
+
+    # -- what LogResetGuard uses -------------------------------------------------------------
+
+    def assignment(self) -> set[TP]:
+        return set(self._assigned)
+
+    async def seek(self, tp: TP, offset: int) -> None:
+        self._rewinds[tp] = offset
+
+    # -- the loop's calls -----------------------------------------------------------------
+
+    def _apply_rewinds(self) -> None:
+        for tp in list(self._rewinds):
+            offset = self._rewinds.pop(tp)
+            if tp not in self._assigned:
+                continue  # revoked meanwhile: the next owner starts from the committed offset
+            try:
+                self._consumer.seek(TopicPartition(tp.topic, tp.partition, offset))
+            except KafkaException as exc:
+                # The fetcher of a just-assigned partition may not be started yet: retry.
+                log.warning("%s/%d: could not rewind yet (%s); trying again", tp.topic,
+                            tp.partition, exc.args[0].str())
+                self._rewinds.setdefault(tp, offset)
+
+    def poll_batch(self, on_error: Callable[[KafkaError], None] | None = None) -> list[IncomingMessage]:
+        """Up to ``batch_size`` records, waiting at most ``wait_s`` for the first ones."""
+        with self._lock:
+            self._apply_rewinds()
+            records = self._consumer.consume(self._batch_size, self._wait_s)
+        now = datetime.now(UTC)
+        batch = []
+        for record in records:
+            error = record.error()
+            if error is not None:
+                if error.code() != KafkaError._PARTITION_EOF and on_error is not None:
+                    on_error(error)
+                continue
+            tp = TP(record.topic() or "", record.partition() or 0)
+            if tp in self._rewinds:
+                continue  # read from the old log's position; the rewind reads it again
+            batch.append(incoming(record, self._trust_create_time, now))
+        for message in batch:
+            self._read_offset[TP(message.topic, message.partition)] = message.offset
+        return batch
+
+    def commit(self, batch: list[IncomingMessage]) -> bool:
+        """Commit the batch's offsets (after its effects are durable); False when refused.
+
+        A refused commit (a rebalance, the broker away) only means the batch is delivered
+        again to whoever owns its partitions next, and every effect is idempotent.
+        """
+        offsets = {tp: offset for tp, offset in next_offsets(batch).items()
+                   if tp in self._assigned and tp not in self._rewinds}
+        if not offsets:
+            return True
+        try:
+            with self._lock:
+                self._consumer.commit(
+                    offsets=[TopicPartition(tp.topic, tp.partition, o) for tp, o in offsets.items()],
+                    asynchronous=False)
+        except KafkaException as exc:
+            log.warning("could not commit intake offsets (%s); the batch will be delivered "
+                        "again and recognised", exc.args[0].str())
+            return False
+        self._committed_offset.update(offsets)
+        return True
+
+    def close(self) -> None:
+        try:
+            with self._lock:
+                self._consumer.close()
+        except (KafkaException, RuntimeError) as exc:  # closed already, or the broker away
+            log.warning("closing the intake consumer: %s", exc)
+
+
+def consumer_settings(settings: Any) -> dict[str, object]:
+    """librdkafka properties matching the Faust consumer's (session, heartbeat, fetch wait)."""
+    return {
+        "session.timeout.ms": int(settings.session_timeout_s * 1000),
+        "heartbeat.interval.ms": int(settings.heartbeat_interval_s * 1000),
+        "fetch.wait.max.ms": settings.fetch_max_wait_ms,
+        # Hold little ahead of the batch being processed: a rebalance drops it anyway.
+        "queued.max.messages.kbytes": 16384,
+        # One protocol: the embedded broker refuses a join offering several (librdkafka's
+        # default is "range,roundrobin") as an inconsistent group protocol.
+        "partition.assignment.strategy": "roundrobin",
+    }
