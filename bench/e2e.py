@@ -61,6 +61,8 @@ class BacklogResult:
     batch_size: int
     partitions: int
     workers: int = 1
+    #: How intake read its topics (ATTEST_INTAKE_CONSUMER): batch, or the faust baseline.
+    intake_consumer: str = "batch"
     cpu_count: int = field(default_factory=lambda: os.cpu_count() or 1)
     enrichment: EnrichmentResult | None = None
 
@@ -210,7 +212,7 @@ def run_enrichment(run: Settings, source: str, stored: int, tag: str, timeout_s:
 
 def run_backlog(settings: Settings, events: int, timeout_s: float,
                 say: Callable[[str], object] = print, *, workers: int = 1,
-                enrichment: bool = False) -> BacklogResult:
+                enrichment: bool = False, intake_consumer: str | None = None) -> BacklogResult:
     """Produce ``events``, then drain them with ``workers`` intake workers in one group.
 
     The first worker also runs the audit stage; the others run intake alone, as a second
@@ -219,6 +221,8 @@ def run_backlog(settings: Settings, events: int, timeout_s: float,
     """
     tag = uuid.uuid4().hex[:6]
     run = bench_settings(settings, tag)
+    if intake_consumer is not None:
+        run = run.model_copy(update={"intake_consumer": intake_consumer})
     if events < min_backlog(run):
         # stored_at is the transaction's start time, so a backlog that fits in one or two
         # batches has no measurable first-to-last window (CI saw 300 events in 0.0 s).
@@ -272,7 +276,7 @@ def run_backlog(settings: Settings, events: int, timeout_s: float,
         ratio_to_verify=round(rate / verify_full, 3) if verify_full else 0.0,
         rss_start_mib=round(rss[0] if rss else 0.0, 1), rss_end_mib=round(rss[-1] if rss else 0.0, 1),
         batch_size=run.batch_size, partitions=run.partitions, workers=workers,
-        enrichment=enriched,
+        intake_consumer=run.intake_consumer, enrichment=enriched,
     )
 
 
@@ -421,6 +425,12 @@ def write_chart(results: list[LoadResult], path: Path) -> Path:
     return path
 
 
+def backlog_label(backlog: BacklogResult) -> str:
+    """'1 intake worker', '2 intake workers', '1 intake worker (Faust stream, baseline)'."""
+    label = f"{backlog.workers} intake worker{'s' if backlog.workers > 1 else ''}"
+    return label + (" (Faust stream, baseline)" if backlog.intake_consumer == "faust" else "")
+
+
 def markdown_table(backlogs: list[BacklogResult], load: list[LoadResult]) -> str:
     """The tables docs/performance.md carries, generated from a run's own results.
 
@@ -433,8 +443,7 @@ def markdown_table(backlogs: list[BacklogResult], load: list[LoadResult]) -> str
             return f"| {name} | " + " | ".join(cell(b) for b in backlogs) + " |"
 
         lines += [
-            "| measure | " + " | ".join(
-                f"{b.workers} intake worker{'s' if b.workers > 1 else ''}" for b in backlogs) + " |",
+            "| measure | " + " | ".join(backlog_label(b) for b in backlogs) + " |",
             "| --- |" + " --- |" * len(backlogs),
             row("backlog drained (events)", lambda b: f"{b.stored:,} of {b.events:,}"),
             row("stored events/s (db clock)", lambda b: f"{b.events_per_s:,.0f}"),

@@ -10,6 +10,7 @@ from bench.e2e import (
     REFERENCE,
     RESULTS,
     BacklogResult,
+    backlog_label,
     markdown_table,
     run_backlog,
     run_load,
@@ -40,6 +41,10 @@ def command(
         False, "--enrichment/--no-enrichment", help="Backlog: then classify the first backlog "
         "with an enrichment worker (cache off) and compare with the model's offline limit "
         "measured in the same run (loads the model: about a minute more)."),
+    baseline: bool = typer.Option(
+        False, "--baseline/--no-baseline", help="Backlog: also drain a fresh backlog with one "
+        "intake worker reading through Faust's per-message stream (ATTEST_INTAKE_CONSUMER=faust, "
+        "the first wave's path), the baseline of the batch consumer, in the same run."),
     timeout_s: float = typer.Option(900.0, help="Give up draining after this long."),
 ) -> None:
     """Throughput and latency of the whole pipeline on the running stack (`attest dev up`).
@@ -57,10 +62,13 @@ def command(
     if mode not in ("backlog", "load"):
         raise typer.BadParameter("mode is backlog or load")
     backlogs = []
-    for index, count in enumerate(workers):
+    runs: list[tuple[int, str | None]] = [(count, None) for count in workers]
+    if baseline:
+        runs.append((1, "faust"))
+    for index, (count, consumer) in enumerate(runs):
         try:
             backlog = run_backlog(settings, events, timeout_s, say=console.print, workers=count,
-                                  enrichment=enrichment and index == 0)
+                                  enrichment=enrichment and index == 0, intake_consumer=consumer)
         except ValueError as exc:
             raise typer.BadParameter(str(exc), param_hint="--events/--workers") from None
         backlogs.append(backlog)
@@ -93,8 +101,7 @@ def command(
 def backlog_table(backlog: BacklogResult) -> Table:
     """One backlog run beside its targets."""
     table = Table(title=f"attest bench e2e backlog: {backlog.events:,} events, "
-                        f"{backlog.workers} intake worker{'s' if backlog.workers > 1 else ''}, "
-                        f"{backlog.cpu_count} cores")
+                        f"{backlog_label(backlog)}, {backlog.cpu_count} cores")
     for column in ("measure", "value", "target"):
         table.add_column(column)
     met = "met" if backlog.events_per_s >= BACKLOG_TARGET else "MISSED"

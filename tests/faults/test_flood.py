@@ -49,6 +49,8 @@ def test_a_flood_of_invalid_events_does_not_starve_valid_ones(fault_run: FaultRu
     assert outcome.lost == 0, run.explain(outcome)
     assert outcome.duplicated == 0, run.explain(outcome)
     assert not outcome.wrong_reasons, run.explain(outcome)
-    # Not starved: half of the valid events were stored before the last rejection was decided.
-    assert sorted(stored_at)[len(stored_at) // 2] < max(rejected_at)
+    # Not starved: half of the valid events were stored no later than the last rejection was
+    # decided. Intake's batch consumer may take the whole flood in one batch, whose records the
+    # sink appends at one instant; a starved stage would store them after every rejection.
+    assert sorted(stored_at)[len(stored_at) // 2] <= max(rejected_at)
     assert verdict.returncode == 0 and "intact" in verdict.stdout, verdict.stdout + verdict.stderr

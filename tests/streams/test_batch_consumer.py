@@ -1,0 +1,92 @@
+"""Intake's batch consumer on the real broker: batches, commits after the caller says so,
+rewinds asked for by the log-reset guard."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from datetime import UTC, datetime
+
+import pytest
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from agents.messages import IncomingMessage
+from config.settings import Settings
+from streams.admin import kafka_config
+from streams.batch_consumer import TP, BatchConsumer, consumer_settings, next_offsets
+from streams.offsets import CommittedOffsets
+from streams.producer import OutgoingMessage, send_all
+
+
+def _message(topic: str, partition: int, offset: int) -> IncomingMessage:
+    return IncomingMessage(topic, partition, offset, None, b"x", datetime.now(UTC))
+
+
+def test_the_offset_committed_is_one_past_the_highest_of_each_partition() -> None:
+    batch = [_message("a", 0, 7), _message("a", 0, 5), _message("a", 1, 0), _message("b", 0, 3)]
+    assert next_offsets(batch) == {TP("a", 0): 8, TP("a", 1): 1, TP("b", 0): 4}
+    assert next_offsets([]) == {}
+
+
+def _fresh_topic(settings: Settings, partitions: int = 2) -> str:
+    name = f"bc-{uuid.uuid4().hex[:8]}"
+    admin = AdminClient(kafka_config(settings))
+    for future in admin.create_topics([NewTopic(name, partitions, 1)]).values():
+        future.result(15)
+    return name
+
+
+def _consumer(settings: Settings, group: str, topic: str) -> BatchConsumer:
+    return BatchConsumer({**kafka_config(settings), **consumer_settings(settings)}, group,
+                         [topic], batch_size=100, wait_s=0.2, trust_create_time=True)
+
+
+def _drain(consumer: BatchConsumer, want: int, timeout_s: float = 60) -> list[IncomingMessage]:
+    got: list[IncomingMessage] = []
+    deadline = time.monotonic() + timeout_s
+    while len(got) < want and time.monotonic() < deadline:
+        got.extend(consumer.poll_batch())
+    return got
+
+
+@pytest.mark.integration
+def test_a_batch_is_committed_only_when_the_caller_commits_it(stack_settings: Settings) -> None:
+    topic = _fresh_topic(stack_settings)
+    send_all(stack_settings, topic, [OutgoingMessage(key=str(i).encode(), value=f"v{i}".encode())
+                                     for i in range(40)])
+    group = f"bc-{uuid.uuid4().hex[:6]}"
+    consumer = _consumer(stack_settings, group, topic)
+    try:
+        batch = _drain(consumer, 40)
+        assert sorted(m.value for m in batch) == sorted(f"v{i}".encode() for i in range(40))
+        assert all(m.broker_time is not None for m in batch)  # the producer's CreateTime, trusted
+        offsets = CommittedOffsets(stack_settings, group)
+        positions = [(topic, 0), (topic, 1)]
+        assert set(offsets.committed(positions).values()) == {-1001}  # nothing yet
+        assert consumer.commit(batch)
+        ends = {(m.topic, m.partition): 0 for m in batch}
+        for m in batch:
+            ends[(m.topic, m.partition)] = max(ends[(m.topic, m.partition)], m.offset + 1)
+        assert offsets.committed(positions) == ends
+        assert consumer._committed_offset == {TP(t, p): o for (t, p), o in ends.items()}
+        offsets.close()
+    finally:
+        consumer.close()
+
+
+@pytest.mark.integration
+def test_a_rewind_reads_the_partition_again_from_the_offset_asked(stack_settings: Settings) -> None:
+    topic = _fresh_topic(stack_settings, partitions=1)
+    send_all(stack_settings, topic, [OutgoingMessage(key=b"k", value=f"v{i}".encode())
+                                     for i in range(10)])
+    consumer = _consumer(stack_settings, f"bc-{uuid.uuid4().hex[:6]}", topic)
+    try:
+        assert len(_drain(consumer, 10)) == 10
+        assert consumer._read_offset == {TP(topic, 0): 9}
+        assert consumer.assignment() == {TP(topic, 0)}
+        asyncio.run(consumer.seek(TP(topic, 0), 4))
+        again = _drain(consumer, 6)
+        assert [m.offset for m in again] == list(range(4, 10))
+    finally:
+        consumer.close()
