@@ -8,6 +8,9 @@ import json
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
+import rfc8785
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from audit.chain import GENESIS, canonical_bytes, format_time, hashed_view, json_safe, row_hash
 from audit.checkpoints import CheckpointSigner, checkpoint_body, checkpoint_due, parse_checkpoint
@@ -224,3 +227,44 @@ def test_forged_and_foreign_checkpoints(signer: CheckpointSigner) -> None:
     assert "was altered" in problem(rows, checkpoints=[moved], signer=signer)
     junk = StoredCheckpoint(10, good.head_hash, "hello")
     assert "is malformed" in problem(rows, checkpoints=[junk], signer=signer)
+
+
+# --- the json.dumps fast path gives RFC 8785's bytes -----------------------------------------
+
+_json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**60), 2**60) | st.text()
+    | st.floats(allow_nan=False, allow_infinity=False),
+    lambda children: st.lists(children, max_size=4)
+    | st.dictionaries(st.text(max_size=6), children, max_size=4),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=600, deadline=None)
+@given(detail=_json_values, text=st.text(), key=st.text(max_size=4))
+def test_the_fast_encoding_is_byte_for_byte_rfc8785(detail: object, text: str, key: str) -> None:
+    view = {"actor": text, "detail": detail, key: [text, 1, None, True], "n": 2**53 - 1}
+    try:
+        expected = rfc8785.dumps({**view, "prev_hash": GENESIS, "seq": 7})
+    except Exception:  # noqa: BLE001 - what the library refuses, canonical_bytes refuses too
+        with pytest.raises(Exception):  # noqa: B017, PT011
+            canonical_bytes(view, GENESIS, 7)
+        return
+    assert canonical_bytes(view, GENESIS, 7) == expected
+
+
+@pytest.mark.parametrize("text", ["\x00\x01\x1f\x7f", '"\\/', "\b\f\n\r\t", "\u2028\u2029",
+                                  "\ue000\U0001f600", "é漢字", ""])
+def test_the_fast_encoding_escapes_as_rfc8785(text: str) -> None:
+    view = {"actor": text, "detail": {"k": text}}
+    assert canonical_bytes(view, GENESIS, 1) == rfc8785.dumps(
+        {**view, "prev_hash": GENESIS, "seq": 1})
+
+
+def test_keys_are_ordered_by_utf16_code_units_as_rfc8785_says() -> None:
+    # U+1F600 is the surrogate pair D83D DE00 in UTF-16, so it sorts before U+E000 there and
+    # after it in Python's code-point order: such keys never take json.dumps's path.
+    view = {"detail": {"\ue000": 1, "\U0001f600": 2, "a": 3}}
+    encoded = canonical_bytes(view, GENESIS, 1)
+    assert encoded == rfc8785.dumps({**view, "prev_hash": GENESIS, "seq": 1})
+    assert encoded.index("\U0001f600".encode()) < encoded.index("\ue000".encode())
