@@ -87,8 +87,8 @@ class Settings(BaseSettings):
     )
     intake_concurrency: int = Field(
         1, ge=1, le=16,
-        description="Batches each intake agent works on at once; above 1, batches of one "
-                    "partition may commit out of order.",
+        description="ATTEST_INTAKE_CONSUMER=faust only: batches each intake agent works on "
+                    "at once; above 1, batches of one partition may commit out of order.",
     )
     enrichment_concurrency: int = Field(
         1, ge=1, le=8,

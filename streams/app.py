@@ -1,14 +1,17 @@
-"""The Faust application: all wiring of topics to agents lives here and only here.
+"""The Faust application: all wiring of topics to stages lives here and only here.
 
-Agents consume in batches (``take_events``): Faust acknowledges a batch only after the
-loop body returns, and the body returns only after the batch's Postgres writes committed
-and its dead letters and audit records were delivered, so offsets never run ahead of
-durable effects (at-least-once with idempotent effects; see docs/architecture.md).
+Intake reads whole batches with a librdkafka consumer of its own (``BatchIntake``,
+streams/batch_consumer.py) and commits a batch's offsets only after its Postgres writes
+committed and its dead letters and audit records were delivered. The other stages are Faust
+agents consuming in batches (``take_events``): Faust acknowledges a batch only after the loop
+body returns, under the same rule. Offsets never run ahead of durable effects (at-least-once
+with idempotent effects; see docs/architecture.md).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import faulthandler
 import logging
 import os
@@ -151,6 +154,8 @@ class BatchIntake(Service):
         self.guard: LogResetGuard | None = None
         #: What LogResetGuard reads (``consumer``): None until the consumer has subscribed.
         self.consumer: BatchConsumer | None = None
+        #: Set when no batch is in hand any more (the loop ended): what ``on_stop`` waits for.
+        self._idle = asyncio.Event()
 
     def _open(self) -> BatchConsumer:
         settings = self._settings
@@ -162,35 +167,48 @@ class BatchIntake(Service):
 
     @staticmethod
     def _kafka_error(error: Any) -> None:
+        if error.fatal():
+            exit_worker(f"the intake consumer failed for good: {error.str()}")
         log.warning("intake consumer: %s", error.str())
+
+    async def on_stop(self) -> None:
+        """Let the batch in hand finish (decided, published, committed) before the loop is
+        cancelled, as a Faust agent does; what is still in hand after the wait is delivered
+        again to the partitions' next owner."""
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self._idle.wait(), self._settings.db_retry_max_s + 15)
 
     @Service.task
     async def _consume(self) -> None:
-        settings = self._settings
-        consumer = self.consumer = await asyncio.to_thread(self._open)
         try:
+            consumer = self.consumer = await asyncio.to_thread(self._open)
             while not self.should_stop:
                 batch = await asyncio.to_thread(consumer.poll_batch, self._kafka_error)
-                if not batch:
-                    continue
-                try:
-                    if self.guard is not None:
-                        self.guard.saw(batch)
-                    output = await self._handler(batch)
-                    await until_published(partial(self._publish, output), settings.db_retry_max_s,
-                                          "the intake batch's dead letters and audit records")
-                    for topic in sorted({m.topic for m in batch}):
-                        size = sum(1 for m in batch if m.topic == topic)
-                        observe_batch("intake", topic, size, _for_topic(output, topic))
-                        self._tracker.batch_done(topic)
-                except Exception as exc:  # noqa: BLE001 - bad events never get here (they
-                    # are dead-lettered); this is a bug or a broken database schema.
-                    log.exception("unexpected failure in intake")
-                    exit_worker(f"{type(exc).__name__} in the intake loop: {exc}")
-                await asyncio.to_thread(consumer.commit, batch)
-        finally:
+                if batch:
+                    await self._decide(batch)
+                    await asyncio.to_thread(consumer.commit, batch)
             self.consumer = None
             await asyncio.to_thread(consumer.close)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - bad events never get here (they are
+            # dead-lettered); this is a bug, a broken database schema or a broken client.
+            log.exception("unexpected failure in intake")
+            exit_worker(f"{type(exc).__name__} in the intake loop: {exc}")
+        finally:
+            self._idle.set()
+
+    async def _decide(self, batch: list[IncomingMessage]) -> None:
+        """Everything a batch must make durable before its offsets may move."""
+        if self.guard is not None:
+            self.guard.saw(batch)
+        output = await self._handler(batch)
+        await until_published(partial(self._publish, output), self._settings.db_retry_max_s,
+                              "the intake batch's dead letters and audit records")
+        for topic in sorted({m.topic for m in batch}):
+            size = sum(1 for m in batch if m.topic == topic)
+            observe_batch("intake", topic, size, _for_topic(output, topic))
+            self._tracker.batch_done(topic)
 
 
 class ModelService(Service):
@@ -289,14 +307,15 @@ def build_app(settings: Settings, role: str = "intake") -> faust.App:
 
     # A log that starts again under the stage (a broker that forgot its topics) is read again;
     # the guard remembers each partition's last message to recognise a new log.
-    guard = LogResetGuard(app, LogProbe(settings))
+    guard = LogResetGuard(app, LogProbe(settings)) if not batch_intake else None
 
     def attach(spec: TopicSpec, handler: BatchHandler, concurrency: int = 1) -> None:
         async def agent(stream: faust.StreamT) -> None:
             async for events in stream.take_events(settings.batch_size, settings.batch_within_s):
                 try:
                     batch = [_incoming(e, trust_create_time) for e in events]
-                    guard.saw(batch)
+                    if guard is not None:
+                        guard.saw(batch)
                     output = await handler(batch)
                     await until_published(partial(publish, output), settings.db_retry_max_s,
                                           f"the {spec.suffix} batch's dead letters and audit records")
@@ -335,8 +354,8 @@ def build_app(settings: Settings, role: str = "intake") -> faust.App:
         intake_service = BatchIntake(settings, [spec.name(settings) for spec in batch_specs],
                                      batch_handler[0], publish, tracker)
         app.service(intake_service)
-        guard = LogResetGuard(intake_service, LogProbe(settings))
-        intake_service.guard = guard
+        guard = intake_service.guard = LogResetGuard(intake_service, LogProbe(settings))
+    assert guard is not None
     app.timer(LOG_RESET_CHECK_S, name=f"attest.{role}.log_reset")(guard.check)
 
     @app.page("/metrics")

@@ -122,6 +122,12 @@ class BatchConsumer:
         log.info("intake assigned %s", ", ".join(f"{p.topic}/{p.partition}" for p in partitions))
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        # A rewind not applied yet is committed instead, so the next owner does not start
+        # from a position of the old log.
+        pending = [TopicPartition(p.topic, p.partition, self._rewinds[TP(p.topic, p.partition)])
+                   for p in partitions if TP(p.topic, p.partition) in self._rewinds]
+        if pending:
+            self._commit_rewinds(consumer, pending)
         for p in partitions:
             tp = TP(p.topic, p.partition)
             self._assigned.discard(tp)
@@ -140,11 +146,22 @@ class BatchConsumer:
 
     # -- the loop's calls -----------------------------------------------------------------
 
+    @staticmethod
+    def _commit_rewinds(consumer: Consumer, rewound: list[TopicPartition]) -> None:
+        """Commit the offsets a rewind starts from: the group then no longer holds positions
+        of a log that started again, whoever reads the partition next."""
+        try:
+            consumer.commit(offsets=rewound, asynchronous=False)
+        except KafkaException as exc:
+            log.warning("could not commit the rewound offsets (%s); the guard checks again",
+                        exc.args[0].str())
+
     def _apply_rewinds(self) -> None:
+        rewound = []
         for tp in list(self._rewinds):
             offset = self._rewinds.pop(tp)
             if tp not in self._assigned:
-                continue  # revoked meanwhile: the next owner starts from the committed offset
+                continue  # revoked meanwhile: _on_revoke committed the rewind
             try:
                 self._consumer.seek(TopicPartition(tp.topic, tp.partition, offset))
             except KafkaException as exc:
@@ -152,6 +169,10 @@ class BatchConsumer:
                 log.warning("%s/%d: could not rewind yet (%s); trying again", tp.topic,
                             tp.partition, exc.args[0].str())
                 self._rewinds.setdefault(tp, offset)
+                continue
+            rewound.append(TopicPartition(tp.topic, tp.partition, offset))
+        if rewound:
+            self._commit_rewinds(self._consumer, rewound)
 
     def poll_batch(self, on_error: Callable[[KafkaError], None] | None = None) -> list[IncomingMessage]:
         """Up to ``batch_size`` records, waiting at most ``wait_s`` for the first ones."""
@@ -212,6 +233,9 @@ def consumer_settings(settings: Any) -> dict[str, object]:
         "fetch.wait.max.ms": settings.fetch_max_wait_ms,
         # Hold little ahead of the batch being processed: a rebalance drops it anyway.
         "queued.max.messages.kbytes": 16384,
+        # A batch held through a long Postgres outage keeps its partitions (Faust's limit,
+        # 1,000 s; librdkafka's default of 300 s would hand them to another member).
+        "max.poll.interval.ms": 1_000_000,
         # One protocol: the embedded broker refuses a join offering several (librdkafka's
         # default is "range,roundrobin") as an inconsistent group protocol.
         "partition.assignment.strategy": "roundrobin",

@@ -104,7 +104,13 @@ class LogResetGuard:
         if read_offsets is None or committed_offsets is None:
             return []  # a Faust without this bookkeeping: nothing to correct
         rewound = []
-        for tp in sorted(consumer.assignment()):
+        assigned = consumer.assignment()
+        held = {(tp.topic, tp.partition) for tp in assigned}
+        for where in [w for w in self._anchor if w not in held]:
+            # Revoked: a later owner of the partition may read it from elsewhere.
+            self._anchor.pop(where, None)
+            self._last_seen.pop(where, None)
+        for tp in sorted(assigned):
             # Positions first, the end second: the end only grows, so a position read before
             # it can be past it only if the log restarted.
             last_read, committed = read_offsets.get(tp), committed_offsets.get(tp)

@@ -80,7 +80,8 @@ def test_a_rewind_reads_the_partition_again_from_the_offset_asked(stack_settings
     topic = _fresh_topic(stack_settings, partitions=1)
     send_all(stack_settings, topic, [OutgoingMessage(key=b"k", value=f"v{i}".encode())
                                      for i in range(10)])
-    consumer = _consumer(stack_settings, f"bc-{uuid.uuid4().hex[:6]}", topic)
+    group = f"bc-{uuid.uuid4().hex[:6]}"
+    consumer = _consumer(stack_settings, group, topic)
     try:
         assert len(_drain(consumer, 10)) == 10
         assert consumer._read_offset == {TP(topic, 0): 9}
@@ -88,5 +89,10 @@ def test_a_rewind_reads_the_partition_again_from_the_offset_asked(stack_settings
         asyncio.run(consumer.seek(TP(topic, 0), 4))
         again = _drain(consumer, 6)
         assert [m.offset for m in again] == list(range(4, 10))
+        # The rewind was committed as it was applied: whoever reads the partition next starts
+        # there, not at a position the group held before.
+        offsets = CommittedOffsets(stack_settings, group)
+        assert offsets.committed([(topic, 0)]) == {(topic, 0): 4}
+        offsets.close()
     finally:
         consumer.close()

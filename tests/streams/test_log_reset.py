@@ -135,3 +135,15 @@ def test_an_anchor_removed_by_retention_moves_to_the_last_message_seen() -> None
     guard.saw([_message(39, b"old-39")])
     assert asyncio.run(guard.check()) == []
     assert guard._anchor[("t", 0)] == guard._last_seen[("t", 0)]
+
+
+def test_a_revoked_partition_is_forgotten() -> None:
+    # A later owner may read the partition from elsewhere; an anchor kept from this owner's
+    # time would make a rejoin that reads it from 0 look like a new log.
+    tp = TP("t", 0)
+    consumer = FakeConsumer({tp: 5})
+    guard = LogResetGuard(FakeApp(consumer), FakeLog({i: b"x" for i in range(10)}))
+    guard.saw([_message(5, b"x")])
+    del consumer._read_offset[tp], consumer._committed_offset[tp]
+    assert asyncio.run(guard.check()) == []
+    assert guard._anchor == {} and guard._last_seen == {}
