@@ -105,8 +105,8 @@ class LogResetGuard:
             return []  # a Faust without this bookkeeping: nothing to correct
         rewound = []
         assigned = consumer.assignment()
-        held = {(tp.topic, tp.partition) for tp in assigned}
-        for where in [w for w in self._anchor if w not in held]:
+        owned = {(tp.topic, tp.partition) for tp in assigned}
+        for where in [w for w in self._anchor if w not in owned]:
             # Revoked: a later owner of the partition may read it from elsewhere.
             self._anchor.pop(where, None)
             self._last_seen.pop(where, None)
