@@ -186,7 +186,9 @@ class BatchIntake(Service):
                 batch = await asyncio.to_thread(consumer.poll_batch, self._kafka_error)
                 if batch:
                     await self._decide(batch)
-                    await asyncio.to_thread(consumer.commit, batch)
+                    # Not waited for: sent behind the earlier commits while the next batch
+                    # is decided (BatchConsumer.commit); close() commits the last ones.
+                    await asyncio.to_thread(partial(consumer.commit, batch, wait=False))
             self.consumer = None
             await asyncio.to_thread(consumer.close)
         except asyncio.CancelledError:

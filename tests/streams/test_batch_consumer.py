@@ -4,6 +4,7 @@ rewinds asked for by the log-reset guard."""
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import time
 import uuid
 from datetime import UTC, datetime
@@ -95,4 +96,53 @@ def test_a_rewind_reads_the_partition_again_from_the_offset_asked(stack_settings
         assert offsets.committed([(topic, 0)]) == {(topic, 0): 4}
         offsets.close()
     finally:
+        consumer.close()
+
+
+@pytest.mark.integration
+def test_a_commit_not_waited_for_is_made_durable_by_close(stack_settings: Settings) -> None:
+    """The loop does not wait for its commits; leaving the group must still leave the offsets
+    of every finished batch committed, or the next owner reads them all again."""
+    topic = _fresh_topic(stack_settings)
+    send_all(stack_settings, topic, [OutgoingMessage(key=str(i).encode(), value=f"v{i}".encode())
+                                     for i in range(30)])
+    group = f"bc-{uuid.uuid4().hex[:6]}"
+    consumer = _consumer(stack_settings, group, topic)
+    try:
+        batch = _drain(consumer, 30)
+        assert consumer.commit(batch, wait=False)
+    finally:
+        consumer.close()
+    ends: dict[tuple[str, int], int] = {}
+    for m in batch:
+        ends[(m.topic, m.partition)] = max(ends.get((m.topic, m.partition), 0), m.offset + 1)
+    offsets = CommittedOffsets(stack_settings, group)
+    try:
+        assert offsets.committed(list(ends)) == ends
+    finally:
+        offsets.close()
+
+
+@pytest.mark.integration
+def test_what_is_queued_is_handed_over_without_waiting_for_a_full_batch(
+        stack_settings: Settings) -> None:
+    """With a window far longer than the test, a part batch already queued still comes back:
+    the window is only a wait for the first record (librdkafka's consume(n, t) would hold
+    a part batch for the whole window)."""
+    topic = _fresh_topic(stack_settings, partitions=1)
+    send_all(stack_settings, topic, [OutgoingMessage(key=None, value=f"v{i}".encode())
+                                     for i in range(5)])
+    consumer = BatchConsumer({**kafka_config(stack_settings), **consumer_settings(stack_settings)},
+                             f"bc-{uuid.uuid4().hex[:6]}", [topic], batch_size=500,
+                             wait_s=3600, trust_create_time=True)
+    pool = concurrent.futures.ThreadPoolExecutor(1)
+    try:
+        got: list[IncomingMessage] = []
+        while len(got) < 5:
+            # Bounded only so that holding the part batch fails instead of hanging the suite:
+            # the window is an hour, joining the group and fetching take seconds.
+            got.extend(pool.submit(consumer.poll_batch).result(timeout=180))
+        assert sorted(m.value for m in got) == [f"v{i}".encode() for i in range(5)]
+    finally:
+        pool.shutdown(wait=False)
         consumer.close()
