@@ -87,8 +87,9 @@ class Settings(BaseSettings):
     )
     intake_concurrency: int = Field(
         1, ge=1, le=16,
-        description="ATTEST_INTAKE_CONSUMER=faust only: batches each intake agent works on "
-                    "at once; above 1, batches of one partition may commit out of order.",
+        description="Batches intake works on at once. On the batch consumer (the default) "
+                    "offsets still move in the order read; with ATTEST_INTAKE_CONSUMER=faust, "
+                    "batches of one partition may then commit out of order.",
     )
     enrichment_concurrency: int = Field(
         1, ge=1, le=8,
@@ -99,8 +100,9 @@ class Settings(BaseSettings):
     )
     batch_within_s: float = Field(
         0.02, gt=0,
-        description="Longest wait to fill a batch before processing what arrived (the floor of "
-                    "latency at low rates; a backlog fills batches at once).",
+        description="Longest wait for a batch's first record when nothing is queued (the batch "
+                    "consumer hands over what is queued at once); with ATTEST_INTAKE_CONSUMER="
+                    "faust, longest wait to fill a batch.",
     )
     db_retry_max_s: float = Field(
         30.0, gt=0, description="Cap of the backoff while the database is unreachable."

@@ -1,16 +1,19 @@
 """The Faust application: all wiring of topics to stages lives here and only here.
 
-Intake reads whole batches with a librdkafka consumer of its own (``BatchIntake``,
+Every stage reads whole batches with a librdkafka consumer of its own (``BatchStage``,
 streams/batch_consumer.py) and commits a batch's offsets only after its Postgres writes
-committed and its dead letters and audit records were delivered. The other stages are Faust
-agents consuming in batches (``take_events``): Faust acknowledges a batch only after the loop
-body returns, under the same rule. Offsets never run ahead of durable effects (at-least-once
-with idempotent effects; see docs/architecture.md).
+committed and its dead letters and audit records were delivered. Faust publishes, serves
+``/health`` and ``/metrics`` and runs the timers. ``ATTEST_INTAKE_CONSUMER=faust`` keeps intake
+on a Faust agent consuming in batches (``take_events``, the first wave's path, kept as the
+benchmark's baseline): Faust acknowledges a batch only after the loop body returns, under the
+same rule. Offsets never run ahead of durable effects (at-least-once with idempotent effects;
+see docs/architecture.md).
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import faulthandler
 import logging
@@ -136,43 +139,51 @@ def _for_topic(output: BatchOutput, topic: str) -> BatchOutput:
     )
 
 
-class BatchIntake(Service):
-    """Intake's consume loop on a ``BatchConsumer``: batch, decide, publish, then commit.
+class BatchStage(Service):
+    """A stage's consume loop on a ``BatchConsumer``: batch, decide, publish, then commit.
 
-    One batch at a time, so its offsets are committed in order; the next batch is fetched by
-    librdkafka's threads while this one is decided.
+    Up to ``concurrency`` batches are decided at once (enrichment on a GPU host: the model
+    classifies one while another is stored); offsets are committed in the order the batches
+    were read, each only once its own effects and those of every batch before it are durable.
+    librdkafka's threads fetch the next batch while one is decided.
     """
 
-    def __init__(self, settings: Settings, topics: list[str], handler: BatchHandler,
-                 publish: Callable[[BatchOutput], Awaitable[None]], tracker: Any) -> None:
+    def __init__(self, settings: Settings, stage: str, topics: list[str], handler: BatchHandler,
+                 publish: Callable[[BatchOutput], Awaitable[None]], tracker: Any,
+                 concurrency: int = 1) -> None:
         super().__init__()
         self._settings = settings
+        self._stage = stage
         self._topics = topics
         self._handler = handler
         self._publish = publish
         self._tracker = tracker
+        self._concurrency = concurrency
         self.guard: LogResetGuard | None = None
         #: What LogResetGuard reads (``consumer``): None until the consumer has subscribed.
         self.consumer: BatchConsumer | None = None
         #: Set when no batch is in hand any more (the loop ended): what ``on_stop`` waits for.
         self._idle = asyncio.Event()
 
+    @property
+    def label(self) -> str:
+        return f"{type(self).__name__}({self._stage})"
+
     def _open(self) -> BatchConsumer:
         settings = self._settings
         return BatchConsumer(
             {**kafka_config(settings), **consumer_settings(settings)},
-            group_id(settings, "intake"), self._topics, batch_size=settings.batch_size,
+            group_id(settings, self._stage), self._topics, batch_size=settings.batch_size,
             wait_s=settings.batch_within_s,
-            trust_create_time=settings.freshness_from_create_time)
+            trust_create_time=settings.freshness_from_create_time, stage=self._stage)
 
-    @staticmethod
-    def _kafka_error(error: Any) -> None:
+    def _kafka_error(self, error: Any) -> None:
         if error.fatal():
-            exit_worker(f"the intake consumer failed for good: {error.str()}")
-        log.warning("intake consumer: %s", error.str())
+            exit_worker(f"the {self._stage} consumer failed for good: {error.str()}")
+        log.warning("%s consumer: %s", self._stage, error.str())
 
     async def on_stop(self) -> None:
-        """Let the batch in hand finish (decided, published, committed) before the loop is
+        """Let the batches in hand finish (decided, published, committed) before the loop is
         cancelled, as a Faust agent does; what is still in hand after the wait is delivered
         again to the partitions' next owner."""
         with contextlib.suppress(asyncio.TimeoutError):
@@ -180,25 +191,38 @@ class BatchIntake(Service):
 
     @Service.task
     async def _consume(self) -> None:
+        in_flight: collections.deque[tuple[list[IncomingMessage], asyncio.Task[None]]] = \
+            collections.deque()
         try:
             consumer = self.consumer = await asyncio.to_thread(self._open)
             while not self.should_stop:
                 batch = await asyncio.to_thread(consumer.poll_batch, self._kafka_error)
                 if batch:
-                    await self._decide(batch)
-                    # Not waited for: sent behind the earlier commits while the next batch
-                    # is decided (BatchConsumer.commit); close() commits the last ones.
-                    await asyncio.to_thread(partial(consumer.commit, batch, wait=False))
+                    in_flight.append((batch, asyncio.ensure_future(self._decide(batch))))
+                while in_flight and (len(in_flight) >= self._concurrency or in_flight[0][1].done()):
+                    await self._finish(consumer, *in_flight.popleft())
+            while in_flight:
+                await self._finish(consumer, *in_flight.popleft())
             self.consumer = None
             await asyncio.to_thread(consumer.close)
         except asyncio.CancelledError:
+            for _, task in in_flight:
+                task.cancel()
             raise
         except Exception as exc:  # noqa: BLE001 - bad events never get here (they are
             # dead-lettered); this is a bug, a broken database schema or a broken client.
-            log.exception("unexpected failure in intake")
-            exit_worker(f"{type(exc).__name__} in the intake loop: {exc}")
+            log.exception("unexpected failure in %s", self._stage)
+            exit_worker(f"{type(exc).__name__} in the {self._stage} loop: {exc}")
         finally:
             self._idle.set()
+
+    @staticmethod
+    async def _finish(consumer: BatchConsumer, batch: list[IncomingMessage],
+                      decided: asyncio.Task[None]) -> None:
+        await decided
+        # Not waited for: sent behind the earlier commits while the next batch is decided
+        # (BatchConsumer.commit); close() commits the last ones.
+        await asyncio.to_thread(partial(consumer.commit, batch, wait=False))
 
     async def _decide(self, batch: list[IncomingMessage]) -> None:
         """Everything a batch must make durable before its offsets may move."""
@@ -206,10 +230,10 @@ class BatchIntake(Service):
             self.guard.saw(batch)
         output = await self._handler(batch)
         await until_published(partial(self._publish, output), self._settings.db_retry_max_s,
-                              "the intake batch's dead letters and audit records")
+                              f"the {self._stage} batch's dead letters and audit records")
         for topic in sorted({m.topic for m in batch}):
             size = sum(1 for m in batch if m.topic == topic)
-            observe_batch("intake", topic, size, _for_topic(output, topic))
+            observe_batch(self._stage, topic, size, _for_topic(output, topic))
             self._tracker.batch_done(topic)
 
 
@@ -257,10 +281,10 @@ def build_app(settings: Settings, role: str = "intake") -> faust.App:
     # trace; the fault suite saw one (-11) at a broker restart. Print the stacks to the log.
     faulthandler.enable()
     set_fetch_max_wait(settings.fetch_max_wait_ms)
-    # Batch intake reads with a consumer of its own (streams/batch_consumer.py) in the intake
-    # group; Faust then only publishes, serves /health and /metrics and runs the timers, and
-    # must not join that group with its own assignor.
-    batch_intake = role == "intake" and settings.intake_consumer == "batch"
+    # A stage reads with a consumer of its own (streams/batch_consumer.py) in its group; Faust
+    # then only publishes, serves /health and /metrics and runs the timers, and must not join
+    # that group with its own assignor. ATTEST_INTAKE_CONSUMER=faust: intake on Faust agents.
+    batch_stage = not (role == "intake" and settings.intake_consumer == "faust")
     app = faust.App(
         group_id(settings, role),
         broker=[f"kafka://{host}" for host in settings.kafka_bootstrap.split(",")],
@@ -280,7 +304,7 @@ def build_app(settings: Settings, role: str = "intake") -> faust.App:
     )
     # No Faust consumer, no agents: web, producer and timers (faust.App reads producer_only
     # from the instance, not from its keyword options).
-    app.producer_only = batch_intake
+    app.producer_only = batch_stage
     topics = {
         spec.suffix: app.topic(
             spec.name(settings),
@@ -309,7 +333,7 @@ def build_app(settings: Settings, role: str = "intake") -> faust.App:
 
     # A log that starts again under the stage (a broker that forgot its topics) is read again;
     # the guard remembers each partition's last message to recognise a new log.
-    guard = LogResetGuard(app, LogProbe(settings)) if not batch_intake else None
+    guard = LogResetGuard(app, LogProbe(settings)) if not batch_stage else None
 
     def attach(spec: TopicSpec, handler: BatchHandler, concurrency: int = 1) -> None:
         async def agent(stream: faust.StreamT) -> None:
@@ -332,31 +356,34 @@ def build_app(settings: Settings, role: str = "intake") -> faust.App:
                   concurrency=concurrency)(agent)
 
     batch_specs: list[TopicSpec] = []
-    batch_handler: list[BatchHandler] = []
+    batch_handler: list[tuple[BatchHandler, int]] = []
 
     def attach_batch(spec: TopicSpec, handler: BatchHandler, concurrency: int = 1) -> None:
+        """One consumer reads all of a stage's topics, so every topic has the same handler."""
+        if batch_handler and batch_handler[0] != (handler, concurrency):
+            raise ValueError(f"the {role} stage attaches two handlers to one batch consumer")
         batch_specs.append(spec)
-        batch_handler[:] = [handler]
+        batch_handler[:] = [(handler, concurrency)]
 
+    stage_attach = attach_batch if batch_stage else attach
     actor = worker_actor()
     models = None
-    if batch_intake:
-        _attach_intake(app, settings, actor, attach_batch)
-    elif role == "enrichment":
-        models = _attach_enrichment(app, settings, actor, attach)
+    if role == "enrichment":
+        models = _attach_enrichment(app, settings, actor, stage_attach)
     elif role == "audit":
-        attach(AUDIT, AuditSink(settings, actor=actor, own_kid=audit_key.kid).process)
+        stage_attach(AUDIT, AuditSink(settings, actor=actor, own_kid=audit_key.kid).process)
     elif role == "reconciliation":
-        _attach_reconciliation(app, settings, actor, attach, topics[RECONCILIATION.suffix])
+        _attach_reconciliation(app, settings, actor, stage_attach, topics[RECONCILIATION.suffix])
     else:
-        _attach_intake(app, settings, actor, attach)
+        _attach_intake(app, settings, actor, stage_attach)
     # GET /health (and, on intake, a lag reading every 15 s); agents report each batch.
     tracker = install(app, settings, role, models)
-    if batch_intake:
-        intake_service = BatchIntake(settings, [spec.name(settings) for spec in batch_specs],
-                                     batch_handler[0], publish, tracker)
-        app.service(intake_service)
-        guard = intake_service.guard = LogResetGuard(intake_service, LogProbe(settings))
+    if batch_stage:
+        handler, concurrency = batch_handler[0]
+        stage_service = BatchStage(settings, role, [spec.name(settings) for spec in batch_specs],
+                                   handler, publish, tracker, concurrency)
+        app.service(stage_service)
+        guard = stage_service.guard = LogResetGuard(stage_service, LogProbe(settings))
     assert guard is not None
     app.timer(LOG_RESET_CHECK_S, name=f"attest.{role}.log_reset")(guard.check)
 

@@ -1,10 +1,11 @@
-"""Intake's consumer: whole batches from librdkafka in place of Faust's per-message stream.
+"""Every stage's consumer: whole batches from librdkafka in place of Faust's per-message stream.
 
 Why: with verification, sealing and storing batched, Faust's consumer path (a message object,
 an event, a stream step and an acknowledgement per record, all in the one Python thread) was
-the largest remaining cost of intake (docs/performance.md). ``confluent_kafka.Consumer``
-fetches and decodes in librdkafka's threads and hands over up to ``batch_size`` records in
-one call.
+the largest remaining cost of intake (docs/performance.md); and Faust commits past a gap in
+the offsets a fetch hands over, which the embedded broker was seen to leave (``_skipped_over``).
+``confluent_kafka.Consumer`` fetches and decodes in librdkafka's threads and hands over up to
+``batch_size`` records in one call.
 
 The delivery discipline is the Faust path's: a batch's offsets are committed only after its
 rows committed and its dead letters and audit records were delivered (at-least-once with
@@ -93,7 +94,10 @@ class BatchConsumer:
     """
 
     def __init__(self, config: dict[str, object], group: str, topics: list[str], *,
-                 batch_size: int, wait_s: float, trust_create_time: bool) -> None:
+                 batch_size: int, wait_s: float, trust_create_time: bool,
+                 stage: str = "intake") -> None:
+        #: The stage's name in log lines ("intake offsets", "audit revoked ...").
+        self._stage = stage
         self._batch_size = batch_size
         self._wait_s = wait_s
         self._trust_create_time = trust_create_time
@@ -109,7 +113,7 @@ class BatchConsumer:
         self._consumer = Consumer({
             **config,
             "group.id": group,
-            "client.id": f"attest-intake-{uuid.uuid4().hex[:6]}",
+            "client.id": f"attest-{stage}-{uuid.uuid4().hex[:6]}",
             "enable.auto.commit": False,
             "enable.auto.offset.store": False,
             "auto.offset.reset": "earliest",
@@ -122,7 +126,7 @@ class BatchConsumer:
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self._assigned.update(TP(p.topic, p.partition) for p in partitions)
-        log.info("intake assigned %s", ", ".join(f"{p.topic}/{p.partition}" for p in partitions))
+        log.info("%s assigned %s", self._stage, ", ".join(f"{p.topic}/{p.partition}" for p in partitions))
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         # A rewind not applied yet is committed instead, so the next owner does not start
@@ -137,7 +141,7 @@ class BatchConsumer:
             for held in (self._read_offset, self._committed_offset, self._rewinds, self._gaps):
                 held.pop(tp, None)
         if partitions:
-            log.info("intake revoked %s", ", ".join(f"{p.topic}/{p.partition}" for p in partitions))
+            log.info("%s revoked %s", self._stage, ", ".join(f"{p.topic}/{p.partition}" for p in partitions))
 
     # -- what LogResetGuard uses -------------------------------------------------------------
 
@@ -257,18 +261,17 @@ class BatchConsumer:
                     offsets=[TopicPartition(tp.topic, tp.partition, o) for tp, o in offsets.items()],
                     asynchronous=not wait)
         except KafkaException as exc:
-            log.warning("could not commit intake offsets (%s); the batch will be delivered "
-                        "again and recognised", exc.args[0].str())
+            log.warning("could not commit %s offsets (%s); the batch will be delivered "
+                        "again and recognised", self._stage, exc.args[0].str())
             return False
         self._committed_offset.update(offsets)
         return True
 
-    @staticmethod
-    def _on_commit(error: KafkaError | None, partitions: list[TopicPartition]) -> None:
+    def _on_commit(self, error: KafkaError | None, partitions: list[TopicPartition]) -> None:
         """The result of a commit not waited for (served inside ``consume()``)."""
         if error is not None and error.code() != KafkaError._NO_OFFSET:
-            log.warning("could not commit intake offsets (%s); those batches will be delivered "
-                        "again and recognised", error.str())
+            log.warning("could not commit %s offsets (%s); those batches will be delivered "
+                        "again and recognised", self._stage, error.str())
 
     def close(self) -> None:
         """Commit the last offsets and leave the group: a commit not waited for may still be
@@ -280,11 +283,11 @@ class BatchConsumer:
                 try:
                     self._consumer.commit(offsets=last, asynchronous=False)
                 except (KafkaException, RuntimeError) as exc:  # the broker away, or closed
-                    log.warning("could not commit the last intake offsets: %s", exc)
+                    log.warning("could not commit the last %s offsets: %s", self._stage, exc)
             try:
                 self._consumer.close()
             except (KafkaException, RuntimeError) as exc:  # closed already, or the broker away
-                log.warning("closing the intake consumer: %s", exc)
+                log.warning("closing the %s consumer: %s", self._stage, exc)
 
 
 def consumer_settings(settings: Any) -> dict[str, object]:

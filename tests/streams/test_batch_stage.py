@@ -1,0 +1,84 @@
+"""A stage's loop on the batch consumer (streams/app.py ``BatchStage``) on the real broker:
+several batches decided at once, offsets committed in the order they were read."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from typing import Any
+
+import pytest
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from agents.messages import BatchOutput, IncomingMessage
+from config.settings import Settings
+from streams.admin import kafka_config
+from streams.app import BatchStage
+from streams.offsets import CommittedOffsets
+from streams.producer import OutgoingMessage, send_all
+from streams.topics import group_id
+
+
+class _Tracker:
+    def batch_done(self, topic: str) -> None:
+        pass
+
+
+@pytest.mark.integration
+def test_batches_decided_at_once_are_committed_in_the_order_read(stack_settings: Settings) -> None:
+    settings = stack_settings.model_copy(update={"batch_size": 1, "app_id": f"bs-{uuid.uuid4().hex[:6]}"})
+    topic = f"bs-{uuid.uuid4().hex[:8]}"
+    admin = AdminClient(kafka_config(settings))
+    for future in admin.create_topics([NewTopic(topic, 1, 1)]).values():
+        future.result(15)
+    send_all(settings, topic, [OutgoingMessage(key=None, value=f"v{i}".encode()) for i in range(12)])
+
+    in_flight, most_in_flight = 0, 0
+    finished: list[int] = []
+    committed: list[int] = []
+
+    async def handler(batch: list[IncomingMessage]) -> BatchOutput:
+        nonlocal in_flight, most_in_flight
+        in_flight += 1
+        most_in_flight = max(most_in_flight, in_flight)
+        # Every third batch is slow: the two read after it finish first.
+        await asyncio.sleep(0.5 if batch[0].offset % 3 == 0 else 0.01)
+        in_flight -= 1
+        finished.append(batch[0].offset)
+        return BatchOutput()
+
+    async def publish(output: BatchOutput) -> None:
+        pass
+
+    async def run() -> None:
+        stage = BatchStage(settings, "ordertest", [topic], handler, publish, _Tracker(), concurrency=3)
+        await stage.start()
+        try:
+            while stage.consumer is None:
+                await asyncio.sleep(0.05)
+            consumer = stage.consumer
+            real_commit = consumer.commit
+
+            def recording_commit(batch: list[IncomingMessage], **kw: Any) -> bool:
+                committed.append(batch[0].offset)
+                assert batch[0].offset in finished  # never before the batch's effects
+                return real_commit(batch, **kw)
+
+            consumer.commit = recording_commit  # type: ignore[method-assign]
+            for _ in range(1200):
+                if len(committed) == 12:
+                    break
+                await asyncio.sleep(0.05)
+        finally:
+            await stage.stop()
+
+    asyncio.run(run())
+    assert sorted(finished) == list(range(12))
+    assert finished != sorted(finished)  # batches did overtake each other ...
+    assert most_in_flight == 3
+    assert committed == list(range(12))  # ... and their offsets still moved in order
+    offsets = CommittedOffsets(settings, group_id(settings, "ordertest"))
+    try:
+        assert offsets.committed([(topic, 0)]) == {(topic, 0): 12}
+    finally:
+        offsets.close()
