@@ -208,6 +208,12 @@ class BatchStage(Service):
         except asyncio.CancelledError:
             for _, task in in_flight:
                 task.cancel()
+            # Stopped with a batch still in hand (a stage waiting on Postgres, enrichment on
+            # intake): leave the group now, with the offsets of the batches finished, so the
+            # partitions' next owner gets them at once instead of after the session timeout.
+            if self.consumer is not None:
+                self.consumer, consumer = None, self.consumer
+                consumer.close()
             raise
         except Exception as exc:  # noqa: BLE001 - bad events never get here (they are
             # dead-lettered); this is a bug, a broken database schema or a broken client.

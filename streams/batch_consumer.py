@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -108,6 +109,9 @@ class BatchConsumer:
         self._rewinds: dict[TP, int] = {}
         #: A gap in the offsets handed over, rewound once to read it again (``_skipped_over``).
         self._gaps: dict[TP, tuple[int, int]] = {}
+        #: When a commit was last refused: ``_commit_again`` sends the offsets again.
+        self._commit_refused_at: float | None = None
+        self._commit_failing = False
         #: librdkafka calls of this consumer never overlap (close waits for a consume).
         self._lock = threading.Lock()
         self._consumer = Consumer({
@@ -192,6 +196,7 @@ class BatchConsumer:
         """
         with self._lock:
             self._apply_rewinds()
+            self._commit_again()
             records = self._consumer.consume(self._batch_size, 0)
             if not records:
                 records = self._consumer.consume(1, self._wait_s)
@@ -245,11 +250,12 @@ class BatchConsumer:
     def commit(self, batch: list[IncomingMessage], *, wait: bool = True) -> bool:
         """Commit the batch's offsets (after its effects are durable); False when refused.
 
-        A refused commit (a rebalance, the broker away) only means the batch is delivered
-        again to whoever owns its partitions next, and every effect is idempotent. That is
-        also why the loop does not wait (``wait=False``): the commit is sent in order behind
-        the earlier ones while the next batch is decided, a failure is logged by
-        ``_on_commit``, and ``close`` commits the last offsets synchronously.
+        A refused commit (a rebalance, the broker away) is sent again (``_commit_again``);
+        until it lands, the batch is at worst delivered again to whoever owns its partitions
+        next, and every effect is idempotent. That is also why the loop does not wait
+        (``wait=False``): the commit is sent in order behind the earlier ones while the next
+        batch is decided, a refusal is reported to ``_on_commit``, and ``close`` commits the
+        last offsets synchronously.
         """
         offsets = {tp: offset for tp, offset in next_offsets(batch).items()
                    if tp in self._assigned and tp not in self._rewinds}
@@ -261,17 +267,48 @@ class BatchConsumer:
                     offsets=[TopicPartition(tp.topic, tp.partition, o) for tp, o in offsets.items()],
                     asynchronous=not wait)
         except KafkaException as exc:
-            log.warning("could not commit %s offsets (%s); the batch will be delivered "
-                        "again and recognised", self._stage, exc.args[0].str())
+            self._committed_offset.update(offsets)
+            self._refused(exc.args[0].str())
             return False
         self._committed_offset.update(offsets)
         return True
 
+    def _refused(self, why: str) -> None:
+        if not self._commit_failing:
+            log.warning("could not commit %s offsets (%s); sending them again every second",
+                        self._stage, why)
+        self._commit_failing = True
+        self._commit_refused_at = time.monotonic()
+
     def _on_commit(self, error: KafkaError | None, partitions: list[TopicPartition]) -> None:
         """The result of a commit not waited for (served inside ``consume()``)."""
-        if error is not None and error.code() != KafkaError._NO_OFFSET:
-            log.warning("could not commit %s offsets (%s); those batches will be delivered "
-                        "again and recognised", self._stage, error.str())
+        errors = [error] if error is not None else [p.error for p in partitions if p.error]
+        errors = [e for e in errors if e.code() != KafkaError._NO_OFFSET]
+        if errors:
+            self._refused(errors[0].str())
+        elif self._commit_failing and partitions:
+            self._commit_failing = False
+            log.info("%s offsets committed again", self._stage)
+
+    def _commit_again(self) -> None:
+        """Send the offsets of a refused commit again (a rebalance, the broker away), at most
+        once a second. Waiting for the next batch's commit to carry them is not enough: a
+        partition that goes quiet gets none, its group's committed offset stays behind what
+        is decided, and the stages after intake wait on intake's committed offsets."""
+        refused = self._commit_refused_at
+        if refused is None or time.monotonic() - refused < 1.0:
+            return
+        self._commit_refused_at = None
+        offsets = [TopicPartition(tp.topic, tp.partition, offset)
+                   for tp, offset in self._committed_offset.items()
+                   if tp in self._assigned and tp not in self._rewinds]
+        if not offsets:
+            self._commit_failing = False
+            return
+        try:
+            self._consumer.commit(offsets=offsets, asynchronous=True)
+        except KafkaException as exc:
+            self._refused(exc.args[0].str())
 
     def close(self) -> None:
         """Commit the last offsets and leave the group: a commit not waited for may still be

@@ -10,7 +10,7 @@ import uuid
 from datetime import UTC, datetime
 
 import pytest
-from confluent_kafka import TopicPartition
+from confluent_kafka import KafkaError, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from agents.messages import IncomingMessage
@@ -203,4 +203,32 @@ def test_records_the_broker_skipped_over_are_handed_over_before_any_later_one(
         assert offsets.committed([(topic, 0)]) == {(topic, 0): 15}
         offsets.close()
     finally:
+        consumer.close()
+
+
+@pytest.mark.integration
+def test_a_refused_commit_is_sent_again_though_no_batch_follows(stack_settings: Settings) -> None:
+    """A commit refused during a rebalance used to wait for the next batch's commit; on a
+    partition that then went quiet, the group's offset stayed behind what was decided, and
+    enrichment and reconciliation (which wait on intake's committed offsets) waited with it."""
+    topic = _fresh_topic(stack_settings, partitions=1)
+    send_all(stack_settings, topic, [OutgoingMessage(key=None, value=f"v{i}".encode())
+                                     for i in range(10)])
+    group = f"bc-{uuid.uuid4().hex[:6]}"
+    consumer = _consumer(stack_settings, group, topic)
+    offsets = CommittedOffsets(stack_settings, group)
+    try:
+        batch = _drain(consumer, 10)
+        # What the loop records for a commit sent without waiting, and then the refusal
+        # librdkafka reports for it (the commit itself never reached the group).
+        consumer._committed_offset.update(next_offsets(batch))
+        consumer._on_commit(KafkaError(KafkaError.REBALANCE_IN_PROGRESS), [])
+        assert offsets.committed([(topic, 0)]) == {(topic, 0): -1001}
+        deadline = time.monotonic() + 30
+        while offsets.committed([(topic, 0)]) != {(topic, 0): 10} and time.monotonic() < deadline:
+            assert consumer.poll_batch() == []  # nothing more to read: only the retry
+        assert offsets.committed([(topic, 0)]) == {(topic, 0): 10}
+        assert not consumer._commit_failing
+    finally:
+        offsets.close()
         consumer.close()
