@@ -139,6 +139,17 @@ def _for_topic(output: BatchOutput, topic: str) -> BatchOutput:
     )
 
 
+def _decided(task: asyncio.Task[None]) -> bool:
+    """Whether a batch's task ended with its effects durable (not cancelled, no error)."""
+    return task.done() and not task.cancelled() and task.exception() is None
+
+
+def _commit_and_close(consumer: BatchConsumer, finished: list[list[IncomingMessage]]) -> None:
+    for batch in finished:
+        consumer.commit(batch, wait=False)
+    consumer.close()  # commits the last offsets synchronously
+
+
 class BatchStage(Service):
     """A stage's consume loop on a ``BatchConsumer``: batch, decide, publish, then commit.
 
@@ -206,14 +217,18 @@ class BatchStage(Service):
             self.consumer = None
             await asyncio.to_thread(consumer.close)
         except asyncio.CancelledError:
+            # Stopped with a batch still in hand (a stage waiting on Postgres, enrichment on
+            # intake): commit the batches decided ahead of it, in order, and leave the group
+            # now, so the partitions' next owner gets the rest at once instead of after the
+            # session timeout.
+            finished = []
+            while in_flight and _decided(in_flight[0][1]):
+                finished.append(in_flight.popleft()[0])
             for _, task in in_flight:
                 task.cancel()
-            # Stopped with a batch still in hand (a stage waiting on Postgres, enrichment on
-            # intake): leave the group now, with the offsets of the batches finished, so the
-            # partitions' next owner gets them at once instead of after the session timeout.
             if self.consumer is not None:
                 self.consumer, consumer = None, self.consumer
-                consumer.close()
+                await asyncio.to_thread(_commit_and_close, consumer, finished)
             raise
         except Exception as exc:  # noqa: BLE001 - bad events never get here (they are
             # dead-lettered); this is a bug, a broken database schema or a broken client.

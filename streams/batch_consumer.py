@@ -9,9 +9,11 @@ the offsets a fetch hands over, which the embedded broker was seen to leave (``_
 
 The delivery discipline is the Faust path's: a batch's offsets are committed only after its
 rows committed and its dead letters and audit records were delivered (at-least-once with
-idempotent effects, docs/reliability.md). Rebalance callbacks run inside ``consume()``, and
-``consume()`` is called only between batches, so partitions never move while a batch is in
-flight; librdkafka drops what it prefetched for a revoked partition.
+idempotent effects, docs/reliability.md). Rebalance callbacks run inside ``consume()``, which
+is called only between batches; with one batch in flight (the default) partitions never move
+under it. With several (``BatchStage``'s concurrency), a batch read before its partition was
+revoked, assigned again or rewound commits nothing for it (``Batch.epochs``): its records are
+delivered again, never skipped. librdkafka drops what it prefetched for a revoked partition.
 
 The object also exposes the bookkeeping ``streams.log_reset.LogResetGuard`` reads of a Faust
 consumer (``_read_offset``, ``_committed_offset``, ``assignment()``, ``seek()``), so the same
@@ -86,6 +88,18 @@ def next_offsets(batch: list[IncomingMessage]) -> dict[TP, int]:
     return offsets
 
 
+#: How many times the same gap is read before it is taken to hold no record.
+GAP_READS = 3
+
+
+class Batch(list[IncomingMessage]):
+    """A batch as handed over, with the epoch each of its partitions was read under."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.epochs: dict[TP, int] = {}
+
+
 class BatchConsumer:
     """One member of a consumer group, read in batches; every call from one thread at a time.
 
@@ -106,9 +120,16 @@ class BatchConsumer:
         self._read_offset: dict[TP, int] = {}
         self._committed_offset: dict[TP, int] = {}
         self._assigned: set[TP] = set()
+        #: The log-reset guard's rewinds: applied (seek) and committed before the next batch.
         self._rewinds: dict[TP, int] = {}
-        #: A gap in the offsets handed over, rewound once to read it again (``_skipped_over``).
-        self._gaps: dict[TP, tuple[int, int]] = {}
+        #: Re-reads of a gap in the offsets handed over (``_skipped_over``): seek only, never
+        #: committed (batches before the gap may still be in flight).
+        self._rereads: dict[TP, int] = {}
+        #: The last gap seen per partition and how many times it was read.
+        self._gaps: dict[TP, tuple[tuple[int, int], int]] = {}
+        #: Bumped when a partition is assigned, revoked or rewound by the guard: a batch read
+        #: under an older epoch commits nothing for that partition (``commit``).
+        self._epoch: dict[TP, int] = {}
         #: When a commit was last refused: ``_commit_again`` sends the offsets again.
         self._commit_refused_at: float | None = None
         self._commit_failing = False
@@ -129,7 +150,11 @@ class BatchConsumer:
     # -- rebalance callbacks (inside consume(), between batches) ------------------------
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        self._assigned.update(TP(p.topic, p.partition) for p in partitions)
+        for p in partitions:
+            tp = TP(p.topic, p.partition)
+            self._assigned.add(tp)
+            self._epoch[tp] = self._epoch.get(tp, 0) + 1
+        self._seed_read_offsets(consumer, partitions)
         log.info("%s assigned %s", self._stage, ", ".join(f"{p.topic}/{p.partition}" for p in partitions))
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
@@ -142,10 +167,26 @@ class BatchConsumer:
         for p in partitions:
             tp = TP(p.topic, p.partition)
             self._assigned.discard(tp)
-            for held in (self._read_offset, self._committed_offset, self._rewinds, self._gaps):
+            self._epoch[tp] = self._epoch.get(tp, 0) + 1
+            for held in (self._read_offset, self._committed_offset, self._rewinds, self._rereads,
+                         self._gaps):
                 held.pop(tp, None)
         if partitions:
             log.info("%s revoked %s", self._stage, ", ".join(f"{p.topic}/{p.partition}" for p in partitions))
+
+    def _seed_read_offsets(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        """Where reading each assigned partition starts, so that even its first record is
+        checked for a gap: the group's committed offset, else the log's first offset."""
+        try:
+            committed = consumer.committed(partitions, timeout=10)
+            for p in committed:
+                start = p.offset
+                if start < 0:  # nothing committed: auto.offset.reset=earliest
+                    start = consumer.get_watermark_offsets(p, timeout=5, cached=False)[0]
+                self._read_offset[TP(p.topic, p.partition)] = start - 1
+        except KafkaException as exc:
+            log.warning("%s: could not read where its partitions start (%s); their first "
+                        "records are taken as they come", self._stage, exc.args[0].str())
 
     # -- what LogResetGuard uses -------------------------------------------------------------
 
@@ -154,6 +195,9 @@ class BatchConsumer:
 
     async def seek(self, tp: TP, offset: int) -> None:
         self._rewinds[tp] = offset
+        self._rereads.pop(tp, None)
+        self._gaps.pop(tp, None)
+        self._read_offset[tp] = offset - 1
 
     # -- the loop's calls -----------------------------------------------------------------
 
@@ -167,25 +211,36 @@ class BatchConsumer:
             log.warning("could not commit the rewound offsets (%s); the guard checks again",
                         exc.args[0].str())
 
-    def _apply_rewinds(self) -> None:
-        rewound = []
-        for tp in list(self._rewinds):
-            offset = self._rewinds.pop(tp)
+    def _seek(self, pending: dict[TP, int]) -> list[TP]:
+        """Seek each assigned partition of ``pending`` (emptied); those that could not be
+        sought stay in it for the next poll. Returns the partitions sought."""
+        sought = []
+        for tp in list(pending):
+            offset = pending.pop(tp)
             if tp not in self._assigned:
-                continue  # revoked meanwhile: _on_revoke committed the rewind
+                continue  # revoked meanwhile (_on_revoke committed a guard rewind)
             try:
                 self._consumer.seek(TopicPartition(tp.topic, tp.partition, offset))
             except KafkaException as exc:
                 # The fetcher of a just-assigned partition may not be started yet: retry.
                 log.warning("%s/%d: could not rewind yet (%s); trying again", tp.topic,
                             tp.partition, exc.args[0].str())
-                self._rewinds.setdefault(tp, offset)
+                pending.setdefault(tp, offset)
                 continue
-            rewound.append(TopicPartition(tp.topic, tp.partition, offset))
-        if rewound:
-            self._commit_rewinds(self._consumer, rewound)
+            sought.append(tp)
+        return sought
 
-    def poll_batch(self, on_error: Callable[[KafkaError], None] | None = None) -> list[IncomingMessage]:
+    def _apply_rewinds(self) -> None:
+        offsets = dict(self._rewinds)
+        rewound = self._seek(self._rewinds)
+        for tp in rewound:
+            self._epoch[tp] = self._epoch.get(tp, 0) + 1  # batches of the old log commit nothing
+        if rewound:
+            self._commit_rewinds(self._consumer, [TopicPartition(tp.topic, tp.partition, offsets[tp])
+                                                  for tp in rewound])
+        self._seek(self._rereads)
+
+    def poll_batch(self, on_error: Callable[[KafkaError], None] | None = None) -> Batch:
         """What is queued, up to ``batch_size`` records; only when nothing is queued, wait at
         most ``wait_s`` for the first record, then take what came with it.
 
@@ -200,10 +255,10 @@ class BatchConsumer:
             records = self._consumer.consume(self._batch_size, 0)
             if not records:
                 records = self._consumer.consume(1, self._wait_s)
-                if records:
+                if records and self._batch_size > 1:
                     records += self._consumer.consume(self._batch_size - 1, 0)
         now = datetime.now(UTC)
-        batch = []
+        batch = Batch()
         for record in records:
             error = record.error()
             if error is not None:
@@ -213,11 +268,12 @@ class BatchConsumer:
             tp = TP(record.topic() or "", record.partition() or 0)
             if tp not in self._assigned:
                 continue  # revoked by a rebalance served in the second consume(): its next owner reads it
-            if tp in self._rewinds:
-                continue  # read from the old log's position; the rewind reads it again
+            if tp in self._rewinds or tp in self._rereads:
+                continue  # read from a position a rewind or a re-read reads again
             if self._skipped_over(tp, record.offset() or 0):
                 continue
             batch.append(incoming(record, self._trust_create_time, now))
+            batch.epochs[tp] = self._epoch.get(tp, 0)
             self._read_offset[tp] = batch[-1].offset
         return batch
 
@@ -227,24 +283,27 @@ class BatchConsumer:
         Seen on the embedded broker under concurrent producers: a fetch answered past a
         record that its log does hold (2026-12-02, one record in 9,011 at 300 events/s,
         docs/reliability.md). Committing the batch after it would lose that record for good,
-        so the partition is rewound to the first offset missing. Offsets with no record at
-        all (a transaction marker, a compacted topic) come back the same after the re-read
-        and are then accepted, so the rewind happens once per gap.
+        so the partition is read again from the first offset missing (a seek, not committed).
+        Offsets with no record at all (a transaction marker, a compacted topic, records
+        removed by retention) come back the same however often they are read: after
+        ``GAP_READS`` reads of the same gap it is accepted, with an error in the log.
         """
         last = self._read_offset.get(tp)
         if last is None or offset <= last + 1:
             return False
         gap = (last + 1, offset)
-        if self._gaps.get(tp) == gap:
+        seen, reads = self._gaps.get(tp, (None, 0))
+        reads = reads + 1 if seen == gap else 1
+        if reads >= GAP_READS:
             del self._gaps[tp]
-            log.warning("%s/%d: offsets %d to %d hold no record (read twice); going on",
-                        tp.topic, tp.partition, gap[0], gap[1] - 1)
+            log.error("%s/%d: offsets %d to %d came back empty %d times; taken to hold no "
+                      "record, going on", tp.topic, tp.partition, gap[0], gap[1] - 1, reads)
             return False
-        self._gaps[tp] = gap
+        self._gaps[tp] = (gap, reads)
         log.warning("%s/%d: the broker handed over offset %d after %d, skipping %d record(s); "
                     "reading again from offset %d", tp.topic, tp.partition, offset, last,
                     offset - last - 1, last + 1)
-        self._rewinds.setdefault(tp, last + 1)
+        self._rereads.setdefault(tp, last + 1)
         return True
 
     def commit(self, batch: list[IncomingMessage], *, wait: bool = True) -> bool:
@@ -257,8 +316,10 @@ class BatchConsumer:
         batch is decided, a refusal is reported to ``_on_commit``, and ``close`` commits the
         last offsets synchronously.
         """
+        epochs = getattr(batch, "epochs", {})
         offsets = {tp: offset for tp, offset in next_offsets(batch).items()
-                   if tp in self._assigned and tp not in self._rewinds}
+                   if tp in self._assigned and tp not in self._rewinds
+                   and epochs.get(tp, self._epoch.get(tp, 0)) == self._epoch.get(tp, 0)}
         if not offsets:
             return True
         try:
@@ -300,7 +361,7 @@ class BatchConsumer:
             return
         self._commit_refused_at = None
         offsets = [TopicPartition(tp.topic, tp.partition, offset)
-                   for tp, offset in self._committed_offset.items()
+                   for tp, offset in dict(self._committed_offset).items()
                    if tp in self._assigned and tp not in self._rewinds]
         if not offsets:
             self._commit_failing = False
@@ -314,7 +375,7 @@ class BatchConsumer:
         """Commit the last offsets and leave the group: a commit not waited for may still be
         in flight, and the next owner should not read again what this member finished."""
         last = [TopicPartition(tp.topic, tp.partition, offset)
-                for tp, offset in self._committed_offset.items() if tp in self._assigned]
+                for tp, offset in dict(self._committed_offset).items() if tp in self._assigned]
         with self._lock:
             if last:
                 try:

@@ -16,7 +16,14 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from agents.messages import IncomingMessage
 from config.settings import Settings
 from streams.admin import kafka_config
-from streams.batch_consumer import TP, BatchConsumer, consumer_settings, next_offsets
+from streams.batch_consumer import (
+    GAP_READS,
+    TP,
+    Batch,
+    BatchConsumer,
+    consumer_settings,
+    next_offsets,
+)
 from streams.offsets import CommittedOffsets
 from streams.producer import OutgoingMessage, send_all
 
@@ -44,11 +51,14 @@ def _consumer(settings: Settings, group: str, topic: str) -> BatchConsumer:
                          [topic], batch_size=100, wait_s=0.2, trust_create_time=True)
 
 
-def _drain(consumer: BatchConsumer, want: int, timeout_s: float = 60) -> list[IncomingMessage]:
-    got: list[IncomingMessage] = []
+def _drain(consumer: BatchConsumer, want: int, timeout_s: float = 60) -> Batch:
+    """The batches handed over until ``want`` records came, as one batch (epochs kept)."""
+    got = Batch()
     deadline = time.monotonic() + timeout_s
     while len(got) < want and time.monotonic() < deadline:
-        got.extend(consumer.poll_batch())
+        batch = consumer.poll_batch()
+        got.extend(batch)
+        got.epochs.update(batch.epochs)
     return got
 
 
@@ -85,7 +95,8 @@ def test_a_rewind_reads_the_partition_again_from_the_offset_asked(stack_settings
     group = f"bc-{uuid.uuid4().hex[:6]}"
     consumer = _consumer(stack_settings, group, topic)
     try:
-        assert len(_drain(consumer, 10)) == 10
+        first = _drain(consumer, 10)
+        assert len(first) == 10
         assert consumer._read_offset == {TP(topic, 0): 9}
         assert consumer.assignment() == {TP(topic, 0)}
         asyncio.run(consumer.seek(TP(topic, 0), 4))
@@ -94,6 +105,10 @@ def test_a_rewind_reads_the_partition_again_from_the_offset_asked(stack_settings
         # The rewind was committed as it was applied: whoever reads the partition next starts
         # there, not at a position the group held before.
         offsets = CommittedOffsets(stack_settings, group)
+        assert offsets.committed([(topic, 0)]) == {(topic, 0): 4}
+        # A batch read before the rewind (still in flight when it came) commits nothing for
+        # the partition: its offsets belong to the position the rewind replaced.
+        assert consumer.commit(first)
         assert offsets.committed([(topic, 0)]) == {(topic, 0): 4}
         offsets.close()
     finally:
@@ -111,7 +126,9 @@ def test_a_commit_not_waited_for_is_made_durable_by_close(stack_settings: Settin
     consumer = _consumer(stack_settings, group, topic)
     try:
         batch = _drain(consumer, 30)
-        assert consumer.commit(batch, wait=False)
+        # What commit(wait=False) records, without sending it: only close() can make it
+        # durable (a commit in flight can be lost with the connection at shutdown).
+        consumer._committed_offset.update(next_offsets(batch))
     finally:
         consumer.close()
     ends: dict[tuple[str, int], int] = {}
@@ -155,26 +172,30 @@ def _unconnected(topic: str = "t") -> BatchConsumer:
                          wait_s=0.01, trust_create_time=True)
 
 
-def test_a_gap_is_read_again_once_and_an_empty_one_then_accepted(
+def test_a_gap_is_read_again_and_taken_as_empty_only_after_it_came_back_the_same(
         caplog: pytest.LogCaptureFixture) -> None:
     consumer = _unconnected()
     tp = TP("t", 0)
     try:
-        assert not consumer._skipped_over(tp, 5)  # nothing read yet: any start is fine
+        assert not consumer._skipped_over(tp, 5)  # nothing known of the partition yet
         consumer._read_offset[tp] = 5
         assert not consumer._skipped_over(tp, 6)
         assert consumer._skipped_over(tp, 9)  # 6, 7 and 8 were not handed over
-        assert consumer._rewinds == {tp: 6}
+        assert consumer._rereads == {tp: 6}
+        assert consumer._rewinds == {}  # a re-read is a seek, never a commit
         assert "skipping 3 record(s); reading again from offset 6" in caplog.text
-        consumer._rewinds.clear()  # applied by the next poll_batch
-        # Read again from 6, the broker hands over 9 once more: no records lie there.
+        for _ in range(GAP_READS - 2):
+            consumer._rereads.clear()  # applied by the next poll_batch
+            assert consumer._skipped_over(tp, 9)  # the same gap again: read once more
+        consumer._rereads.clear()
+        # Read GAP_READS times, the broker hands over 9 after 5 each time: no records lie there.
         assert not consumer._skipped_over(tp, 9)
-        assert "offsets 6 to 8 hold no record (read twice)" in caplog.text
-        assert consumer._rewinds == {}
+        assert f"offsets 6 to 8 came back empty {GAP_READS} times" in caplog.text
+        assert consumer._rereads == {}
         # A later gap on the same partition is read again as the first one was.
         consumer._read_offset[tp] = 20
         assert consumer._skipped_over(tp, 22)
-        assert consumer._rewinds == {tp: 21}
+        assert consumer._rereads == {tp: 21}
     finally:
         consumer._consumer.close()
 
@@ -198,8 +219,10 @@ def test_records_the_broker_skipped_over_are_handed_over_before_any_later_one(
             consumer._consumer.seek(TopicPartition(topic, 0, 12))
         again = _drain(consumer, 5)
         assert [m.offset for m in again] == list(range(10, 15))
-        assert consumer.commit(again)
         offsets = CommittedOffsets(stack_settings, group)
+        # Reading again moved no committed offset: batches before the gap may be in flight.
+        assert offsets.committed([(topic, 0)]) == {(topic, 0): -1001}
+        assert consumer.commit(again)
         assert offsets.committed([(topic, 0)]) == {(topic, 0): 15}
         offsets.close()
     finally:
@@ -225,10 +248,35 @@ def test_a_refused_commit_is_sent_again_though_no_batch_follows(stack_settings: 
         consumer._on_commit(KafkaError(KafkaError.REBALANCE_IN_PROGRESS), [])
         assert offsets.committed([(topic, 0)]) == {(topic, 0): -1001}
         deadline = time.monotonic() + 30
-        while offsets.committed([(topic, 0)]) != {(topic, 0): 10} and time.monotonic() < deadline:
+        while ((offsets.committed([(topic, 0)]) != {(topic, 0): 10} or consumer._commit_failing)
+               and time.monotonic() < deadline):
             assert consumer.poll_batch() == []  # nothing more to read: only the retry
         assert offsets.committed([(topic, 0)]) == {(topic, 0): 10}
-        assert not consumer._commit_failing
+        assert not consumer._commit_failing  # its success was reported back
     finally:
         offsets.close()
         consumer.close()
+
+
+@pytest.mark.integration
+def test_reading_an_assigned_partition_starts_from_where_the_group_stands(
+        stack_settings: Settings) -> None:
+    """The first record of a partition is checked for a gap too: the position it should
+    come from is known from the group's committed offset, or the log's start."""
+    topic = _fresh_topic(stack_settings, partitions=1)
+    send_all(stack_settings, topic, [OutgoingMessage(key=None, value=b"x") for _ in range(10)])
+    group = f"bc-{uuid.uuid4().hex[:6]}"
+    first = _consumer(stack_settings, group, topic)
+    try:
+        first._on_assign(first._consumer, [TopicPartition(topic, 0)])
+        assert first._read_offset == {TP(topic, 0): -1}  # nothing committed: from offset 0
+        batch = _drain(first, 10)
+        assert first.commit([m for m in batch if m.offset < 6])
+    finally:
+        first.close()
+    second = _consumer(stack_settings, group, topic)
+    try:
+        second._on_assign(second._consumer, [TopicPartition(topic, 0)])
+        assert second._read_offset == {TP(topic, 0): 5}  # the group committed offset 6
+    finally:
+        second.close()

@@ -14,6 +14,7 @@ from agents.messages import BatchOutput, IncomingMessage
 from config.settings import Settings
 from streams.admin import kafka_config
 from streams.app import BatchStage
+from streams.batch_consumer import BatchConsumer
 from streams.offsets import CommittedOffsets
 from streams.producer import OutgoingMessage, send_all
 from streams.topics import group_id
@@ -35,7 +36,7 @@ def test_batches_decided_at_once_are_committed_in_the_order_read(stack_settings:
 
     in_flight, most_in_flight = 0, 0
     finished: list[int] = []
-    committed: list[int] = []
+    committed: list[tuple[int, bool]] = []
 
     async def handler(batch: list[IncomingMessage]) -> BatchOutput:
         nonlocal in_flight, most_in_flight
@@ -50,21 +51,26 @@ def test_batches_decided_at_once_are_committed_in_the_order_read(stack_settings:
     async def publish(output: BatchOutput) -> None:
         pass
 
-    async def run() -> None:
-        stage = BatchStage(settings, "ordertest", [topic], handler, publish, _Tracker(), concurrency=3)
-        await stage.start()
-        try:
-            while stage.consumer is None:
-                await asyncio.sleep(0.05)
-            consumer = stage.consumer
+    class RecordingStage(BatchStage):
+        """Every commit the loop makes, recorded before it is sent (nothing asserted in the
+        loop's threads: a failure there would end the process as the worker's would)."""
+
+        def _open(self) -> BatchConsumer:
+            consumer = super()._open()
             real_commit = consumer.commit
 
             def recording_commit(batch: list[IncomingMessage], **kw: Any) -> bool:
-                committed.append(batch[0].offset)
-                assert batch[0].offset in finished  # never before the batch's effects
+                committed.append((batch[0].offset, batch[0].offset in finished))
                 return real_commit(batch, **kw)
 
             consumer.commit = recording_commit  # type: ignore[method-assign]
+            return consumer
+
+    async def run() -> None:
+        stage = RecordingStage(settings, "ordertest", [topic], handler, publish, _Tracker(),
+                               concurrency=3)
+        await stage.start()
+        try:
             for _ in range(1200):
                 if len(committed) == 12:
                     break
@@ -76,7 +82,8 @@ def test_batches_decided_at_once_are_committed_in_the_order_read(stack_settings:
     assert sorted(finished) == list(range(12))
     assert finished != sorted(finished)  # batches did overtake each other ...
     assert most_in_flight == 3
-    assert committed == list(range(12))  # ... and their offsets still moved in order
+    # ... and their offsets still moved in order, each only once its batch was decided.
+    assert committed == [(offset, True) for offset in range(12)]
     offsets = CommittedOffsets(settings, group_id(settings, "ordertest"))
     try:
         assert offsets.committed([(topic, 0)]) == {(topic, 0): 12}
