@@ -211,9 +211,9 @@ class BatchStage(Service):
                 if batch:
                     in_flight.append((batch, asyncio.ensure_future(self._decide(batch))))
                 while in_flight and (len(in_flight) >= self._concurrency or in_flight[0][1].done()):
-                    await self._finish(consumer, *in_flight.popleft())
+                    await self._finish_oldest(consumer, in_flight)
             while in_flight:
-                await self._finish(consumer, *in_flight.popleft())
+                await self._finish_oldest(consumer, in_flight)
             self.consumer = None
             await asyncio.to_thread(consumer.close)
         except asyncio.CancelledError:
@@ -238,9 +238,11 @@ class BatchStage(Service):
             self._idle.set()
 
     @staticmethod
-    async def _finish(consumer: BatchConsumer, batch: list[IncomingMessage],
-                      decided: asyncio.Task[None]) -> None:
-        await decided
+    async def _finish_oldest(consumer: BatchConsumer, in_flight: collections.deque[
+            tuple[list[IncomingMessage], asyncio.Task[None]]]) -> None:
+        batch, decided = in_flight[0]
+        await decided  # still the oldest in flight while it is waited for: a cancel sees it
+        in_flight.popleft()
         # Not waited for: sent behind the earlier commits while the next batch is decided
         # (BatchConsumer.commit); close() commits the last ones.
         await asyncio.to_thread(partial(consumer.commit, batch, wait=False))
