@@ -396,9 +396,15 @@ def consumer_settings(settings: Any) -> dict[str, object]:
         "fetch.wait.max.ms": settings.fetch_max_wait_ms,
         # Hold little ahead of the batch being processed: a rebalance drops it anyway.
         "queued.max.messages.kbytes": 16384,
-        # A batch held through a long Postgres outage keeps its partitions (Faust's limit,
-        # 1,000 s; librdkafka's default of 300 s would hand them to another member).
-        "max.poll.interval.ms": 1_000_000,
+        # librdkafka sends this as the JoinGroup rebalance timeout too: how long the
+        # coordinator waits for every known member to rejoin. At 1,000 s, a member that dies
+        # during a rebalance may hold its group's join for that long: the suspected cause of
+        # a test-suite worker whose intake was never assigned (the group stuck rebalancing on
+        # the embedded broker, 2026-12-03). 60 s is Faust's rebalance timeout. A batch held
+        # longer (a Postgres outage) loses its partitions; the member rejoins at its next
+        # poll, its batch commits nothing (``Batch.epochs``) and is delivered again, which
+        # every effect tolerates.
+        "max.poll.interval.ms": max(60_000, int(settings.session_timeout_s * 1000)),
         # One protocol: the embedded broker refuses a join offering several (librdkafka's
         # default is "range,roundrobin") as an inconsistent group protocol.
         "partition.assignment.strategy": "roundrobin",
