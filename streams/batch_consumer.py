@@ -154,7 +154,6 @@ class BatchConsumer:
             tp = TP(p.topic, p.partition)
             self._assigned.add(tp)
             self._epoch[tp] = self._epoch.get(tp, 0) + 1
-        self._seed_read_offsets(consumer, partitions)
         log.info("%s assigned %s", self._stage, ", ".join(f"{p.topic}/{p.partition}" for p in partitions))
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
@@ -173,20 +172,6 @@ class BatchConsumer:
                 held.pop(tp, None)
         if partitions:
             log.info("%s revoked %s", self._stage, ", ".join(f"{p.topic}/{p.partition}" for p in partitions))
-
-    def _seed_read_offsets(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        """Where reading each assigned partition starts, so that even its first record is
-        checked for a gap: the group's committed offset, else the log's first offset."""
-        try:
-            committed = consumer.committed(partitions, timeout=10)
-            for p in committed:
-                start = p.offset
-                if start < 0:  # nothing committed: auto.offset.reset=earliest
-                    start = consumer.get_watermark_offsets(p, timeout=5, cached=False)[0]
-                self._read_offset[TP(p.topic, p.partition)] = start - 1
-        except KafkaException as exc:
-            log.warning("%s: could not read where its partitions start (%s); their first "
-                        "records are taken as they come", self._stage, exc.args[0].str())
 
     # -- what LogResetGuard uses -------------------------------------------------------------
 

@@ -256,27 +256,3 @@ def test_a_refused_commit_is_sent_again_though_no_batch_follows(stack_settings: 
     finally:
         offsets.close()
         consumer.close()
-
-
-@pytest.mark.integration
-def test_reading_an_assigned_partition_starts_from_where_the_group_stands(
-        stack_settings: Settings) -> None:
-    """The first record of a partition is checked for a gap too: the position it should
-    come from is known from the group's committed offset, or the log's start."""
-    topic = _fresh_topic(stack_settings, partitions=1)
-    send_all(stack_settings, topic, [OutgoingMessage(key=None, value=b"x") for _ in range(10)])
-    group = f"bc-{uuid.uuid4().hex[:6]}"
-    first = _consumer(stack_settings, group, topic)
-    try:
-        first._on_assign(first._consumer, [TopicPartition(topic, 0)])
-        assert first._read_offset == {TP(topic, 0): -1}  # nothing committed: from offset 0
-        batch = _drain(first, 10)
-        assert first.commit([m for m in batch if m.offset < 6])
-    finally:
-        first.close()
-    second = _consumer(stack_settings, group, topic)
-    try:
-        second._on_assign(second._consumer, [TopicPartition(topic, 0)])
-        assert second._read_offset == {TP(topic, 0): 5}  # the group committed offset 6
-    finally:
-        second.close()
