@@ -7,6 +7,7 @@ published, which keeps it testable against a real Postgres without a broker.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import hashlib
@@ -239,7 +240,12 @@ class IntakeProcessor:
 
     async def process(self, batch: list[IncomingMessage]) -> BatchOutput:
         """Decide every message of the batch; durable writes happen before this returns."""
-        accepted, rejected = self.verify_batch(batch)
+        # In a thread: the Ed25519 check (most of verification) releases the GIL, so with
+        # ATTEST_INTAKE_CONCURRENCY > 1 one batch is verified while the one before it is
+        # stored and published, and the event loop stays free meanwhile. verify_batch only
+        # reads the seen-cache; a lookup racing another batch's add can miss, and the
+        # events table's primary key then refuses the replay (SeenEvents' docstring).
+        accepted, rejected = await asyncio.to_thread(self.verify_batch, batch)
         rejected, redelivered = await self._drop_redeliveries(rejected)
         verified_at = self._clock()
         rows = [
