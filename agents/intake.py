@@ -8,8 +8,6 @@ published, which keeps it testable against a real Postgres without a broker.
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import hashlib
 import logging
 import re
@@ -26,6 +24,7 @@ from protection.fields import FieldProtector
 from schemas.audit import AuditAction, AuditRecord, audit_id_for
 from security.errors import Rejection
 from security.intake_keys import HeldIntakeKeys
+from security.jws import claimed_event_id
 from security.nested import IntakeKeys, inner_token, is_nested, verify_message
 from security.reasons import RejectReason
 from security.registry import KeySnapshot
@@ -107,9 +106,6 @@ class SeenEvents:
             self._where.pop(self._order.popleft(), None)
 
 
-_CLAIMED_ID = re.compile(rb'"event_id"\s*:\s*"([0-9A-Za-z-]{1,64})"')
-
-
 def _event_id_hint(token: bytes | None) -> str | None:
     """The event_id a rejected JWS claims, for correlation only (never trusted).
 
@@ -117,17 +113,7 @@ def _event_id_hint(token: bytes | None) -> str | None:
     still correlates with the event it pretended to be. ``token`` is the JWS: for a nested
     message, the one inside the JWE (``None`` when it cannot be opened).
     """
-    if token is None:
-        return None
-    parts = token.split(b".")
-    if len(parts) != 3 or len(parts[1]) > 4 * 65536:
-        return None
-    try:
-        payload = base64.urlsafe_b64decode(parts[1] + b"=" * (-len(parts[1]) % 4))
-    except (binascii.Error, ValueError):
-        return None
-    found = _CLAIMED_ID.search(payload)
-    return found.group(1).decode("ascii") if found else None
+    return None if token is None else claimed_event_id(token)
 
 
 class IntakeProcessor:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-import re
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -59,21 +58,6 @@ def claimed_payload(value: bytes) -> dict[str, object]:
     return decoded if isinstance(decoded, dict) else {}
 
 
-_CLAIMED_ID = re.compile(rb'"event_id"\s*:\s*"([0-9A-Za-z-]{1,64})"')
-
-
-def claimed_event_id(value: bytes) -> str | None:
-    """The event_id a compact JWS claims, unverified: a search of the decoded payload bytes,
-    several times cheaper than parsing the JSON (a replay asks this of every message)."""
-    parts = value.split(b".")
-    if len(parts) != 3 or len(parts[1]) > 4 * 65536:
-        return None
-    try:
-        payload = base64.urlsafe_b64decode(parts[1] + b"=" * (-len(parts[1]) % 4))
-    except (binascii.Error, ValueError):
-        return None
-    found = _CLAIMED_ID.search(payload)
-    return found.group(1).decode("ascii") if found else None
 
 
 def matches_source(letter: StoredLetter, source: str) -> bool:

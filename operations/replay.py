@@ -36,12 +36,13 @@ from config.settings import Settings, secret_environ
 from operations import outcomes
 from operations.broker_reads import BrokerReader
 from operations.errors import AuditUnavailable, OffsetOutOfRange, UnknownEvent
-from operations.letters import LetterFilter, claimed_event_id
+from operations.letters import LetterFilter
 from operations.resume import ReplayProgress, clear_progress, load_progress, save_progress
 from operations.selection import Selection, event_ranges, offset_ranges
 from operations.times import to_millis
 from protection.fields import writer_protector
 from schemas.audit import AuditAction, AuditRecord, audit_id_for
+from security.jws import claimed_event_id
 from storage.keys import key_snapshot
 from storage.operations import event_positions, inferred_event_ids
 from streams.audit_publisher import publish_audit
