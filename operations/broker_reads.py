@@ -18,6 +18,7 @@ from operations.errors import UnknownTopic
 from operations.selection import PartitionRange
 from operations.time_offsets import first_offset_at_or_after
 from streams.admin import kafka_config
+from streams.dead_letters import timestamp_at
 from streams.errors import BrokerUnavailable
 
 
@@ -117,21 +118,7 @@ class BrokerReader:
 
     def timestamp_at(self, topic: str, partition: int, offset: int) -> int | None:
         """The timestamp (ms) of the message at ``offset``, or of the next one present."""
-        self._consumer.assign([TopicPartition(topic, partition, offset)])
-        try:
-            deadline = time.monotonic() + self._timeout
-            while time.monotonic() < deadline:
-                msg = self._consumer.poll(0.5)
-                if msg is None:
-                    continue
-                if msg.error():
-                    if msg.error().code() == KafkaError._PARTITION_EOF:
-                        return None
-                    continue
-                return msg.timestamp()[1]
-            return None
-        finally:
-            self._consumer.unassign()
+        return timestamp_at(self._consumer, topic, partition, offset, self._timeout)
 
     def offset_for_time(self, topic: str, partition: int, low: int, high: int, at_ms: int) -> int:
         """The first offset in [low, high) of a message at or after ``at_ms`` (high if none)."""

@@ -122,7 +122,7 @@ def read_letters(
             if since is not None and high > low:
                 at_ms = int(since.timestamp() * 1000)
                 low = first_offset_at_or_after(
-                    lambda offset, p=partition: _timestamp_at(consumer, topic, p, offset), low, high, at_ms)
+                    lambda offset, p=partition: timestamp_at(consumer, topic, p, offset), low, high, at_ms)
             if high > low:
                 ends[partition] = high
                 assignment.append(TopicPartition(topic, partition, low))
@@ -146,11 +146,14 @@ def read_letters(
         consumer.close()
 
 
-def _timestamp_at(consumer: Consumer, topic: str, partition: int, offset: int) -> int | None:
-    """The broker timestamp (ms) of the message at ``offset`` (or the next one present)."""
+def timestamp_at(consumer: Consumer, topic: str, partition: int, offset: int,
+                 timeout_s: float = 10.0) -> int | None:
+    """The broker timestamp (ms) of the message at ``offset`` (or the next one present);
+    None at the end of the partition or after ``timeout_s``. ``consumer`` is assigned to that
+    one position for the call (one implementation for the dead-letter and replay lookups)."""
     consumer.assign([TopicPartition(topic, partition, offset)])
     try:
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             msg = consumer.poll(0.5)
             if msg is None:
